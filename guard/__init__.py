@@ -1,0 +1,1 @@
+"""guard: streaming guardrail middleware for LLM output."""

@@ -1,0 +1,1 @@
+"""Detector layers. Each module owns one layer; ``base`` holds the Protocols they implement."""
