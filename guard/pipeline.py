@@ -1,0 +1,369 @@
+"""The only sequencer: chunk in → stream window → detectors → policy → decision out.
+
+``Pipeline.process`` takes a batch of chunks from many streams (with each stream's state), runs the
+fast layers in-process, sends every window of the batch to the semantic detector in one call (so
+Triton batches across streams), applies the policy and returns one decision per chunk plus the new
+state. It never raises for a bad chunk: the outcome carries the error for the caller to dead-letter.
+No Kafka here: the Faust agent and the embedded API are thin shells around it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from guard import context, windowing
+from guard.detectors.base import Scanner, SemanticDetector
+from guard.errors import DetectorError, GuardError, SchemaError, StreamError
+from guard.messages import Chunk, Decision, Span, decision_id
+from guard.policy.decide import ScoredWindow, StaticThresholds, ThresholdView, decide
+from guard.policy.load import PolicySet
+from guard.policy.schema import PolicySpec
+from guard.release import cut, settle_frontier
+from guard.state import StreamState
+from guard.types import CATEGORIES, Finding, Window
+
+log = structlog.get_logger(__name__)
+
+#: chunks held ahead of a sequence gap before the gap is declared lost
+MAX_PENDING = 64
+
+
+def _layers(spec: PolicySpec) -> set[str]:
+    return {d for p in spec.principles for d in p.detectors}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Outcome:
+    """What became of one input chunk.
+
+    ``decisions`` may be empty (a duplicate, or a chunk waiting behind a gap) or hold several (a gap
+    was filled and the chunks behind it were released too). ``error`` is set when the chunk was
+    rejected; the caller dead-letters it with ``error.code`` and the text of the error.
+    """
+
+    stream_id: str
+    state: StreamState | None
+    decisions: list[Decision] = field(default_factory=list)
+    error: GuardError | None = None
+    skipped: list[StreamError] = field(default_factory=list)  # gaps given up: report, don't reject
+
+
+@dataclass
+class _Work:
+    """One chunk of one stream in flight through a round."""
+
+    state: StreamState
+    chunk: Chunk
+    spec: PolicySpec
+    planned: list[windowing.PlannedWindow]
+    prompt: Window | None
+    t0: float
+
+
+@dataclass
+class Pipeline:
+    """Composes the layers; constructed by a composition root with its collaborators.
+
+    ``scanners`` maps a layer name ("lexical", "pii") to its scanner; ``semantic`` may be None for
+    deployments that run fast layers only (then policies that need it fail as they declare).
+    """
+
+    policies: Callable[[], PolicySet]
+    scanners: Mapping[str, Scanner]
+    semantic: SemanticDetector | None = None
+    tokenizer: windowing.Tokenizer | None = None
+    thresholds: Callable[[], ThresholdView] = StaticThresholds
+    wall_ms: Callable[[], int] = _now_ms
+    clock: Callable[[], float] = time.perf_counter
+    gap_timeout_ms: int = 10_000
+
+    def __post_init__(self) -> None:
+        self._context_chars = max((getattr(s, "context_chars", 64) for s in self.scanners.values()),
+                                  default=0)
+
+    # -- public API ------------------------------------------------------------------------------
+
+    async def process(self, items: Sequence[tuple[StreamState | None, Chunk]]) -> list[Outcome]:
+        """Process a batch. Chunks of the same stream are handled in order, in successive rounds."""
+        t0 = self.clock()
+        outcomes = [Outcome(stream_id=c.stream_id, state=s) for s, c in items]
+        states: dict[str, StreamState | None] = {}
+        rounds: list[list[tuple[int, Chunk]]] = []
+        seen: dict[str, int] = {}
+        for i, (state, chunk) in enumerate(items):
+            if chunk.stream_id not in states:
+                states[chunk.stream_id] = state
+            r = seen.get(chunk.stream_id, 0)
+            seen[chunk.stream_id] = r + 1
+            if r == len(rounds):
+                rounds.append([])
+            rounds[r].append((i, chunk))
+        for rnd in rounds:
+            await self._round(rnd, states, outcomes, t0)
+        return outcomes
+
+    async def moderate(self, chunks: AsyncIterable[Chunk]) -> AsyncIterator[Decision]:
+        """The embedded API: moderate one stream's chunks, yielding a decision per chunk."""
+        state: StreamState | None = None
+        async for chunk in chunks:
+            (out,) = await self.process([(state, chunk)])
+            if out.error is not None:
+                raise out.error
+            state = out.state
+            for d in out.decisions:
+                yield d
+
+    # -- one round: at most one new chunk per stream ----------------------------------------------
+
+    async def _round(self, rnd: list[tuple[int, Chunk]], states: dict[str, StreamState | None],
+                     outcomes: list[Outcome], t0: float) -> None:
+        works: list[tuple[int, _Work]] = []
+        for i, chunk in rnd:
+            try:
+                ready = self._admit(states, chunk, outcomes[i])
+            except GuardError as exc:
+                outcomes[i].error = exc
+                outcomes[i].state = states.get(chunk.stream_id)
+                continue
+            for state, ch in ready:
+                spec = self.policies().select(state.policy)
+                works.append((i, self._plan(state, ch, spec, t0)))
+        scores, failure = await self._score(w for _, w in works)
+        for i, work in works:
+            decision = self._settle(work, scores, failure)
+            states[work.state.stream_id] = work.state
+            outcomes[i].decisions.append(decision)
+        for i, chunk in rnd:
+            outcomes[i].state = states.get(chunk.stream_id)
+
+    def _admit(self, states: dict[str, StreamState | None], chunk: Chunk,
+               outcome: Outcome) -> list[tuple[StreamState, Chunk]]:
+        """Order chunks per stream: drop duplicates, hold chunks behind a gap, reject late ones.
+
+        A gap that stays open longer than ``gap_timeout_ms`` (checked when the stream's next chunk
+        arrives) is given up: the chunks behind it go on, and the outcome reports the skipped range.
+        """
+        if any(0xD800 <= ord(ch) <= 0xDFFF for ch in chunk.text):
+            raise SchemaError("chunk text contains lone surrogates (not valid Unicode text)")
+        state = states.get(chunk.stream_id)
+        if state is None:
+            spec = self.policies().select(chunk.policy, chunk.tenant)
+            state = StreamState(stream_id=chunk.stream_id, policy=spec.policy, tenant=chunk.tenant,
+                                updated_ms=self.wall_ms())
+            states[chunk.stream_id] = state
+        if chunk.seq < state.next_seq or chunk.seq in state.pending:
+            log.info("duplicate_chunk_dropped", stream_id=chunk.stream_id, seq=chunk.seq)
+            return []
+        if state.final:
+            raise StreamError(f"chunk seq {chunk.seq} after the stream's final chunk")
+        if chunk.seq > state.next_seq:
+            if len(state.pending) >= MAX_PENDING:
+                raise StreamError(f"sequence gap: expected seq {state.next_seq}, "
+                                  f"{len(state.pending)} later chunks already waiting")
+            state.pending = {**state.pending, chunk.seq: chunk}
+            now = self.wall_ms()
+            if state.gap_since_ms is None:
+                state.gap_since_ms = now
+            if now - state.gap_since_ms <= self.gap_timeout_ms:
+                return []
+            first = min(state.pending)
+            outcome.skipped.append(StreamError(
+                f"sequence gap: seq {state.next_seq}..{first - 1} missing for "
+                f"{now - state.gap_since_ms} ms; continuing without them"))
+            state.next_seq = first
+            chunk = state.pending[first]
+        ready = [(state, chunk)]
+        nxt = chunk.seq + 1
+        pending = {k: v for k, v in state.pending.items() if k != chunk.seq}
+        while nxt in pending:
+            ready.append((state, pending.pop(nxt)))
+            nxt += 1
+        state.pending = pending
+        state.gap_since_ms = state.gap_since_ms if pending else None
+        return ready
+
+    def _plan(self, state: StreamState, chunk: Chunk, spec: PolicySpec, t0: float) -> _Work:
+        state.next_seq = chunk.seq + 1
+        state.updated_ms = self.wall_ms()
+        state.final = chunk.final
+        if state.blocked:
+            return _Work(state, chunk, spec, [], None, t0)
+        state.text += chunk.text
+        planned: list[windowing.PlannedWindow] = []
+        prompt = None
+        if "semantic" in _layers(spec) and self.semantic is not None and self.tokenizer is not None:
+            cursor, planned = windowing.plan(state.text, state.base, state.sem_cursor,
+                                             state.stream_id, self.tokenizer, spec.window.tokens,
+                                             spec.window.stride, chunk.final)
+            state.sem_cursor = cursor
+            if chunk.prompt and state.prompt_risk is None and spec.context.prompt_weight > 0:
+                prompt = windowing.prompt_window(state.stream_id, chunk.prompt, self.tokenizer,
+                                                 spec.window.tokens)
+        else:
+            state.sem_cursor = state.end
+        return _Work(state, chunk, spec, planned, prompt, t0)
+
+    async def _score(self, works: Iterable[_Work]) -> tuple[dict[int, np.ndarray], DetectorError | None]:
+        batch: list[Window] = []
+        keys: list[int] = []
+        for w in works:
+            if w.prompt is not None:
+                batch.append(w.prompt)
+                keys.append(id(w.prompt))
+            for p in w.planned:
+                batch.append(p.window)
+                keys.append(id(p.window))
+        if not batch:
+            return {}, None
+        assert self.semantic is not None
+        try:
+            probs = await self.semantic.score(batch)
+        except DetectorError as exc:
+            log.warning("semantic_detector_failed", code=exc.code, windows=len(batch))
+            return {}, exc
+        return {k: probs[j] for j, k in enumerate(keys)}, None
+
+    def _settle(self, work: _Work, scores: dict[int, np.ndarray],
+                failure: DetectorError | None) -> Decision:
+        state, chunk, spec = work.state, work.chunk, work.spec
+        tview = self.thresholds()
+        if state.blocked:
+            return self._decision(state, chunk, spec, "block", "", work, tview, (), {}, None, ())
+
+        # context layer: the prompt first, then the windows in text order
+        if work.prompt is not None and id(work.prompt) in scores:
+            state.prompt_risk = [float(x) for x in scores[id(work.prompt)]]
+        scored: list[ScoredWindow] = []
+        failed_from = None
+        risk = np.asarray(state.risk) if state.risk else None
+        prompt = np.asarray(state.prompt_risk) if state.prompt_risk else None
+        for pw in work.planned:
+            raw = scores.get(id(pw.window))
+            if raw is None:
+                failed_from = pw.new_start if failed_from is None else failed_from
+                continue
+            eff, risk = context.combine(raw, risk, prompt, spec.context)
+            scored.append(ScoredWindow(pw.window.start, pw.new_start, pw.window.end, eff))
+        if risk is not None:
+            state.risk = [float(x) for x in risk]
+
+        # fast layers over the unreleased text plus the left context they need
+        findings, fast_frontier = self._scan(state, spec)
+        verdict = decide(spec, tview, state.tenant, findings, scored, failed_from,
+                         failure.code if failure else "")
+        if verdict.block_at is not None:
+            at = max(verdict.block_at, state.released)
+            if state.block_at is None or at < state.block_at:
+                state.block_at = at
+                state.block_principle = verdict.principle
+                state.block_evidence = tuple(e for e in verdict.evidence if e.action == "block")
+
+        frontier = min(fast_frontier, state.sem_cursor)
+        if state.final:
+            frontier = state.end
+        held_cap = state.end - spec.max_hold_back_chars
+        action = "allow"
+        if state.block_at is not None:
+            stop = frontier >= state.block_at or state.final or held_cap > frontier
+            target = settle_frontier(min(frontier, state.block_at), state.released,
+                                     verdict.redactions)
+            out = cut(state.text, state.base, state.released, state.covered, target,
+                      verdict.redactions)
+            if stop:
+                action = "block"
+                state.blocked = True
+        else:
+            forced = held_cap > frontier
+            target = held_cap if forced else settle_frontier(frontier, state.released,
+                                                             verdict.redactions)
+            out = cut(state.text, state.base, state.released, state.covered, target,
+                      verdict.redactions)
+            if out.redacted:
+                action = "redact"
+        state.released, state.covered = out.released, out.covered
+        window_scores = {c: round(float(max(w.scores[j] for w in scored)), 4)
+                         for j, c in enumerate(CATEGORIES)} if scored else {}
+        decision = self._decision(state, chunk, spec, action, out.text, work, tview,
+                                  verdict.evidence, window_scores, verdict.principle, findings)
+        self._trim(state, spec)
+        return decision
+
+    def _scan(self, state: StreamState, spec: PolicySpec) -> tuple[list[Finding], int]:
+        layers = _layers(spec)
+        start = max(state.base, state.released - self._context_chars)
+        text = state.slice(start, state.end)
+        findings: list[Finding] = []
+        frontier = state.end
+        for name, scanner in self.scanners.items():
+            if name not in layers:
+                continue
+            res = scanner.scan(text, state.final)
+            stable = start + res.stable_until
+            frontier = min(frontier, stable)
+            for f in res.findings:
+                g = f.shifted(start)
+                if g.start < stable and g.end > state.released:
+                    findings.append(g)
+        return findings, frontier
+
+    def _decision(self, state: StreamState, chunk: Chunk, spec: PolicySpec, action: str, text: str,
+                  work: _Work, tview: ThresholdView, evidence: Sequence, scores: dict[str, float],
+                  principle: str | None, findings: Sequence[Finding]) -> Decision:
+        blocked = action == "block"
+        spans = tuple(Span(start=e.start, end=e.end, category=e.category, detector=e.detector,
+                           label=e.label, score=e.score) for e in evidence)
+        return Decision(
+            decision_id=decision_id(state.stream_id, chunk.seq),
+            stream_id=state.stream_id,
+            seq=chunk.seq,
+            action=action,  # type: ignore[arg-type]
+            text=text,
+            released_offset=state.released,
+            held_chars=0 if blocked else state.end - state.released,
+            final=chunk.final or blocked,
+            spans=spans,
+            scores=scores,
+            principle=state.block_principle if blocked else principle,
+            evidence=state.block_evidence if blocked and not evidence else tuple(evidence),
+            replacement=spec.replacement if blocked else None,
+            policy=spec.policy,
+            tenant=state.tenant,
+            thresholds_version=tview.version,
+            model_version=self.semantic.model_version if self.semantic else "",
+            ts_ms=self.wall_ms(),
+            latency_ms=round((self.clock() - work.t0) * 1000.0, 3),
+        )
+
+    def _trim(self, state: StreamState, spec: PolicySpec) -> None:
+        """Forget text no layer can need again: O(chunk + context) memory per stream."""
+        if state.blocked or state.final:
+            state.base, state.text = state.end, ""
+            state.pending = {}
+            return
+        keep = min(state.released - self._context_chars,
+                   state.sem_cursor - windowing.max_window_chars(spec.window.tokens) - 1)
+        keep = max(state.base, keep)
+        if keep > state.base:
+            state.text = state.text[keep - state.base :]
+            state.base = keep
+
+
+def chunk_text(text: str, size: int, stream_id: str = "s", prompt: str | None = None,
+               policy: str | None = None) -> list[Chunk]:
+    """Cut ``text`` into chunks of ``size`` characters (the last one final)."""
+    pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+    return [Chunk(stream_id=stream_id, seq=i, text=p, final=i == len(pieces) - 1,
+                  prompt=prompt if i == 0 else None, policy=policy)
+            for i, p in enumerate(pieces)]
+
+
+__all__ = ["Outcome", "Pipeline", "chunk_text"]

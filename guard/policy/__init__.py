@@ -1,0 +1,1 @@
+"""Policies as constitutions: schema, loading and the pure decision rule."""

@@ -1,0 +1,155 @@
+"""The decision rule: findings and scores in, what to redact and where to stop out. Pure.
+
+No clock, no I/O, no logging: the same inputs always give the same verdict, which is what makes the
+released text independent of how a stream was cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from guard.messages import Evidence
+from guard.policy.schema import FailMode, PolicySpec, Principle
+from guard.types import CATEGORIES, PII, Finding
+
+_RANK = {"allow": 0, "redact": 1, "block": 2}
+
+
+class ThresholdView(Protocol):
+    """Live thresholds: a policy default unless feedback tuning moved it."""
+
+    @property
+    def version(self) -> int: ...
+
+    def value(self, policy: str, category: str, tenant: str | None, default: float) -> float: ...
+
+
+class StaticThresholds:
+    """Thresholds exactly as the policy files state them (no tuning)."""
+
+    version = 0
+
+    def value(self, policy: str, category: str, tenant: str | None, default: float) -> float:
+        return default
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    start: int
+    end: int
+    placeholder: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredWindow:
+    """A scored semantic window: its span, the new part, and effective (context-combined) scores."""
+
+    start: int
+    new_start: int
+    end: int
+    scores: np.ndarray  # [C] effective probabilities
+
+
+@dataclass(frozen=True)
+class Verdict:
+    redactions: tuple[Redaction, ...]
+    block_at: int | None
+    evidence: tuple[Evidence, ...]
+    principle: str | None
+
+
+def placeholder(label: str) -> str:
+    return f"[{label.upper()}]"
+
+
+def _fires_pii(p: Principle, f: Finding) -> bool:
+    return "pii" in p.detectors and f.category == PII and f.label in p.entities
+
+
+def _fires_lexical(p: Principle, f: Finding) -> bool:
+    return "lexical" in p.detectors and f.category in p.categories
+
+
+def decide(
+    spec: PolicySpec,
+    thresholds: ThresholdView,
+    tenant: str | None,
+    findings: Sequence[Finding],
+    windows: Sequence[ScoredWindow],
+    failed_from: int | None = None,
+    failure_code: str = "",
+) -> Verdict:
+    """Apply every principle to settled fast-layer findings and scored windows.
+
+    ``failed_from``: the semantic layer could not score the text from this offset on; each semantic
+    principle then fails closed (block there) or open (let it pass), as it declares.
+    """
+    redactions: list[Redaction] = []
+    evidence: list[Evidence] = []
+    blocks: list[int] = []
+    top: tuple[int, str] | None = None
+
+    def fire(p: Principle, category: str, detector: str, score: float, threshold: float,
+             start: int, end: int, label: str, cut: int) -> None:
+        nonlocal top
+        evidence.append(Evidence(principle=p.id, action=p.action, category=category,
+                                 detector=detector, score=round(float(score), 4),
+                                 threshold=round(float(threshold), 4), start=start, end=end,
+                                 label=label))
+        if p.action == "block":
+            blocks.append(cut)
+        elif p.action == "redact":
+            redactions.append(Redaction(start, end, placeholder(label)))
+        rank = _RANK[p.action]
+        if top is None or rank > top[0]:
+            top = (rank, p.id)
+
+    for f in findings:
+        for p in spec.principles:
+            if _fires_pii(p, f) or _fires_lexical(p, f):
+                label = f.label if f.category == PII else f.category
+                fire(p, f.category, f.detector, f.score, 0.0, f.start, f.end, label, f.start)
+
+    semantic = [p for p in spec.principles if "semantic" in p.detectors and p.categories]
+    for w in windows:
+        for p in semantic:
+            for c in p.categories:
+                thr = thresholds.value(spec.policy, c, tenant, p.threshold)
+                score = float(w.scores[CATEGORIES.index(c)])
+                if score >= thr:
+                    fire(p, c, "semantic", score, thr, w.new_start, w.end, c, w.new_start)
+
+    if failed_from is not None:
+        for p in semantic:
+            mode: FailMode = p.on_detector_error or spec.on_detector_error
+            if mode == "closed":
+                evidence.append(Evidence(principle=p.id, action="block", category=p.categories[0],
+                                         detector="semantic", score=1.0, threshold=0.0,
+                                         start=failed_from, end=failed_from, label=failure_code))
+                blocks.append(failed_from)
+                if top is None or top[0] < _RANK["block"]:
+                    top = (_RANK["block"], p.id)
+
+    return Verdict(
+        redactions=tuple(merge(redactions)),
+        block_at=min(blocks) if blocks else None,
+        evidence=tuple(evidence),
+        principle=top[1] if top else None,
+    )
+
+
+def merge(redactions: Sequence[Redaction]) -> list[Redaction]:
+    """Union overlapping redactions; the earliest (then longest) keeps its placeholder."""
+    out: list[Redaction] = []
+    for r in sorted(redactions, key=lambda r: (r.start, -r.end)):
+        if out and r.start < out[-1].end:
+            last = out[-1]
+            if r.end > last.end:
+                out[-1] = Redaction(last.start, r.end, last.placeholder)
+        else:
+            out.append(r)
+    return out

@@ -1,0 +1,132 @@
+"""Read and validate policy files; keep the set current without a restart.
+
+Policies live as ``policies/<name>.yaml``. An optional ``policies/tenants.yaml`` maps tenants to
+policy names (``tenants: {kids-app: strict}``). A chunk picks its policy by its own ``policy`` field,
+else by its tenant, else ``default``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+import yaml
+from pydantic import ValidationError
+
+from guard.errors import PolicyError
+from guard.policy.schema import PolicySpec
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_POLICY = "default"
+TENANTS_FILE = "tenants.yaml"
+
+
+def _format(path: Path, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "<root>"
+        parts.append(f"{path}: {where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_policy(path: str | Path) -> PolicySpec:
+    """Load one policy file; errors name the file and the field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise PolicyError(f"{path}: cannot read policy: {exc}") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{path}: a policy file must be a mapping")
+    try:
+        spec = PolicySpec.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(_format(path, exc)) from None
+    if spec.policy != path.stem:
+        raise PolicyError(f"{path}: policy: name {spec.policy!r} must match the file name {path.stem!r}")
+    return spec
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """An immutable snapshot of all policies and the tenant map."""
+
+    policies: Mapping[str, PolicySpec]
+    tenants: Mapping[str, str] = field(default_factory=dict)
+
+    def select(self, policy: str | None = None, tenant: str | None = None) -> PolicySpec:
+        """The policy a chunk asks for; unknown names are an error the caller dead-letters."""
+        name = policy or (self.tenants.get(tenant, DEFAULT_POLICY) if tenant else DEFAULT_POLICY)
+        try:
+            return self.policies[name]
+        except KeyError:
+            raise PolicyError(f"unknown policy {name!r}; known: {sorted(self.policies)}") from None
+
+    @classmethod
+    def load(cls, directory: str | Path) -> PolicySet:
+        directory = Path(directory)
+        files = sorted(p for p in directory.glob("*.yaml") if p.name != TENANTS_FILE)
+        if not files:
+            raise PolicyError(f"{directory}: no policy files (*.yaml)")
+        policies = {p.stem: load_policy(p) for p in files}
+        if DEFAULT_POLICY not in policies:
+            raise PolicyError(f"{directory}: a '{DEFAULT_POLICY}.yaml' policy is required")
+        tenants: dict[str, str] = {}
+        tpath = directory / TENANTS_FILE
+        if tpath.exists():
+            raw = yaml.safe_load(tpath.read_text(encoding="utf-8")) or {}
+            if not isinstance(raw, dict) or set(raw) - {"tenants"}:
+                raise PolicyError(f"{tpath}: expected a mapping with the single key 'tenants'")
+            tenants = {str(k): str(v) for k, v in (raw.get("tenants") or {}).items()}
+            missing = sorted(set(tenants.values()) - set(policies))
+            if missing:
+                raise PolicyError(f"{tpath}: tenants: unknown policies {missing}")
+        return cls(policies=policies, tenants=tenants)
+
+
+class PolicyStore:
+    """Holds the current ``PolicySet`` and swaps in a new one when the files change.
+
+    A reload that fails validation keeps the previous set (and logs why), so a bad edit never takes
+    a running worker down or leaves it without a policy.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self._dir = Path(directory)
+        self._stamp: tuple[tuple[str, int], ...] = ()
+        self._current: PolicySet | None = None
+
+    def _fingerprint(self) -> tuple[tuple[str, int], ...]:
+        return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in self._dir.glob("*.yaml")))
+
+    @property
+    def current(self) -> PolicySet:
+        if self._current is None:
+            self._current = PolicySet.load(self._dir)
+            self._stamp = self._fingerprint()
+        return self._current
+
+    def reload_if_changed(self) -> bool:
+        """Re-read the folder if any file changed; True when a new set was taken."""
+        stamp = self._fingerprint()
+        if stamp == self._stamp and self._current is not None:
+            return False
+        try:
+            fresh = PolicySet.load(self._dir)
+        except PolicyError as exc:
+            log.error("policy_reload_failed", error=str(exc))
+            self._stamp = stamp
+            return False
+        self._current, self._stamp = fresh, stamp
+        log.info("policies_reloaded", policies=sorted(fresh.policies))
+        return True
+
+
+def default_policy_dir() -> Path:
+    """``GUARD_POLICY_DIR`` or the repository's ``policies/`` folder."""
+    env = os.environ.get("GUARD_POLICY_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "policies"

@@ -1,0 +1,63 @@
+"""Per-stream state: everything a worker must remember about one stream between chunks.
+
+It is a msgspec Struct so it can live in a changelog-backed Faust table (JSON bytes) and a
+restarted worker resumes exactly where the previous one stopped. It holds a bounded amount of text:
+the unreleased tail plus the left context the layers need, never the whole history.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from guard.messages import Chunk, Evidence
+
+
+class StreamState(msgspec.Struct, kw_only=True):
+    stream_id: str
+    policy: str
+    tenant: str | None = None
+    next_seq: int = 0
+    #: absolute offset of ``text[0]``; text before it has been forgotten
+    base: int = 0
+    #: retained text: left context before the watermark and everything not yet released
+    text: str = ""
+    #: watermark: original characters released so far
+    released: int = 0
+    #: output already covers original text up to here (a placeholder can run ahead of the watermark)
+    covered: int = 0
+    #: the semantic layer has scored windows that end here: text before it is semantically cleared
+    sem_cursor: int = 0
+    #: context layer: decayed maximum of window scores, per category (empty until the first window)
+    risk: list[float] = []
+    #: the prompt's scores, when the producer sent a prompt
+    prompt_risk: list[float] | None = None
+    prompt: str | None = None
+    #: a block was decided; text is released up to here (once every layer cleared it), then the stream stops
+    block_at: int | None = None
+    block_evidence: tuple[Evidence, ...] = ()
+    block_principle: str | None = None
+    blocked: bool = False
+    final: bool = False
+    #: chunks that arrived ahead of a gap, by seq
+    pending: dict[int, Chunk] = {}
+    gap_since_ms: int | None = None
+    updated_ms: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.text)
+
+    def slice(self, start: int, end: int) -> str:
+        return self.text[start - self.base : end - self.base]
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(StreamState)
+
+
+def dump_state(state: StreamState) -> bytes:
+    return _encoder.encode(state)
+
+
+def load_state(raw: bytes) -> StreamState:
+    return _decoder.decode(raw)

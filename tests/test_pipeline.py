@@ -1,0 +1,157 @@
+"""The pipeline over fake layers: release, redaction, blocking, sequencing, fail modes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from guard.errors import DetectorUnavailable, StreamError
+from guard.messages import Chunk
+from guard.pipeline import Pipeline, chunk_text
+from guard.policy.load import PolicySet
+from guard.policy.schema import PolicySpec
+from guard.testing import FailingDetector, FakeDetector, RegexScanner, SimpleTokenizer
+
+EMAIL = r"[\w.+-]+@[\w-]+\.[\w.]+\w"
+
+
+def policy(**over: object) -> PolicySet:
+    raw = {
+        "policy": "default",
+        "max_hold_back_chars": 400,
+        "window": {"tokens": 16, "stride": 4},
+        "principles": [
+            {"id": "privacy", "text": "no pii", "detectors": ["pii"], "entities": ["EMAIL"],
+             "action": "redact"},
+            {"id": "no-hate", "text": "no hate", "categories": ["hate"], "threshold": 0.5,
+             "action": "block", "detectors": ["semantic"]},
+        ],
+    }
+    raw.update(over)
+    return PolicySet({"default": PolicySpec.model_validate(raw)})
+
+
+def make(detector: object = None, **over: object) -> Pipeline:
+    ps = policy(**over)
+    return Pipeline(policies=lambda: ps,
+                    scanners={"pii": RegexScanner("pii", EMAIL, "pii", "EMAIL")},
+                    semantic=detector or FakeDetector({"hate": ["hateword"]}),
+                    tokenizer=SimpleTokenizer())
+
+
+async def run(p: Pipeline, chunks: list[Chunk]):
+    state, decisions = None, []
+    for c in chunks:
+        (out,) = await p.process([(state, c)])
+        assert out.error is None, out.error
+        state = out.state
+        decisions += out.decisions
+    return decisions
+
+
+def released(decisions) -> str:
+    return "".join(d.text for d in decisions)
+
+
+async def test_benign_text_is_released_whole_and_one_decision_per_chunk():
+    text = "The capital of France is Paris. It is known for the Eiffel Tower and fine food."
+    ds = await run(make(), chunk_text(text, 7))
+    assert [d.seq for d in ds] == list(range(len(ds)))
+    assert released(ds) == text
+    assert all(d.action == "allow" for d in ds)
+    assert ds[-1].final and ds[-1].held_chars == 0 and ds[-1].released_offset == len(text)
+
+
+async def test_email_cut_across_chunks_is_redacted():
+    text = "Write to jane.doe@example.com for details."
+    ds = await run(make(), chunk_text(text, 3))
+    assert released(ds) == "Write to [EMAIL] for details."
+    assert any(d.action == "redact" for d in ds)
+    assert "@" not in released(ds)
+
+
+async def test_harmful_window_blocks_and_later_chunks_are_swallowed():
+    text = "A calm start to the answer. Then hateword appears here and more text follows after it."
+    ds = await run(make(), chunk_text(text, 5))
+    actions = [d.action for d in ds]
+    first_block = actions.index("block")
+    assert all(a == "block" for a in actions[first_block:])
+    assert "hateword" not in released(ds)
+    blocked = ds[first_block]
+    assert blocked.principle == "no-hate" and blocked.replacement
+    assert any(e.category == "hate" and e.detector == "semantic" for e in blocked.evidence)
+    assert all(d.text == "" for d in ds[first_block + 1 :])
+
+
+async def test_detector_failure_fails_closed_by_default():
+    p = make(FailingDetector(DetectorUnavailable("fake", "down")))
+    ds = await run(p, chunk_text("Some ordinary words keep coming in this answer today.", 6))
+    assert any(d.action == "block" for d in ds)
+    assert released(ds) == ""
+
+
+async def test_detector_failure_fails_open_when_policy_says_so():
+    p = make(FailingDetector(DetectorUnavailable("fake", "down")), on_detector_error="open")
+    text = "Some ordinary words keep coming in this answer today."
+    ds = await run(p, chunk_text(text, 6))
+    assert released(ds) == text and all(d.action == "allow" for d in ds)
+
+
+async def test_duplicates_dropped_gaps_reordered_late_chunks_rejected():
+    p = make()
+    cs = chunk_text("one two three four five six seven", 6)
+    order = [cs[0], cs[2], cs[1], cs[1], *cs[3:]]
+    state, ds = None, []
+    for c in order:
+        (out,) = await p.process([(state, c)])
+        state = out.state
+        ds += out.decisions
+    assert [d.seq for d in ds] == list(range(len(cs)))
+    assert released(ds) == "one two three four five six seven"
+    (late,) = await p.process([(state, Chunk(stream_id="s", seq=len(cs), text="x"))])
+    assert isinstance(late.error, StreamError)
+
+
+async def test_batch_of_interleaved_streams_scores_windows_in_one_call():
+    det = FakeDetector({"hate": ["hateword"]})
+    p = make(det)
+    a = chunk_text("alpha beta gamma delta epsilon zeta eta theta", 100, stream_id="a")
+    b = chunk_text("one two three four five six seven eight nine", 100, stream_id="b")
+    outs = await p.process([(None, a[0]), (None, b[0])])
+    assert len(det.calls) == 1 and det.calls[0] >= 2
+    assert [o.decisions[0].text for o in outs] == [a[0].text, b[0].text]
+
+
+async def test_hold_back_cap_forces_release():
+    p = make(max_hold_back_chars=0, principles=[
+        {"id": "privacy", "text": "no pii", "detectors": ["pii"], "entities": ["EMAIL"],
+         "action": "redact"}])
+    ds = await run(p, chunk_text("abcdefghijklmnop", 4))
+    assert [d.text for d in ds] == ["abcd", "efgh", "ijkl", "mnop"]
+
+
+WORDS = st.sampled_from(["the", "quick", "fox", "a.b@ex.com", "hateword", "mail", "x@y.org",
+                         "jumps", "over", ",", ".", "lazy", "dog"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(words=st.lists(WORDS, min_size=1, max_size=40), seps=st.lists(st.sampled_from([" ", "  ", "\n"]),
+       min_size=40, max_size=40), cuts=st.lists(st.integers(1, 400), max_size=30))
+def test_release_does_not_depend_on_chunking(words, seps, cuts):
+    text = "".join(w + s for w, s in zip(words, seps))
+    pieces, pos = [], 0
+    for c in sorted(set(cuts)):
+        if c < len(text):
+            pieces.append(text[pos:c])
+            pos = c
+    pieces.append(text[pos:])
+    chunks = [Chunk(stream_id="s", seq=i, text=t, final=i == len(pieces) - 1)
+              for i, t in enumerate(pieces)]
+    one = asyncio.run(run(make(), [Chunk(stream_id="s", seq=0, text=text, final=True)]))
+    many = asyncio.run(run(make(), chunks))
+    assert released(many) == released(one)
+    assert "@" not in released(many)
+    assert [d.action for d in one][-1] == [d.action for d in many][-1]
