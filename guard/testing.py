@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -15,18 +16,24 @@ import numpy as np
 from guard.types import CATEGORIES, ScanResult, Finding, Window
 
 
+@dataclass(frozen=True)
+class SimpleEncoding:
+    ids: np.ndarray
+    offsets: np.ndarray
+
+
 class SimpleTokenizer:
     """Words and punctuation; a word of n characters is ceil(n / 4) tokens. Context-free per word."""
 
     _piece = re.compile(r"\w+|[^\w\s]")
 
-    def encode(self, text: str) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    def encode(self, text: str) -> SimpleEncoding:
         offsets: list[tuple[int, int]] = []
         for m in self._piece.finditer(text):
             for s in range(m.start(), m.end(), 4):
                 offsets.append((s, min(s + 4, m.end())))
-        ids = np.array([hash(text[a:b]) % 30000 + 1000 for a, b in offsets], dtype=np.int64)
-        return ids, offsets
+        ids = np.array([sum(map(ord, text[a:b])) % 30000 + 1000 for a, b in offsets], dtype=np.int64)
+        return SimpleEncoding(ids, np.array(offsets, dtype=np.int64).reshape(-1, 2))
 
 
 class FakeDetector:

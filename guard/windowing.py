@@ -11,7 +11,6 @@ the cost per chunk is O(chunk + window context).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,10 +24,15 @@ _WORD = re.compile(r"\S+")
 CHARS_PER_TOKEN_BOUND = 12
 
 
-class Tokenizer(Protocol):
-    """Client-side tokenizer: ids without special tokens, and each token's character span."""
+class Encoding(Protocol):
+    ids: np.ndarray  # int64 [n], no special tokens
+    offsets: np.ndarray  # [n, 2] character span of each token in the encoded text
 
-    def encode(self, text: str) -> tuple[np.ndarray, Sequence[tuple[int, int]]]: ...
+
+class Tokenizer(Protocol):
+    """Client-side tokenizer (``guard.models.tokenizer.WindowTokenizer`` in production)."""
+
+    def encode(self, text: str) -> Encoding: ...
 
 
 def max_window_chars(tokens: int) -> int:
@@ -58,7 +62,7 @@ def _word_token_counts(tokenizer: Tokenizer, segment: str) -> list[tuple[int, in
     words = [(m.start(), m.end()) for m in _WORD.finditer(segment)]
     if not words:
         return []
-    _, offsets = tokenizer.encode(segment)
+    offsets = tokenizer.encode(segment).offsets
     counts = [0] * len(words)
     wi = 0
     for start, end in offsets:
@@ -114,8 +118,8 @@ def _window(text: str, base: int, end: int, stream_id: str, tokenizer: Tokenizer
         m = re.search(r"\s", chunk)
         start = m.end() if m else len(chunk)
     piece = chunk[start:]
-    ids, offsets = tokenizer.encode(piece)
-    ids = np.asarray(ids, dtype=np.int64)
+    enc = tokenizer.encode(piece)
+    ids, offsets = np.asarray(enc.ids, dtype=np.int64), enc.offsets
     first = 0
     if ids.shape[0] > tokens:
         first = ids.shape[0] - tokens
@@ -127,6 +131,5 @@ def _window(text: str, base: int, end: int, stream_id: str, tokenizer: Tokenizer
 
 def prompt_window(stream_id: str, prompt: str, tokenizer: Tokenizer, tokens: int) -> Window:
     """The prompt's last ``tokens`` tokens as one window (offsets 0: it is not part of the stream)."""
-    ids, _ = tokenizer.encode(prompt[-max_window_chars(tokens):])
-    ids = np.asarray(ids, dtype=np.int64)[-tokens:]
+    ids = np.asarray(tokenizer.encode(prompt[-max_window_chars(tokens):]).ids, dtype=np.int64)[-tokens:]
     return Window(stream_id=stream_id, start=0, end=0, text="", input_ids=ids)

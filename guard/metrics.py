@@ -1,0 +1,24 @@
+"""Prometheus instruments, defined in one place and passed to whoever records them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.decisions = Counter("guard_decisions", "decisions emitted", ["action", "policy"], registry=r)
+        self.fired = Counter("guard_principles_fired", "principles that fired", ["principle", "category"],
+                             registry=r)
+        self.deadletters = Counter("guard_deadletters", "records sent to the dead-letter topic", ["code"],
+                                   registry=r)
+        self.latency = Histogram("guard_added_latency_seconds", "pipeline time per chunk", registry=r,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.batch = Histogram("guard_batch_chunks", "chunks per processed batch", registry=r,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128))

@@ -1,0 +1,40 @@
+"""Typed settings, read from ``GUARD_*`` environment variables; documented where declared.
+
+Only composition roots (``streams/app.py``, the CLI commands, ``benchmarks/``) read settings; library
+code takes its collaborators as arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GUARD_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    triton_url: str | None = Field(
+        None, description="Triton gRPC endpoint (host:port); unset = detectors in-process (ONNX Runtime)")
+    triton_model: str = Field("harm_classifier", description="Triton model (ensemble) to call")
+    triton_timeout_s: float = Field(2.0, gt=0, description="per-request deadline for Triton")
+    policy_dir: Path = Field(_REPO / "policies", description="folder of policy YAML files")
+    policy_reload_s: float = Field(5.0, gt=0, description="how often the worker checks policies for changes")
+    app_id: str = Field("guard", description="Faust app id = Kafka consumer group")
+    topic_chunks: str = Field("llm.chunks", description="input: LLM token chunks, key stream_id")
+    topic_decisions: str = Field("guard.decisions", description="output: one decision per chunk")
+    topic_deadletter: str = Field("guard.deadletter", description="records guard could not use, with the reason")
+    topic_feedback: str = Field("guard.feedback", description="reviewer / user verdicts on decisions")
+    topic_thresholds: str = Field("guard.thresholds", description="compacted threshold events")
+    partitions: int = Field(4, ge=1, description="partitions of the keyed topics (scale-out unit)")
+    batch_max: int = Field(64, ge=1, description="chunks taken per batch (one semantic call per batch)")
+    batch_within_s: float = Field(0.005, ge=0, description="how long a batch waits to fill")
+    state_ttl_s: float = Field(600.0, gt=0, description="finished or idle streams are forgotten after this")
+    gap_timeout_ms: int = Field(10_000, ge=0, description="how long chunks wait behind a missing seq")
+    web_port: int = Field(6066, ge=0, description="worker HTTP port (/healthz, /metrics)")
+    log_json: bool = Field(True, description="JSON logs (False: console renderer)")
+    log_level: str = Field("INFO", description="log level")

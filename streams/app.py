@@ -1,0 +1,128 @@
+"""Composition root of the worker: settings → logging → Faust app, topics, table, agents.
+
+This is the only place that reads ``Settings`` for the streaming side. The app is built by a
+function (no module-level app, no import-time side effects), and ``main`` runs one worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+import faust
+import mode
+import structlog
+
+from guard import assemble
+from guard.logging import configure
+from guard.metrics import Metrics
+from guard.pipeline import Pipeline
+from guard.settings import Settings
+from streams.agents import guard as guard_agent
+from streams.topics import Topics, declare
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Resources:
+    """What the agents need that does I/O to open: the pipeline (and its Triton client)."""
+
+    settings: Settings
+    pipeline: Pipeline | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _stack: AsyncExitStack | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self._stack = AsyncExitStack()
+        self.pipeline, self.policies = await self._stack.enter_async_context(
+            assemble.pipeline(s.policy_dir, s.triton_url, model=s.triton_model,
+                              timeout_s=s.triton_timeout_s, gap_timeout_ms=s.gap_timeout_ms))
+        self.ready.set()
+        log.info("worker_ready", triton=bool(s.triton_url), policies=sorted(self.policies.current.policies))
+
+    async def stop(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+
+    async def get(self) -> Pipeline:
+        await self.ready.wait()
+        assert self.pipeline is not None
+        return self.pipeline
+
+
+@dataclass
+class Worker:
+    app: faust.App
+    topics: Topics
+    resources: Resources
+    metrics: Metrics
+
+
+def create_app(s: Settings) -> Worker:
+    app = faust.App(
+        s.app_id,
+        broker=f"kafka://{s.kafka_bootstrap}",
+        store="memory://",
+        topic_partitions=s.partitions,
+        topic_replication_factor=1,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        producer_linger=0.0,
+        broker_commit_every=100,
+        broker_commit_interval=1.0,
+        table_cleanup_interval=30.0,
+    )
+    topics = declare(app, s)
+    table = app.Table("stream_state", partitions=s.partitions, key_type=bytes, value_type=bytes,
+                      use_partitioner=True, help="per-stream state (guard.state.StreamState as JSON)")
+    resources = Resources(s)
+    metrics = Metrics()
+
+    class Lifecycle(mode.Service):
+        async def on_start(self) -> None:
+            await resources.start()
+
+        async def on_stop(self) -> None:
+            await resources.stop()
+
+    app.service(Lifecycle)
+    guard_agent.register(app, topics, table, resources.get, metrics, s.batch_max, s.batch_within_s)
+
+    @app.timer(interval=s.policy_reload_s)
+    async def reload_policies() -> None:
+        if resources.ready.is_set():
+            resources.policies.reload_if_changed()
+
+    @app.timer(interval=max(5.0, s.state_ttl_s / 10))
+    async def expire_streams() -> None:
+        n = guard_agent.expire(table, s.state_ttl_s)
+        if n:
+            log.info("streams_expired", count=n)
+
+    return Worker(app, topics, resources, metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one worker until interrupted. Configuration comes from ``GUARD_*`` variables."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="guard worker", description=main.__doc__)
+    parser.add_argument("--bootstrap", help="Kafka bootstrap (overrides GUARD_KAFKA_BOOTSTRAP)")
+    parser.add_argument("--triton-url", help="Triton gRPC host:port (overrides GUARD_TRITON_URL)")
+    parser.add_argument("--loglevel", default="warning", help="Faust/mode log level")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in {"kafka_bootstrap": args.bootstrap,
+                                   "triton_url": args.triton_url}.items() if v}
+    s = Settings(**overrides)
+    configure(json=s.log_json, level=s.log_level)
+    w = create_app(s)
+    worker = faust.Worker(w.app, loglevel=args.loglevel, quiet=True)
+    sys.argv = sys.argv[:1]  # faust's worker reads argv; keep it from seeing ours
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,30 @@
+"""Topic declarations: names from settings, partitioning and retention in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+from guard.settings import Settings
+
+
+@dataclass(frozen=True)
+class Topics:
+    chunks: faust.TopicT
+    decisions: faust.TopicT
+    deadletter: faust.TopicT
+    feedback: faust.TopicT
+    thresholds: faust.TopicT
+
+
+def declare(app: faust.App, s: Settings) -> Topics:
+    """Keyed topics share the partition count so one worker owns a stream end to end."""
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    return Topics(
+        chunks=app.topic(s.topic_chunks, partitions=s.partitions, **raw),
+        decisions=app.topic(s.topic_decisions, partitions=s.partitions, **raw),
+        deadletter=app.topic(s.topic_deadletter, partitions=1, **raw),
+        feedback=app.topic(s.topic_feedback, partitions=s.partitions, **raw),
+        thresholds=app.topic(s.topic_thresholds, partitions=1, compacting=True, **raw),
+    )
