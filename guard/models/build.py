@@ -59,7 +59,7 @@ SEP_ID = 102
 PAD_ID = 0
 
 #: Bump when the graph or quantization changes, so ``guard models build`` rebuilds stale files.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 #: Identifies the encoder in ``model_version`` strings (what the heads were trained on).
 ENCODER_ID = f"minilm-l6-v2-pooled7-b{BUILDER_VERSION}"
 
@@ -67,10 +67,18 @@ ENCODER_ID = f"minilm-l6-v2-pooled7-b{BUILDER_VERSION}"
 class _Graph:
     """Collects nodes and initializers with unique names (duplicate constant names break ORT)."""
 
-    def __init__(self) -> None:
+    def __init__(self, int8: bool = False) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
+        self.int8 = int8
         self._n = 0
+        self._quantized: dict[str, tuple[str, str]] = {}
+        self.ax1 = self.const(np.array([1], np.int64), "ax1")
+        if int8:
+            self.one = self.const(np.array(1.0, np.float32), "one_f")
+            self.zp128 = self.const(np.array(128, np.uint8), "zp128")
+            self.eps8 = self.const(np.array(1e-8, np.float32), "qeps")
+            self.inv127 = self.const(np.array(1.0 / 127.0, np.float32), "inv127")
 
     def name(self, hint: str) -> str:
         self._n += 1
@@ -87,15 +95,45 @@ class _Graph:
         return out
 
     def linear(self, x: str, weight: np.ndarray, bias: np.ndarray, hint: str) -> str:
-        """HF Linear stores ``[out, in]``; MatMul wants ``[in, out]``."""
-        w = self.const(weight.T.astype(np.float32), f"{hint}.w")
+        """``x [M, in]`` → ``[M, out]``. HF Linear stores ``[out, in]``; MatMul wants ``[in, out]``."""
         b = self.const(bias.astype(np.float32), f"{hint}.b")
-        return self.op("Add", [self.op("MatMul", [x, w], f"{hint}.mm"), b], hint)
+        if not self.int8:
+            w = self.const(weight.T.astype(np.float32), f"{hint}.w")
+            return self.op("Add", [self.op("MatMul", [x, w], f"{hint}.mm"), b], hint)
+        wq, w_scale = _quantize_rows(weight)  # per output channel
+        xq, x_scale = self.quantize_tokens(x)
+        y = self.op("MatMulIntegerToFloat",
+                    [xq, self.const(np.ascontiguousarray(wq.T), f"{hint}.wq"), self.one, self.const(w_scale, f"{hint}.ws"),
+                     self.zp128], f"{hint}.mmi", domain="com.microsoft")
+        return self.op("Add", [self.op("Mul", [y, x_scale], f"{hint}.scaled"), b], hint)
+
+    def quantize_tokens(self, x: str) -> tuple[str, str]:
+        """Symmetric int8 per token (row of ``x [M, K]``), as uint8 with zero point 128 (fast u8s8 kernels).
+
+        Per token, not per tensor like ``DynamicQuantizeLinear``: a token's features then do not
+        depend on the other rows of the batch (padding, other streams' windows), so scores are
+        reproducible whatever the dynamic batcher groups together. Returns (q ``[M, K]``, scale ``[M, 1]``).
+        """
+        if x in self._quantized:
+            return self._quantized[x]
+        absmax = self.op("ReduceMax", [self.op("Abs", [x], f"{x}.abs")], f"{x}.absmax", axes=[1], keepdims=0)
+        scale = self.op("Mul", [self.op("Max", [absmax, self.eps8], f"{x}.absmax_c"), self.inv127], f"{x}.xs")
+        zp = self.op("Expand", [self.zp128, self.op("Shape", [scale], f"{x}.m")], f"{x}.zp")
+        q = self.op("QuantizeLinear", [x, scale, zp], f"{x}.q", axis=0)
+        col = self.op("Unsqueeze", [scale, self.ax1], f"{x}.xs_col")
+        self._quantized[x] = (q, col)
+        return q, col
 
     def layer_norm(self, x: str, w: dict[str, np.ndarray], prefix: str) -> str:
         g = self.const(w[f"{prefix}.weight"], f"{prefix}.g")
         b = self.const(w[f"{prefix}.bias"], f"{prefix}.b")
         return self.op("LayerNormalization", [x, g, b], prefix, axis=-1, epsilon=1e-12)
+
+
+def _quantize_rows(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row of ``m``: (int8 values, float32 scale per row)."""
+    scale = np.maximum(np.abs(m).max(axis=1), 1e-12).astype(np.float32) / 127.0
+    return np.clip(np.round(m / scale[:, None]), -127, 127).astype(np.int8), scale
 
 
 def _load_weights(weights_dir: Path) -> dict[str, np.ndarray]:
@@ -104,19 +142,33 @@ def _load_weights(weights_dir: Path) -> dict[str, np.ndarray]:
     return load_file(str(weights_dir / "model.safetensors"))
 
 
-def build_graph(w: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """The fp32 encoder graph from a safetensors state dict (see module docstring for the contract)."""
-    g = _Graph()
+def build_graph(w: dict[str, np.ndarray], int8: bool = False) -> onnx.ModelProto:
+    """The encoder graph from a safetensors state dict (see module docstring for the contract).
+
+    ``int8`` quantizes the weights of every dense layer (per output channel) and the word
+    embeddings (per row), and the activations feeding dense layers per token, dynamically.
+    """
+    g = _Graph(int8)
     head_dim = HIDDEN // N_HEADS
 
     # embeddings: word + (position + token_type[0]), then LayerNorm
-    word = g.op("Gather", [g.const(w["embeddings.word_embeddings.weight"], "word_emb"), INPUT_IDS], "word")
+    table = w["embeddings.word_embeddings.weight"]
+    if int8:
+        tq, ts = _quantize_rows(table)
+        word = g.op("Mul", [g.op("Cast", [g.op("Gather", [g.const(tq, "word_emb_q"), INPUT_IDS], "word_q")],
+                                 "word_qf", to=TensorProto.FLOAT),
+                            g.op("Gather", [g.const(ts[:, None], "word_emb_s"), INPUT_IDS], "word_s")], "word")
+    else:
+        word = g.op("Gather", [g.const(table, "word_emb"), INPUT_IDS], "word")
     pos_table = w["embeddings.position_embeddings.weight"] + w["embeddings.token_type_embeddings.weight"][0]
     seq_len = g.op("Shape", [INPUT_IDS], "seq_len", start=1, end=2)
     pos = g.op("Slice", [g.const(pos_table.astype(np.float32), "pos_emb"),
                          g.const(np.array([0], np.int64), "zero"), seq_len,
                          g.const(np.array([0], np.int64), "axis0")], "pos")
-    h = g.layer_norm(g.op("Add", [word, pos], "emb"), w, "embeddings.LayerNorm")
+    # the encoder works on [b*s, H] rows: per-token quantization and dense layers want 2-D
+    h = g.op("Reshape", [g.op("Add", [word, pos], "emb"), g.const(np.array([-1, HIDDEN], np.int64), "rows")],
+             "emb_rows")
+    h = g.layer_norm(h, w, "embeddings.LayerNorm")
     hidden = [h]
 
     # additive mask [b, 1, 1, s]: 0 where attended, finfo.min where padded
@@ -125,8 +177,12 @@ def build_graph(w: dict[str, np.ndarray]) -> onnx.ModelProto:
                               g.const(np.array(np.finfo(np.float32).min, np.float32), "neg")], "add_mask")
     add_mask = g.op("Unsqueeze", [add_mask, g.const(np.array([1, 2], np.int64), "ax12")], "add_mask4")
 
-    split_heads = g.const(np.array([0, 0, N_HEADS, head_dim], np.int64), "split_heads")
-    merge_heads = g.const(np.array([0, 0, HIDDEN], np.int64), "merge_heads")
+    batch_seq = g.op("Shape", [INPUT_IDS], "batch_seq")
+    split_heads = g.op("Concat", [batch_seq, g.const(np.array([N_HEADS, head_dim], np.int64), "heads_dims")],
+                       "split_heads", axis=0)
+    merge_heads = g.const(np.array([-1, HIDDEN], np.int64), "merge_heads")
+    unflatten = g.op("Concat", [batch_seq, g.const(np.array([HIDDEN], np.int64), "hidden_dim")], "unflatten",
+                     axis=0)
     scale = g.const(np.array(1.0 / math.sqrt(head_dim), np.float32), "scale")
     inv_sqrt2 = g.const(np.array(1.0 / math.sqrt(2.0), np.float32), "inv_sqrt2")
     one = g.const(np.array(1.0, np.float32), "one")
@@ -162,8 +218,9 @@ def build_graph(w: dict[str, np.ndarray]) -> onnx.ModelProto:
         hidden.append(h)
 
     # masked mean of every hidden state: [b, 7, s, H] * mask[b, 1, s, 1] summed over s / count
-    ax1 = g.const(np.array([1], np.int64), "ax1")
-    stacked = g.op("Concat", [g.op("Unsqueeze", [x, ax1], "stack_in") for x in hidden], "stacked", axis=1)
+    ax1 = g.ax1
+    stacked = g.op("Concat", [g.op("Unsqueeze", [g.op("Reshape", [x, unflatten], "bsh"), ax1], "stack_in")
+                              for x in hidden], "stacked", axis=1)
     mask_f = g.op("Cast", [ATTENTION_MASK], "mask_f", to=TensorProto.FLOAT)
     mask4 = g.op("Unsqueeze", [mask_f, g.const(np.array([1, 3], np.int64), "ax13")], "mask4")
     summed = g.op("ReduceSum", [g.op("Mul", [stacked, mask4], "masked_hidden"),
@@ -182,18 +239,12 @@ def build_graph(w: dict[str, np.ndarray]) -> onnx.ModelProto:
         outputs=[helper.make_tensor_value_info(POOLED, TensorProto.FLOAT, ["batch", N_POOLED, HIDDEN])],
         initializer=g.inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid("com.microsoft", 1)] if int8 else [])
+    model = helper.make_model(graph, opset_imports=opsets,
                               producer_name="guard.models.build")
     model.ir_version = 8  # opset 17's IR; keeps older ORT / Triton backends able to load it
     onnx.checker.check_model(model)
     return model
-
-
-def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8, per-channel: per-tensor distorts the embedding (min cos 0.89 vs 0.98, MEASURED §3)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8)
 
 
 @dataclass(frozen=True)
@@ -243,13 +294,12 @@ def build_encoders(out_dir: Path | None = None, weights_dir: Path | None = None,
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp_s:
         tmp = Path(tmp_s)
         t0 = time.perf_counter()
-        model = build_graph(_load_weights(weights_dir))
-        onnx.save_model(model, tmp / paths.ENCODER_FP32)
-        timings["fp32_s"] = round(time.perf_counter() - t0, 2)
-
-        t0 = time.perf_counter()
-        quantize_int8(tmp / paths.ENCODER_FP32, tmp / paths.ENCODER_INT8)
-        timings["int8_s"] = round(time.perf_counter() - t0, 2)
+        weights = _load_weights(weights_dir)
+        timings["load_s"] = round(time.perf_counter() - t0, 2)
+        for name, quantized in ((paths.ENCODER_FP32, False), (paths.ENCODER_INT8, True)):
+            t0 = time.perf_counter()
+            onnx.save_model(build_graph(weights, int8=quantized), tmp / name)
+            timings[f"{'int8' if quantized else 'fp32'}_s"] = round(time.perf_counter() - t0, 2)
 
         shutil.copyfile(weights_dir / paths.TOKENIZER, tmp / paths.TOKENIZER)
         for name in (paths.ENCODER_FP32, paths.ENCODER_INT8, paths.TOKENIZER):
