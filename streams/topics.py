@@ -28,3 +28,16 @@ def declare(app: faust.App, s: Settings) -> Topics:
         feedback=app.topic(s.topic_feedback, partitions=s.partitions, **raw),
         thresholds=app.topic(s.topic_thresholds, partitions=1, compacting=True, **raw),
     )
+
+
+def specs(s: Settings) -> list["TopicSpec"]:
+    """The topics to create before workers start (so partition counts are ours, not the broker's)."""
+    from guard.devenv.kafka import TopicSpec
+
+    return [
+        TopicSpec(s.topic_chunks, s.partitions),
+        TopicSpec(s.topic_decisions, s.partitions),
+        TopicSpec(s.topic_deadletter, 1),
+        TopicSpec(s.topic_feedback, s.partitions),
+        TopicSpec(s.topic_thresholds, 1, {"cleanup.policy": "compact"}),
+    ]
