@@ -1,0 +1,75 @@
+"""Policies: the shipped ones load; errors name file and field; unknown keys fail; live reload."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from guard.errors import PolicyError
+from guard.policy.load import PolicySet, PolicyStore, load_policy
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+
+
+def test_shipped_policies_load_and_tenants_map():
+    ps = PolicySet.load(POLICIES)
+    assert {"default", "strict", "pii-only"} <= set(ps.policies)
+    assert ps.select().policy == "default"
+    assert ps.select(tenant="kids-app").policy == "strict"
+    assert ps.select(policy="pii-only", tenant="kids-app").policy == "pii-only"
+    with pytest.raises(PolicyError, match="unknown policy"):
+        ps.select(policy="nope")
+
+
+def write(tmp: Path, name: str, body: str) -> Path:
+    p = tmp / f"{name}.yaml"
+    p.write_text(body)
+    return p
+
+
+GOOD = """policy: {name}
+principles:
+  - id: no-hate
+    text: no hate
+    categories: [hate]
+    threshold: 0.8
+    action: block
+"""
+
+
+@pytest.mark.parametrize("body, where", [
+    (GOOD.replace("threshold: 0.8", "threshold: 1.8"), "principles.0.threshold"),
+    (GOOD.replace("action: block", "action: explode"), "principles.0.action"),
+    (GOOD.replace("categories: [hate]", "categories: [hat]"), "principles.0"),
+    (GOOD + "surprise: 1\n", "surprise"),
+    (GOOD.replace("    action: block", "    action: block\n    treshold: 0.5"), "principles.0.treshold"),
+])
+def test_errors_name_file_and_field(tmp_path, body, where):
+    p = write(tmp_path, "default", body.format(name="default"))
+    with pytest.raises(PolicyError) as exc:
+        load_policy(p)
+    assert str(p) in str(exc.value) and where in str(exc.value)
+
+
+def test_name_must_match_file(tmp_path):
+    p = write(tmp_path, "default", GOOD.format(name="other"))
+    with pytest.raises(PolicyError, match="file name"):
+        load_policy(p)
+
+
+def test_reload_takes_valid_changes_and_keeps_old_on_errors(tmp_path):
+    shutil.copy(POLICIES / "default.yaml", tmp_path / "default.yaml")
+    store = PolicyStore(tmp_path)
+    assert "strict" not in store.current.policies
+    time.sleep(0.01)
+    write(tmp_path, "strict", GOOD.format(name="strict"))
+    assert store.reload_if_changed()
+    assert "strict" in store.current.policies
+    bad = write(tmp_path, "strict", "policy: strict\nprinciples: []\n")
+    os.utime(bad, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert not store.reload_if_changed()
+    assert "strict" in store.current.policies  # the last good set stays

@@ -1,0 +1,47 @@
+"""Wire messages: validated at the edge, versioned, round-trip exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from guard.errors import SchemaError
+from guard.messages import Chunk, Decision, Feedback, decision_id, decode, encode
+
+
+def test_chunk_round_trip():
+    c = Chunk(stream_id="s1", seq=3, text="héllo", final=True, tenant="t", prompt="q")
+    assert decode(Chunk, encode(c)) == c
+
+
+@pytest.mark.parametrize("raw, field", [
+    (b'{"stream_id": "s", "seq": -1}', "seq"),
+    (b'{"stream_id": "", "seq": 0}', "stream_id"),
+    (b'{"seq": 0}', "stream_id"),
+    (b'{"stream_id": "s", "seq": 0, "extra": 1}', "extra"),
+    (b'{"stream_id": "s", "seq": "0"}', "seq"),
+    (b'{"v": 2, "stream_id": "s", "seq": 0}', "v"),
+])
+def test_invalid_chunks_name_the_field(raw, field):
+    with pytest.raises(SchemaError, match=field):
+        decode(Chunk, raw)
+
+
+def test_malformed_json_is_a_schema_error_without_payload():
+    with pytest.raises(SchemaError) as exc:
+        decode(Chunk, b"{not json secret@example.com")
+    assert "secret@example.com" not in str(exc.value)
+
+
+def test_decision_id_is_deterministic():
+    assert decision_id("s", 4) == decision_id("s", 4) != decision_id("s", 5)
+
+
+def test_feedback_verdicts_are_closed():
+    with pytest.raises(SchemaError):
+        decode(Feedback, b'{"decision_id":"s:1","stream_id":"s","category":"hate",'
+                         b'"verdict":"maybe","source":"r"}')
+
+
+def test_decision_defaults_encode():
+    d = Decision(decision_id="s:0", stream_id="s", seq=0, action="allow", text="x", released_offset=1)
+    assert decode(Decision, encode(d)) == d
