@@ -1,0 +1,228 @@
+"""Semantic detectors: MiniLM encoder + per-category heads, in-process or on Triton.
+
+Both implementations take the same windows and return the same numbers (a contract test holds
+them to 1e-4): windows carry content token ids *without* special tokens, as the windowing code cuts
+them from a stream's tokens, and the detector wraps each window as ``[CLS] ids [SEP]`` (ids beyond
+``MAX_CONTENT_TOKENS`` are dropped) — the form the encoder was trained on.
+
+- ``LocalDetector``: ONNX Runtime on the int8 encoder plus ``Heads.predict`` in numpy, run in a
+  one-thread executor so the event loop keeps serving while the CPU works, and so concurrent calls
+  queue instead of oversubscribing the cores ORT already uses.
+- ``TritonDetector``: the ``harm_classifier`` ensemble over gRPC (``tritonclient.grpc.aio``). By
+  default every window is its own request, sent concurrently, so Triton's dynamic batcher groups
+  windows of all streams and workers (and ``mode="batch"`` sends one request per call instead).
+  The int8 encoder quantizes activations per token, so a window's score does not depend on what it
+  is batched with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final, Literal, Self
+
+import numpy as np
+import structlog
+
+from guard.errors import DetectorError, DetectorTimeout, DetectorUnavailable
+from guard.models.build import ENCODER_ID
+from guard.models.heads import Heads
+from guard.models.tokenizer import MAX_CONTENT_TOKENS, add_special_tokens, pad_batch
+from guard.types import CATEGORIES, Window
+
+log = structlog.get_logger(__name__)
+
+#: The client side of the Triton contract (tests/test_triton_contract.py checks the repositories).
+INPUT_IDS: Final = "INPUT_IDS"
+ATTENTION_MASK: Final = "ATTENTION_MASK"
+INPUTS: Final = (INPUT_IDS, ATTENTION_MASK)
+INPUT_DTYPE: Final = "INT64"
+OUTPUT: Final = "PROBS"
+OUTPUT_DTYPE: Final = "FP32"
+DEFAULT_MODEL: Final = "harm_classifier"
+#: The largest request batch the server accepts (``max_batch_size`` in the configs).
+MAX_BATCH: Final = 64
+
+Mode = Literal["per_window", "batch"]
+
+
+def model_version_of(heads_version: str) -> str:
+    """What decisions record: the heads and the encoder they were trained on."""
+    return f"{heads_version}+{ENCODER_ID}"
+
+
+def heads_version(path: str | Path) -> str:
+    """Read only the version string from a heads file."""
+    with np.load(path, allow_pickle=False) as z:
+        return str(z["version"])
+
+
+def encode_windows(windows: Sequence[Window]) -> list[np.ndarray]:
+    """``[CLS] ids [SEP]`` per window, int64 — shared by both detectors so they see the same rows."""
+    return [add_special_tokens(w.input_ids, MAX_CONTENT_TOKENS) for w in windows]
+
+
+def _empty() -> np.ndarray:
+    return np.zeros((0, len(CATEGORIES)), dtype=np.float32)
+
+
+class LocalDetector:
+    """In-process scoring; build it with ``from_build_dir`` and ``close()`` it when done."""
+
+    def __init__(self, encoder: Any, heads: Heads, executor: ThreadPoolExecutor, *,
+                 name: str = "semantic", batch_size: int = 32) -> None:
+        self.name = name
+        self.categories = heads.categories
+        self.model_version = model_version_of(heads.version)
+        self._encoder = encoder
+        self._heads = heads
+        self._executor = executor
+        self._batch_size = batch_size
+
+    @classmethod
+    def from_build_dir(cls, build_dir: str | Path | None = None, heads_path: str | Path | None = None, *,
+                       name: str = "semantic", intra_op_threads: int = 2) -> LocalDetector:
+        """Open ``encoder-int8.onnx`` from the build dir and the committed heads (or the given files)."""
+        from guard.models import paths
+        from guard.models.encoder import OnnxEncoder
+
+        bdir = Path(build_dir) if build_dir is not None else paths.build_dir()
+        hpath = Path(heads_path) if heads_path is not None else paths.heads_path()
+        if not hpath.exists():
+            raise FileNotFoundError(f"{hpath} not found; train the heads with `guard models train`")
+        encoder = OnnxEncoder.from_path(bdir / paths.ENCODER_INT8, intra_op_threads=intra_op_threads)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"guard-{name}")
+        return cls(encoder, Heads.load(hpath), executor, name=name)
+
+    def score_sync(self, windows: Sequence[Window]) -> np.ndarray:
+        """Blocking scoring (for offline evaluation); longest-first batches keep padding small."""
+        if not windows:
+            return _empty()
+        seqs = encode_windows(windows)
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        pooled = np.empty((len(seqs), 7, 384), np.float32)
+        for start in range(0, len(order), self._batch_size):
+            idx = order[start:start + self._batch_size]
+            pooled[idx] = self._encoder.run(*pad_batch([seqs[i] for i in idx]))
+        return self._heads.predict(pooled).astype(np.float32, copy=False)
+
+    async def score(self, windows: Sequence[Window]) -> np.ndarray:
+        if not windows:
+            return _empty()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self.score_sync, list(windows))
+        except Exception as exc:  # an ORT failure is this detector failing, not the pipeline
+            raise DetectorUnavailable(self.name, f"local inference failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class TritonDetector:
+    """Scores windows on a Triton ``harm_classifier``; open it with ``connect()``."""
+
+    def __init__(self, client: Any, model: str, model_version: str, *, name: str = "semantic",
+                 timeout_s: float = 2.0, mode: Mode = "per_window", pad_to_multiple: int = 1) -> None:
+        self.name = name
+        self.categories = CATEGORIES
+        self.model_version = model_version
+        self.model = model
+        self.timeout_s = timeout_s
+        self.mode = mode
+        #: >1 pads each request to a multiple of this length: the GPU flavour's ORT backend only
+        #: batches requests of equal shape (the CPU flavour batches ragged requests itself).
+        self.pad_to_multiple = pad_to_multiple
+        self._client = client
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, url: str, model: str = DEFAULT_MODEL, *, name: str = "semantic",
+                      model_version: str | None = None, timeout_s: float = 2.0, mode: Mode = "per_window",
+                      pad_to_multiple: int = 1) -> AsyncIterator[Self]:
+        """Open a gRPC channel and check the model is ready.
+
+        ``model_version`` defaults to the committed heads' version: the server's repository is
+        filled from the same checkout by ``guard models build``.
+        """
+        import tritonclient.grpc.aio as grpcaio
+
+        if model_version is None:
+            from guard.models import paths
+
+            hp = paths.heads_path()
+            model_version = model_version_of(heads_version(hp) if hp.exists() else "unknown")
+        client = grpcaio.InferenceServerClient(url)
+        try:
+            try:
+                ready = await client.is_model_ready(model, client_timeout=timeout_s)
+            except Exception as exc:
+                raise _map_error(name, exc) from exc
+            if not ready:
+                raise DetectorUnavailable(name, f"model {model!r} is not ready at {url}")
+            log.info("triton_detector_connected", url=url, model=model, mode=mode)
+            yield cls(client, model, model_version, name=name, timeout_s=timeout_s, mode=mode,
+                      pad_to_multiple=pad_to_multiple)
+        finally:
+            await client.close()
+
+    def _pad(self, seqs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        ids, mask = pad_batch(seqs)
+        m = self.pad_to_multiple
+        if m > 1 and ids.shape[1] % m:
+            extra = m - ids.shape[1] % m
+            ids = np.pad(ids, ((0, 0), (0, extra)))
+            mask = np.pad(mask, ((0, 0), (0, extra)))
+        return ids, mask
+
+    async def _infer(self, ids: np.ndarray, mask: np.ndarray, timeout_s: float) -> np.ndarray:
+        import tritonclient.grpc.aio as grpcaio
+
+        inputs = [grpcaio.InferInput(INPUT_IDS, list(ids.shape), INPUT_DTYPE),
+                  grpcaio.InferInput(ATTENTION_MASK, list(mask.shape), INPUT_DTYPE)]
+        inputs[0].set_data_from_numpy(ids)
+        inputs[1].set_data_from_numpy(mask)
+        result = await self._client.infer(self.model, inputs,
+                                          outputs=[grpcaio.InferRequestedOutput(OUTPUT)],
+                                          client_timeout=timeout_s)
+        probs = result.as_numpy(OUTPUT)
+        if probs is None or probs.shape != (ids.shape[0], len(self.categories)):
+            got = None if probs is None else probs.shape
+            raise DetectorUnavailable(self.name, f"{self.model} returned {OUTPUT} of shape {got}")
+        return probs.astype(np.float32, copy=False)
+
+    async def score(self, windows: Sequence[Window], *, timeout_s: float | None = None) -> np.ndarray:
+        if not windows:
+            return _empty()
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        seqs = encode_windows(windows)
+        if self.mode == "per_window":
+            calls = [self._infer(*self._pad([s]), timeout) for s in seqs]
+        else:
+            calls = [self._infer(*self._pad(seqs[i:i + MAX_BATCH]), timeout)
+                     for i in range(0, len(seqs), MAX_BATCH)]
+        try:
+            # wait_for backs up the gRPC deadline, which does not cover a stalled channel
+            parts = await asyncio.wait_for(asyncio.gather(*calls), timeout + 0.5)
+        except DetectorError:
+            raise
+        except Exception as exc:
+            raise _map_error(self.name, exc) from exc
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _map_error(detector: str, exc: BaseException) -> DetectorError:
+    """The one place transport errors become guard errors."""
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(exc, TimeoutError):
+        return DetectorTimeout(detector, "no answer before the deadline")
+    if isinstance(exc, InferenceServerException):
+        status = str(exc.status() or "")
+        if "DEADLINE_EXCEEDED" in status:
+            return DetectorTimeout(detector, exc.message() or status)
+        return DetectorUnavailable(detector, f"{status} {exc.message()}".strip())
+    return DetectorUnavailable(detector, f"{type(exc).__name__}: {exc}")

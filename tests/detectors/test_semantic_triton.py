@@ -1,0 +1,86 @@
+"""The semantic detectors against the real Triton server (session fixture over triton_models/).
+
+The server serves whatever heads `guard models build` placed in triton_models/harm_heads/1/, so the
+in-process detector is opened on that same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from guard.detectors.semantic import DEFAULT_MODEL, LocalDetector, TritonDetector
+from guard.devenv.triton import TritonServer, repository_models
+from guard.errors import DetectorTimeout, DetectorUnavailable
+from guard.models import paths, repository
+from guard.types import CATEGORIES
+
+from .test_semantic_local import TEXTS, windows_of
+
+pytestmark = pytest.mark.triton
+
+SERVED_HEADS = paths.triton_repo("cpu") / repository.HEADS_MODEL / "1" / repository.HEADS_FILE
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[LocalDetector]:
+    det = LocalDetector.from_build_dir(heads_path=SERVED_HEADS)
+    yield det
+    det.close()
+
+
+def _encoder_stats(url: str) -> tuple[int, int]:
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        (stats,) = client.get_inference_statistics(repository.ENCODER_MODEL).model_stats
+        return int(stats.inference_count), int(stats.execution_count)
+    finally:
+        client.close()
+
+
+def test_every_model_is_ready(triton_server: TritonServer) -> None:
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    try:
+        models = repository_models(paths.triton_repo("cpu"))
+        assert set(models) >= {repository.ENCODER_MODEL, repository.HEADS_MODEL, repository.CLASSIFIER_MODEL}
+        for model in models:
+            assert client.is_model_ready(model), model
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("mode", ["per_window", "batch"])
+async def test_local_and_triton_agree(triton_server: TritonServer, local: LocalDetector, mode: str) -> None:
+    ws = windows_of(TEXTS + ["Short.", "A somewhat longer sentence about nothing in particular at all."])
+    expected = await local.score(ws)
+    async with TritonDetector.connect(triton_server.grpc_url, mode=mode) as det:  # type: ignore[arg-type]
+        got = await det.score(ws)
+    assert got.shape == (len(ws), len(CATEGORIES)) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+async def test_dynamic_batching_batches_concurrent_windows(triton_server: TritonServer) -> None:
+    ws = windows_of([f"stream {i}: {TEXTS[i % 3]}" for i in range(64)])
+    before = _encoder_stats(triton_server.grpc_url)
+    async with TritonDetector.connect(triton_server.grpc_url, timeout_s=30.0) as det:
+        # 64 single-window requests in flight at once, from 4 concurrent "streams"
+        parts = await asyncio.gather(*(det.score(ws[i::4]) for i in range(4)))
+    assert sum(len(p) for p in parts) == 64
+    after = _encoder_stats(triton_server.grpc_url)
+    inferences, executions = after[0] - before[0], after[1] - before[1]
+    assert inferences == 64
+    assert executions < inferences, f"{executions} executions for {inferences} requests: no batching"
+
+
+async def test_errors_map_to_detector_errors(triton_server: TritonServer) -> None:
+    with pytest.raises(DetectorUnavailable):
+        async with TritonDetector.connect(triton_server.grpc_url, model="no_such_model"):
+            pass
+    async with TritonDetector.connect(triton_server.grpc_url, model=DEFAULT_MODEL) as det:
+        with pytest.raises(DetectorTimeout):
+            await det.score(windows_of(TEXTS * 4), timeout_s=1e-4)
+        assert (await det.score([])).shape == (0, len(CATEGORIES))

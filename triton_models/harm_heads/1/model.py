@@ -1,0 +1,39 @@
+"""Harm heads (numpy) inside Triton's python backend.
+
+Runs ``guard.models.heads.Heads.predict`` — the same code the in-process detector uses, so the two
+paths cannot drift. The stub imports ``guard`` from the interpreter's environment: the local server
+puts the virtualenv (where guard is installed) first on PATH; a GPU image must ``pip install``
+guard (numpy is its only import here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from guard.models.heads import Heads
+
+POOLED, PROBS = "POOLED", "PROBS"
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        name = config.get("parameters", {}).get("heads_file", {}).get("string_value", "heads.npz")
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+        if not os.path.exists(path):
+            raise pb_utils.TritonModelException(
+                f"{path} missing: train the heads (`guard models train`) and run `guard models build`")
+        self.heads = Heads.load(path)
+
+    def execute(self, requests):
+        pooled = [pb_utils.get_input_tensor_by_name(r, POOLED).as_numpy() for r in requests]
+        probs = self.heads.predict(np.concatenate(pooled)).astype(np.float32)
+        responses, at = [], 0
+        for p in pooled:
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(PROBS, probs[at:at + len(p)])]))
+            at += len(p)
+        return responses
