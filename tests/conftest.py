@@ -1,0 +1,40 @@
+"""Shared fixtures: the real services, started once per test session.
+
+Integration tests run against a real Kafka broker and a real Triton server rather than fakes; both
+start in seconds from local binaries (see guard/devenv), so one of each per session is cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from guard.devenv.kafka import Broker, make_broker
+from guard.devenv.triton import TritonServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[Broker]:
+    """A single-node broker (``$GUARD_KAFKA_PROVIDER`` picks local jars or testcontainers)."""
+    broker = make_broker()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_server() -> Iterator[TritonServer]:
+    """tritonserver over the project's ``triton_models/``, which must have been built."""
+    repository = REPO / "triton_models"
+    if not any(repository.glob("*/config.pbtxt")) or not any(repository.rglob("*.onnx")):
+        pytest.fail(
+            f"{repository} has no built models (config.pbtxt + *.onnx); run `guard models build` first"
+        )
+    with TritonServer(repository) as server:
+        yield server
