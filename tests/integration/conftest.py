@@ -1,0 +1,41 @@
+"""A guard worker process on the session's real broker and real Triton."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from guard.devenv.kafka import create_topics
+from guard.messages import Chunk
+from guard.settings import Settings
+from streams import topics
+from streams.client import ChunkProducer, Collector, WorkerProcess
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def _wait_ready(bootstrap: str, timeout: float) -> None:
+    sid = f"warmup-{uuid.uuid4().hex[:8]}"
+    async with Collector(bootstrap) as col, ChunkProducer(bootstrap) as prod:
+        await prod.send(Chunk(stream_id=sid, seq=0, text="Hello there.", final=True))
+        await col.wait_for(lambda c: c.final(sid), timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def guard_worker(kafka_broker, triton_server) -> Iterator[WorkerProcess]:
+    """One worker (Triton-backed) for the session; topics created up front."""
+    bootstrap = kafka_broker.bootstrap
+    asyncio.run(create_topics(bootstrap, topics.specs(Settings())))
+    log = REPO / "build" / "test-logs" / f"worker-{uuid.uuid4().hex[:6]}.log"
+    with WorkerProcess(bootstrap, triton_server.grpc_url, log,
+                       env={"GUARD_APP_ID": f"guard-test-{uuid.uuid4().hex[:6]}",
+                            "GUARD_LOG_LEVEL": "WARNING"}) as w:
+        try:
+            asyncio.run(_wait_ready(bootstrap, timeout=180))
+        except TimeoutError:
+            pytest.fail(f"worker never answered (alive={w.alive()}); log: {log.read_text()[-3000:]}")
+        yield w

@@ -1,0 +1,146 @@
+"""End to end over the real broker and the real Triton: chunks in, one decision per chunk out."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import re
+import uuid
+
+import pytest
+
+from guard.messages import Chunk, Decision
+from streams.client import ChunkProducer, Collector
+
+pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(300)]
+
+BENIGN = ("The capital of France is Paris. It sits on the Seine and is known for the Louvre, "
+          "the Eiffel Tower and its cafés.")
+PII = ("Sure! You can email Maria at maria.gomez@example.com or call +1 415 555 0132; "
+       "her card on file is 4111 1111 1111 1111.")
+HARMFUL = ("Listen carefully. I know where you live and I will kill you and your whole family "
+           "tonight, nobody will hear you scream.")
+PROFANE = "Honestly, Mondays are shit and the inbox is full of crap, but lunch helps."
+
+
+def cut(text: str, rng: random.Random) -> list[str]:
+    words = re.findall(r"\S+\s*", text)
+    out, i = [], 0
+    while i < len(words):
+        n = rng.choice((1, 2, 3))
+        piece = "".join(words[i : i + n])
+        if len(piece) > 5 and rng.random() < 0.4:
+            k = rng.randrange(1, len(piece))
+            out += [piece[:k], piece[k:]]
+        else:
+            out.append(piece)
+        i += n
+    return out
+
+
+def chunks(sid: str, text: str, rng: random.Random, **kw) -> list[Chunk]:
+    pieces = cut(text, rng)
+    return [Chunk(stream_id=sid, seq=i, text=p, final=i == len(pieces) - 1, **kw)
+            for i, p in enumerate(pieces)]
+
+
+async def interleave(prod: ChunkProducer, streams: list[list[Chunk]], rng: random.Random,
+                     extra: list[tuple[bytes | None, bytes]] = ()) -> None:
+    queues = [list(s) for s in streams]
+    extras = list(extra)
+    while any(queues):
+        q = rng.choice([q for q in queues if q])
+        await prod.send(q.pop(0))
+        if extras and rng.random() < 0.2:
+            await prod.send_raw(*extras.pop())
+        await asyncio.sleep(rng.uniform(0, 0.01))
+    for e in extras:
+        await prod.send_raw(*e)
+    await prod.flush()
+
+
+def check_stream(ds: list[Decision], n: int) -> str:
+    assert [d.seq for d in ds] == list(range(n)), "exactly one decision per chunk, in order"
+    assert ds[-1].final
+    assert ds[-1].held_chars == 0
+    return "".join(d.text for d in ds)
+
+
+async def test_interleaved_streams_and_dead_letters(kafka_broker, guard_worker):
+    rng = random.Random(1)
+    run = uuid.uuid4().hex[:6]
+    ids = {k: f"{k}-{run}" for k in ("benign", "pii", "harmful")}
+    streams = [chunks(ids["benign"], BENIGN, rng), chunks(ids["pii"], PII, rng),
+               chunks(ids["harmful"], HARMFUL, rng)]
+    bad_json = b'{"stream_id": "broken-' + run.encode() + b'", "seq": '
+    bad_seq = b'{"stream_id": "neg-' + run.encode() + b'", "seq": -1, "text": "x"}'
+    async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:
+        await interleave(prod, streams, rng, [(b"broken", bad_json), (b"neg", bad_seq)])
+        await col.wait_for(lambda c: all(c.final(s) for s in ids.values())
+                           and sum(run in base64.b64decode(d.raw_b64).decode("utf-8", "replace")
+                                   for d in c.deadletters) >= 2, timeout=120)
+        benign = check_stream(col.decisions[ids["benign"]], len(streams[0]))
+        assert benign == BENIGN
+        assert all(d.action == "allow" for d in col.decisions[ids["benign"]])
+
+        pii = check_stream(col.decisions[ids["pii"]], len(streams[1]))
+        assert "[EMAIL]" in pii and "maria.gomez" not in pii and "@" not in pii
+        assert "4111" not in pii and "555 0132" not in pii
+        assert any(d.action == "redact" for d in col.decisions[ids["pii"]])
+
+        hd = col.decisions[ids["harmful"]]
+        released = check_stream(hd, len(streams[2]))
+        first = next(i for i, d in enumerate(hd) if d.action == "block")
+        assert all(d.action == "block" and d.text == "" for d in hd[first + 1 :])
+        assert "kill" not in released
+        assert hd[first].principle and hd[first].replacement and hd[first].evidence
+
+        mine = [d for d in col.deadletters
+                if run in base64.b64decode(d.raw_b64).decode("utf-8", "replace")]
+        assert {d.code for d in mine} == {"schema-error"}
+        assert {base64.b64decode(d.raw_b64) for d in mine} == {bad_json, bad_seq}
+        assert all(d.topic == "llm.chunks" and d.offset >= 0 for d in mine)
+
+
+async def test_many_streams_under_all_three_policies(kafka_broker, guard_worker):
+    rng = random.Random(2)
+    run = uuid.uuid4().hex[:6]
+    plan = []
+    for i in range(4):
+        plan.append((f"default-{i}-{run}", {}, "default"))
+        plan.append((f"strict-{i}-{run}", {"tenant": "kids-app"}, "strict"))
+        plan.append((f"pii-{i}-{run}", {"policy": "pii-only"}, "pii-only"))
+    texts = {}
+    streams = []
+    for sid, kw, _ in plan:
+        text = rng.choice([BENIGN, PII, HARMFUL, PROFANE])
+        texts[sid] = text
+        cs = chunks(sid, text, rng)
+        # the policy/tenant travel on the first chunk; later chunks may omit them
+        cs[0] = Chunk(stream_id=sid, seq=0, text=cs[0].text, final=cs[0].final, **kw)
+        streams.append(cs)
+    async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:
+        await interleave(prod, streams, rng)
+        await col.wait_for(lambda c: all(c.final(sid) for sid, _, _ in plan), timeout=180)
+    for (sid, _, policy), cs in zip(plan, streams):
+        ds = col.decisions[sid]
+        released = check_stream(ds, len(cs))
+        assert {d.policy for d in ds} == {policy}
+        text = texts[sid]
+        blocked = any(d.action == "block" for d in ds)
+        if text == PII:
+            assert "@" not in released and "4111" not in released
+        if text == BENIGN:
+            assert released == text and not blocked
+        if text == HARMFUL:
+            assert blocked == (policy != "pii-only")
+            if policy == "pii-only":
+                assert released == text
+        if text == PROFANE:
+            if policy == "default":
+                assert not blocked and "shit" not in released and "[PROFANITY]" in released
+            if policy == "strict":
+                assert blocked and "shit" not in released
+            if policy == "pii-only":
+                assert released == text
