@@ -67,6 +67,8 @@ class _Work:
     planned: list[windowing.PlannedWindow]
     prompt: Window | None
     t0: float
+    #: the policy needs the semantic layer but none is configured: text from here fails as declared
+    unjudged_from: int | None = None
 
 
 @dataclass
@@ -208,9 +210,12 @@ class Pipeline:
             if chunk.prompt and state.prompt_risk is None and spec.context.prompt_weight > 0:
                 prompt = windowing.prompt_window(state.stream_id, chunk.prompt, self.tokenizer,
                                                  spec.window.tokens)
-        else:
-            state.sem_cursor = state.end
-        return _Work(state, chunk, spec, planned, prompt, t0)
+            return _Work(state, chunk, spec, planned, prompt, t0)
+        unjudged = None
+        if "semantic" in _layers(spec) and state.sem_cursor < state.end:
+            unjudged = state.sem_cursor  # no semantic detector here: the policy's fail mode decides
+        state.sem_cursor = state.end
+        return _Work(state, chunk, spec, planned, prompt, t0, unjudged)
 
     async def _score(self, works: Iterable[_Work]) -> tuple[dict[int, np.ndarray], DetectorError | None]:
         batch: list[Window] = []
@@ -243,7 +248,7 @@ class Pipeline:
         if work.prompt is not None and id(work.prompt) in scores:
             state.prompt_risk = [float(x) for x in scores[id(work.prompt)]]
         scored: list[ScoredWindow] = []
-        failed_from = None
+        failed_from = work.unjudged_from
         risk = np.asarray(state.risk) if state.risk else None
         prompt = np.asarray(state.prompt_risk) if state.prompt_risk else None
         for pw in work.planned:
@@ -258,8 +263,8 @@ class Pipeline:
 
         # fast layers over the unreleased text plus the left context they need
         findings, fast_frontier = self._scan(state, spec)
-        verdict = decide(spec, tview, state.tenant, findings, scored, failed_from,
-                         failure.code if failure else "")
+        code = failure.code if failure else ("detector-unavailable" if failed_from is not None else "")
+        verdict = decide(spec, tview, state.tenant, findings, scored, failed_from, code)
         if verdict.block_at is not None:
             at = max(verdict.block_at, state.released)
             if state.block_at is None or at < state.block_at:

@@ -155,3 +155,12 @@ def test_release_does_not_depend_on_chunking(words, seps, cuts):
     assert released(many) == released(one)
     assert "@" not in released(many)
     assert [d.action for d in one][-1] == [d.action for d in many][-1]
+
+
+async def test_policy_needing_semantic_without_a_detector_fails_as_declared():
+    ps = policy()
+    p = Pipeline(policies=lambda: ps, scanners={"pii": RegexScanner("pii", EMAIL, "pii", "EMAIL")},
+                 semantic=None, tokenizer=None)
+    ds = await run(p, chunk_text("Plain words here.", 5))
+    assert ds[0].action == "block" and released(ds) == ""
+    assert ds[0].evidence[0].label == "detector-unavailable"
