@@ -28,7 +28,7 @@ import numpy as np
 import structlog
 
 from guard.errors import DetectorError, DetectorTimeout, DetectorUnavailable
-from guard.models.build import ENCODER_ID
+from guard.models.build import ENCODER_ID, HIDDEN, N_POOLED
 from guard.models.heads import Heads
 from guard.models.tokenizer import MAX_CONTENT_TOKENS, add_special_tokens, pad_batch
 from guard.types import CATEGORIES, Window
@@ -103,7 +103,7 @@ class LocalDetector:
             return _empty()
         seqs = encode_windows(windows)
         order = np.argsort([len(s) for s in seqs], kind="stable")
-        pooled = np.empty((len(seqs), 7, 384), np.float32)
+        pooled = np.empty((len(seqs), N_POOLED, HIDDEN), np.float32)
         for start in range(0, len(order), self._batch_size):
             idx = order[start:start + self._batch_size]
             pooled[idx] = self._encoder.run(*pad_batch([seqs[i] for i in idx]))

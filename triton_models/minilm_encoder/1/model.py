@@ -37,6 +37,9 @@ class TritonPythonModel:
         opts.intra_op_num_threads = int(_param(config, "intra_op_threads", "2"))
         opts.inter_op_num_threads = int(_param(config, "inter_op_threads", "1"))
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle ORT threads spin by default, taking CPU from gRPC and the other models on a small box
+        opts.add_session_config_entry("session.intra_op.allow_spinning",
+                                      _param(config, "allow_spinning", "1"))
         self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         self.max_seq_len = int(_param(config, "max_seq_len", "256"))
 
@@ -61,7 +64,7 @@ class TritonPythonModel:
                 rows.append(None)
                 errors[i] = str(exc)
         good = [r for r in rows if r is not None]
-        pooled = np.zeros((0, 7, 384), np.float32)
+        pooled = np.zeros((0, 7, 384), np.float32)  # POOLED dims, see config.pbtxt
         if good:
             longest = max(ids.shape[1] for ids, _ in good)
             n = sum(ids.shape[0] for ids, _ in good)

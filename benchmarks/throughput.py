@@ -1,0 +1,173 @@
+"""Semantic-layer throughput: windows/s at a fixed window length, through Triton and in-process.
+
+Closed-loop load: ``--concurrency`` workers each send a call, wait for the answer, send the next.
+Scenarios (each ``--seconds`` long after a warm-up):
+
+- ``triton-per-window``: every call is one window (one gRPC request); Triton's dynamic batcher
+  forms the batches — what many concurrent streams look like.
+- ``triton-batch``: every call is ``--batch`` windows in one request (client-side micro-batching,
+  as a Faust agent with ``stream.take`` would do).
+- ``local``: ``LocalDetector`` in this process, calls of ``--batch`` windows.
+
+Client and server share the machine's cores, as they would in a one-box deployment; the load
+average is recorded because the numbers mean little on a busy box.
+
+    python -m benchmarks.throughput --out benchmarks/results/throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from guard.detectors.semantic import LocalDetector, TritonDetector
+from guard.models import paths, repository
+from guard.types import Window
+
+Call = Callable[[], Awaitable[int]]
+
+
+def make_windows(n: int, tokens: int, seed: int = 0) -> list[Window]:
+    """Windows of ``tokens`` ids in total ([CLS]/[SEP] included) drawn from ordinary word pieces."""
+    rng = np.random.default_rng(seed)
+    return [Window("bench", 0, 0, "", rng.integers(2000, 29000, tokens - 2).astype(np.int64)) for _ in range(n)]
+
+
+async def closed_loop(call: Call, concurrency: int, seconds: float, warmup_s: float) -> dict[str, float]:
+    """Run ``concurrency`` workers for warm-up + ``seconds``; count only the measured part."""
+    latencies: list[float] = []
+    done = 0
+    t_start = time.perf_counter()
+    t_measure = t_start + warmup_s
+    t_end = t_measure + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while (now := time.perf_counter()) < t_end:
+            n = await call()
+            if now >= t_measure:
+                latencies.append(time.perf_counter() - now)
+                done += n
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - t_measure
+    lat = np.array(latencies) * 1e3
+    return {"windows_per_s": round(done / elapsed, 1), "calls": len(latencies),
+            "p50_ms": round(float(np.percentile(lat, 50)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1)}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    windows = make_windows(256, args.tokens)
+    heads = paths.triton_repo("cpu") / repository.HEADS_MODEL / "1" / repository.HEADS_FILE
+    results: list[dict[str, Any]] = []
+
+    def cycle(size: int) -> Callable[[], Sequence[Window]]:
+        i = 0
+
+        def nxt() -> Sequence[Window]:
+            nonlocal i
+            i = (i + size) % (len(windows) - size)
+            return windows[i:i + size]
+        return nxt
+
+    if "local" in args.scenarios:
+        det = LocalDetector.from_build_dir(heads_path=heads)
+        try:
+            nxt = cycle(args.batch)
+
+            async def local_call() -> int:
+                return len(await det.score(nxt()))
+            r = await closed_loop(local_call, 1, args.seconds, args.warmup)
+            results.append({"scenario": "local", "concurrency": 1, "batch": args.batch, **r})
+            print(results[-1], flush=True)
+        finally:
+            det.close()
+
+    server = None
+    url = args.url
+    if url is None and any(s.startswith("triton") for s in args.scenarios):
+        from guard.devenv.triton import TritonServer
+
+        server = TritonServer(paths.triton_repo("cpu"))
+        url = server.start()
+    try:
+        for scenario in [s for s in args.scenarios if s.startswith("triton")]:
+            size = 1 if scenario == "triton-per-window" else args.batch
+            mode = "per_window" if size == 1 else "batch"
+            conc_list = args.concurrency if size == 1 else [max(1, c // size) for c in args.concurrency]
+            for conc in conc_list:
+                async with TritonDetector.connect(url, mode=mode, timeout_s=30.0) as tdet:  # type: ignore[arg-type]
+                    nxt = cycle(size)
+
+                    async def triton_call() -> int:
+                        return len(await tdet.score(nxt()))
+                    r = await closed_loop(triton_call, conc, args.seconds, args.warmup)
+                results.append({"scenario": scenario, "concurrency": conc, "batch": size,
+                                "windows_in_flight": conc * size, **r})
+                print(results[-1], flush=True)
+        if url is not None:
+            results.append({"scenario": "triton-encoder-stats", **_encoder_stats(url)})
+    finally:
+        if server is not None:
+            server.stop()
+    return {"results": results}
+
+
+def _encoder_stats(url: str) -> dict[str, Any]:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        (s,) = client.get_inference_statistics(repository.ENCODER_MODEL).model_stats
+        inf, exe = int(s.inference_count), int(s.execution_count)
+        return {"inference_count": inf, "execution_count": exe, "mean_batch": round(inf / max(exe, 1), 2)}
+    finally:
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tokens", type=int, default=64, help="window length including [CLS]/[SEP]")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32],
+                   help="windows in flight, comma-separated")
+    p.add_argument("--batch", type=int, default=8, help="windows per call for batch/local scenarios")
+    p.add_argument("--scenarios", type=lambda s: s.split(","),
+                   default=["local", "triton-per-window", "triton-batch"])
+    p.add_argument("--url", help="an already running Triton (gRPC host:port); default: start one")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput.json"))
+    args = p.parse_args(argv)
+
+    load_before = os.getloadavg()
+    report = asyncio.run(run(args))
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=paths.repo_root()).stdout.strip()
+    report.update({
+        "command": "python -m benchmarks.throughput " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "git_sha": sha,
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_before": [round(x, 2) for x in load_before],
+                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
