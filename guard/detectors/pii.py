@@ -1,0 +1,608 @@
+"""The PII layer: personal data and secrets, each recognised by a pattern *and* a validator.
+
+Entities (the finding's ``label``; its category is always ``pii``):
+
+=================  ==========================================================================
+EMAIL              local@domain.tld (RFC-ish; local part ≤ 64, whole address ≤ ``MAX_EMAIL``)
+PHONE              ``phonenumbers.PhoneNumberMatcher`` (leniency VALID) over runs of digits and
+                   phone punctuation, tried per region in order; E.164 numbers need no region
+CREDIT_CARD        13–19 digits, plain or in groups split by one consistent space/dash, Luhn,
+                   and an issuer prefix that exists (Visa, Mastercard, Amex, Discover, Diners,
+                   JCB, UnionPay, Maestro, Mir) with a length that issuer uses
+IBAN               country code, check digits, BBAN of exactly the country's length (table),
+                   with or without single spaces, ISO 7064 mod-97
+US_SSN             AAA-GG-SSSS (dashes or spaces); area not 000/666/9xx, group not 00, serial not
+                   0000, and not the well-known specimen numbers. Bare nine-digit runs are not
+                   reported: without separators they are indistinguishable from order numbers
+IPV4               dotted quad, octets ≤ 255 without leading zeros, not glued to a word ("v1.2.3.4")
+                   and not part of a longer dotted number ("1.2.3.4.5"). "version 1.2.3.4" (a
+                   four-part version after a space) is reported: it is a valid address
+IPV6               a run of hex digits, colons, dots (embedded IPv4) and a zone, with at least
+                   two colons and a digit, accepted by ``ipaddress.IPv6Address``
+AWS_ACCESS_KEY     AKIA/ASIA + 16 upper-case letters or digits
+AWS_SECRET_KEY     40 base64 characters within ``CUE_WINDOW`` characters after "aws" or "secret"
+GITHUB_TOKEN       ghp_/gho_/ghu_/ghs_/ghr_ + 36 alphanumerics, or github_pat_...
+PRIVATE_KEY        -----BEGIN ... PRIVATE KEY----- through the matching -----END ...-----
+SECRET             a 32–200 character token of [A-Za-z0-9+/_-] that looks random: Shannon
+                   entropy ≥ ``SECRET_MIN_ENTROPY`` bits/char, several character classes, frequent
+                   class changes, and not hexadecimal (git SHAs, digests and UUIDs are common in
+                   LLM output and are not secrets); or a token with a known key prefix (sk-, xoxb-,
+                   glpat-, ...)
+=================  ==========================================================================
+
+Where recognisers overlap, the more specific wins (``PRIORITY``).
+
+Streaming: every recogniser reads a maximal run of its own characters (a word, a run of digits and
+phone punctuation, a base64-ish token, ...) plus a character or two of context on each side, and
+rejects runs longer than its entity can be. So a finding is settled once the run it lies in is
+followed by a character that cannot continue it, and ``stable_until`` is the start of the earliest
+run that still touches the end of the text (in ordinary prose: the last, unfinished word), of an
+unterminated private key block, or of a settled finding that reaches into held text (a longer
+overlapping candidate could still claim it). Only settled findings are reported.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import phonenumbers
+
+from guard.errors import ConfigError
+from guard.types import PII, Finding, ScanResult
+
+ENTITIES: Final[tuple[str, ...]] = (
+    "EMAIL",
+    "PHONE",
+    "CREDIT_CARD",
+    "IBAN",
+    "US_SSN",
+    "IPV4",
+    "IPV6",
+    "AWS_ACCESS_KEY",
+    "AWS_SECRET_KEY",
+    "GITHUB_TOKEN",
+    "PRIVATE_KEY",
+    "SECRET",
+)
+
+#: Overlap resolution: a finding is dropped when it overlaps one of an earlier entity in this list.
+PRIORITY: Final[tuple[str, ...]] = (
+    "PRIVATE_KEY",
+    "AWS_ACCESS_KEY",
+    "GITHUB_TOKEN",
+    "AWS_SECRET_KEY",
+    "EMAIL",
+    "IBAN",
+    "CREDIT_CARD",
+    "US_SSN",
+    "IPV4",
+    "IPV6",
+    "PHONE",
+    "SECRET",
+)
+
+#: Finding scores: checksum- or metadata-validated entities are certain, shapes slightly less so,
+#: the entropy heuristic least.
+SCORES: Final[dict[str, float]] = {
+    "EMAIL": 1.0, "PHONE": 0.9, "CREDIT_CARD": 1.0, "IBAN": 1.0, "US_SSN": 0.9, "IPV4": 0.9,
+    "IPV6": 1.0, "AWS_ACCESS_KEY": 1.0, "AWS_SECRET_KEY": 0.9, "GITHUB_TOKEN": 1.0,
+    "PRIVATE_KEY": 1.0, "SECRET": 0.7,
+}
+
+DEFAULT_REGIONS: Final[tuple[str, ...]] = ("US", "GB", "DE", "FR", "IN", "ES", "IT", "NL", "CA", "AU")
+
+MAX_EMAIL: Final = 200
+MAX_DIGIT_RUN: Final = 40  # a phone, card, SSN or a few of them, with separators
+MAX_IPV6_RUN: Final = 64
+MIN_SECRET: Final = 32
+MAX_TOKEN: Final = 200
+CUE_WINDOW: Final = 48
+SECRET_MIN_ENTROPY: Final = 4.0
+SECRET_MIN_CLASS_CHANGES: Final = 0.35  # class changes (lower/upper/digit/other) per character
+
+#: Left context a later scan needs (see the module docstring); larger than every run bound above
+#: plus the cue window, with margin.
+CONTEXT_CHARS: Final = 256
+
+# Length of the IBAN for each country that has one (SWIFT IBAN registry).
+IBAN_LENGTHS: Final[dict[str, int]] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
+    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
+    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
+    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32,
+    "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
+    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31,
+    "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23,
+    "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}
+
+_EMAIL_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-@")
+EMAIL_RE: Final = re.compile(
+    r"(?<![A-Za-z0-9._%+\-@])"
+    r"[A-Za-z0-9_%+\-](?:[A-Za-z0-9._%+\-]{0,62}[A-Za-z0-9_%+\-])?"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}"
+    r"(?![A-Za-z0-9_%+\-@])(?!\.[A-Za-z0-9])"
+)
+_OCTET: Final = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+IPV4_RE: Final = re.compile(rf"(?<![\w.:])(?:{_OCTET}\.){{3}}{_OCTET}(?!\w|\.\d)")
+_IPV4_TAIL_RE: Final = re.compile(r"(?<![\w.:])\d{1,3}(?:\.\d{1,3}){0,3}\.?\Z")
+DIGIT_RUN_RE: Final = re.compile(r"[+(]?\d(?:[ ().\-/]{0,2}\d)*\)?")
+_RUN_SEPARATORS: Final = frozenset(" ().-/")
+_RUN_BLOCKED_BEFORE: Final = frozenset("$€£¥#@/.,-&%*_")
+_RUN_BLOCKED_AFTER: Final = frozenset("@%_")
+_IPV6_HINT_RE: Final = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f]")
+IPV6_RUN_RE: Final = re.compile(r"(?<![\w:.%])[\w.%]*:[\w.%]*:[\w:.%]*")
+_IPV6_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:.%"
+)
+TOKEN_RUN_RE: Final = re.compile(r"[A-Za-z0-9+/_\-]+={0,2}")
+LONG_TOKEN_RE: Final = re.compile(r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{20,}={0,2}")
+IBAN_START_RE: Final = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})(\d{2})")
+_IBAN_TAIL_RE: Final = re.compile(
+    r"(?<![A-Za-z0-9])(?:[A-Z]{1,2}|[A-Z]{2}\d{1,2}(?: ?[A-Z0-9]){0,30} ?)\Z"
+)
+SSN_RE: Final = re.compile(r"(\d{3})([- ])(\d{2})\2(\d{4})")
+_DATE_RE: Final = re.compile(
+    r"(?<!\d)(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2}))(?!\d)"
+)
+# Decimal numbers and card-shaped digit groups (a failed card is not a phone).
+_NOT_PHONE_RE: Final = re.compile(r"\d+\.\d+|\d{4}([ -]?)\d{4}\1\d{4}\1\d{1,7}")
+AWS_KEY_RE: Final = re.compile(r"(?:AKIA|ASIA)[A-Z0-9]{16}")
+GITHUB_RE: Final = re.compile(r"gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{70,100}")
+AWS_SECRET_RE: Final = re.compile(r"[A-Za-z0-9/+]{40}")
+_CUE_RE: Final = re.compile(r"(?i)aws|secret")
+_KNOWN_SECRET_PREFIXES: Final = (
+    "sk-", "sk_live_", "sk_test_", "rk_live_", "rk_test_", "xoxb-", "xoxp-", "xoxa-", "xoxs-",
+    "glpat-", "npm_", "hf_", "AIza", "SG.",
+)
+_HEX_RE: Final = re.compile(r"[0-9a-fA-F\-]+")
+PRIVATE_KEY_BEGIN_RE: Final = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
+PRIVATE_KEY_END_RE: Final = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
+_BEGIN_TAIL_RE: Final = re.compile(r"-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]{0,60}-{0,5})?)?)?)?)?)?\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    start: int
+    end: int
+    label: str
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def card_issuer_ok(digits: str) -> bool:
+    """Whether the number starts with an issuer prefix that uses this length."""
+    n = len(digits)
+    p2, p3, p4 = int(digits[:2]), int(digits[:3]), int(digits[:4])
+    if digits[0] == "4":
+        return n in (13, 16, 19)  # Visa
+    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:
+        return n == 16  # Mastercard
+    if 2200 <= p4 <= 2204:
+        return n == 16  # Mir
+    if p2 in (34, 37):
+        return n == 15  # American Express
+    if p4 == 6011 or p2 == 65 or 644 <= p3 <= 649:
+        return 16 <= n <= 19  # Discover
+    if 300 <= p3 <= 305 or p3 == 309 or p2 in (36, 38, 39):
+        return 14 <= n <= 19  # Diners Club
+    if p2 == 35 or 3088 <= p4 <= 3094 or 3096 <= p4 <= 3102 or 3112 <= p4 <= 3120 \
+            or 3158 <= p4 <= 3159 or 3337 <= p4 <= 3349:
+        return 15 <= n <= 19  # JCB (3528-3589 today; all of 35 in older tables)
+    if p4 in (1800, 2131):
+        return n == 15  # JCB (legacy 15-digit)
+    if p2 in (62, 81):
+        return 16 <= n <= 19  # UnionPay
+    if p2 == 50 or 56 <= p2 <= 58 or p4 in (6304, 6759, 6761, 6762, 6763):
+        return 13 <= n <= 19  # Maestro
+    return False
+
+
+def iban_ok(compact: str) -> bool:
+    """ISO 13616 check: the country's length and mod-97 of the rearranged number equal to 1."""
+    if IBAN_LENGTHS.get(compact[:2]) != len(compact):
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def ssn_ok(area: str, group: str, serial: str) -> bool:
+    if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
+        return False
+    return f"{area}{group}{serial}" not in ("078051120", "219099999", "123456789")
+
+
+def isbn13_ok(digits: str) -> bool:
+    if len(digits) != 13 or digits[:3] not in ("978", "979"):
+        return False
+    return sum((3 if i % 2 else 1) * (ord(c) - 48) for i, c in enumerate(digits)) % 10 == 0
+
+
+def shannon_entropy(token: str) -> float:
+    n = len(token)
+    return -sum(c / n * math.log2(c / n) for c in Counter(token).values())
+
+
+def _char_class(ch: str) -> int:
+    return 0 if ch.islower() else 1 if ch.isupper() else 2 if ch.isdigit() else 3
+
+
+def looks_random(token: str) -> bool:
+    """A key rather than a word, path or identifier.
+
+    Random base62/base64 has all of lower case, upper case and digits, changes class at about
+    60% of adjacent pairs (CamelCase identifiers and paths: 10-25%) and carries more than 4 bits
+    per character; hexadecimal (digests, git SHAs, UUIDs) is excluded outright.
+    """
+    if _HEX_RE.fullmatch(token):
+        return False
+    classes = [_char_class(c) for c in token]
+    if not {0, 1, 2} <= set(classes):
+        return False
+    changes = sum(a != b for a, b in zip(classes, classes[1:]))
+    if changes / len(token) < SECRET_MIN_CLASS_CHANGES:
+        return False
+    return shannon_entropy(token) >= SECRET_MIN_ENTROPY
+
+
+def _trailing_run(text: str, chars: frozenset[str], cap: int) -> int | None:
+    """Start of the run of ``chars`` that ends the text, or None if empty or longer than ``cap``."""
+    n = len(text)
+    i = n
+    while i > 0 and n - i <= cap and text[i - 1] in chars:
+        i -= 1
+    if i == n or n - i > cap:
+        return None
+    return i
+
+
+def _iter_digit_groups(core: str) -> Iterator[tuple[int, int]]:
+    for m in re.finditer(r"\d+", core):
+        yield m.start(), m.end()
+
+
+class PiiScanner:
+    """Validated PII and secret recogniser meeting the streaming contract of ``Scanner``.
+
+    ``entities``: which labels to report (default: all of ``ENTITIES``). ``regions``: the regions
+    whose national phone formats are tried, in order (numbers written with ``+`` need none).
+
+    ``scan`` is pure. Phone validation (the costly part) is memoised per instance on the run of
+    digits it looks at, which changes nothing but speed.
+    """
+
+    def __init__(
+        self,
+        entities: Iterable[str] | None = None,
+        *,
+        regions: Sequence[str] = DEFAULT_REGIONS,
+        name: str = "pii",
+    ) -> None:
+        chosen = tuple(ENTITIES if entities is None else entities)
+        unknown = sorted(set(chosen) - set(ENTITIES))
+        if unknown:
+            raise ConfigError(f"unknown PII entities {unknown}; known: {list(ENTITIES)}")
+        bad_regions = [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if bad_regions:
+            raise ConfigError(f"unknown phone regions {bad_regions}")
+        self.name = name
+        self.entities = frozenset(chosen)
+        self.regions = tuple(regions)
+        self.context_chars = CONTEXT_CHARS
+        # Memo tables of pure functions (closed runs are rescanned while they sit in the context).
+        self._phones = functools.lru_cache(maxsize=16384)(self._phones_uncached)
+        self._run_entities = functools.lru_cache(maxsize=16384)(self._run_entities_uncached)
+        self._token_label = functools.lru_cache(maxsize=16384)(_token_label)
+
+    def scan(self, text: str, final: bool) -> ScanResult:
+        n = len(text)
+        limit = n if final else self._hold(text)
+        candidates = [c for c in self._candidates(text, limit, final) if c.start < limit]
+        stable = limit
+        if not final:
+            # A settled candidate reaching into held text could still lose to a longer one there.
+            moved = True
+            while moved:
+                moved = False
+                for c in candidates:
+                    if c.start < stable < c.end:
+                        stable = c.start
+                        moved = True
+        findings = tuple(
+            Finding(c.start, c.end, PII, c.label, SCORES[c.label], self.name)
+            for c in _resolve(candidates)
+            if c.start < stable and c.label in self.entities
+        )
+        return ScanResult(findings, stable)
+
+    # -- hold-back -------------------------------------------------------------------------
+
+    def _hold(self, text: str) -> int:
+        """Earliest start of something that appended text could still turn into (or out of) a
+        finding."""
+        n = len(text)
+        starts = [n]
+        email = _trailing_run(text, _EMAIL_CHARS, MAX_EMAIL + 2)
+        if email is not None:
+            starts.append(email)
+        ipv6 = self._ipv6_tail(text)
+        if ipv6 is not None:
+            starts.append(ipv6)
+        # Runs are found from a window start; one cut by the window starts within two characters
+        # of it, so anything starting that early is longer than its bound and cannot be an entity.
+        window = max(0, n - MAX_DIGIT_RUN - 8)
+        runs = list(DIGIT_RUN_RE.finditer(text, window))
+        if runs:
+            last = runs[-1]
+            rest = text[last.end():]
+            if len(rest) <= 2 and all(c in _RUN_SEPARATORS for c in rest):
+                if last.end() - last.start() <= MAX_DIGIT_RUN and (window == 0 or last.start() > window + 2):
+                    starts.append(last.start())
+        opener = len(text) - len(text.rstrip("+("))
+        if opener:
+            starts.append(n - min(opener, 2))
+        ipv4 = _IPV4_TAIL_RE.search(text, max(0, n - 17))
+        if ipv4:
+            starts.append(ipv4.start())
+        window = max(0, n - MAX_TOKEN - 8)
+        tokens = list(TOKEN_RUN_RE.finditer(text, window))
+        if tokens and tokens[-1].end() == n and tokens[-1].start() >= n - MAX_TOKEN:
+            starts.append(tokens[-1].start())
+        iban = _IBAN_TAIL_RE.search(text, max(0, n - 80))
+        if iban:
+            starts.append(iban.start())
+        begin = _BEGIN_TAIL_RE.search(text, max(0, n - 100))
+        if begin:
+            starts.append(begin.start())
+        open_key = self._open_private_key(text)
+        if open_key is not None:
+            starts.append(open_key)
+        return min(starts)
+
+    @staticmethod
+    def _ipv6_tail(text: str) -> int | None:
+        start = _trailing_run(text, _IPV6_CHARS, MAX_IPV6_RUN)
+        if start is None:
+            return None
+        run = text[start:]
+        if ":" not in run:
+            return None  # the word and digit holds cover runs that have no colon yet
+        address = run.split("%", 1)[0]
+        if all(c in "0123456789abcdefABCDEF:." for c in address):
+            return start
+        return None
+
+    @staticmethod
+    def _open_private_key(text: str) -> int | None:
+        pos = 0
+        while True:
+            begin = PRIVATE_KEY_BEGIN_RE.search(text, pos)
+            if begin is None:
+                return None
+            end = PRIVATE_KEY_END_RE.search(text, begin.end())
+            if end is None:
+                return begin.start()
+            pos = end.end()
+
+    # -- recognisers -----------------------------------------------------------------------
+
+    def _candidates(self, text: str, limit: int, final: bool) -> Iterator[_Candidate]:
+        want = self.entities
+        if ("PRIVATE_KEY" in want or "SECRET" in want) and "-----" in text:
+            yield from self._private_keys(text, final)
+        if "EMAIL" in want and "@" in text:
+            for m in EMAIL_RE.finditer(text):
+                if m.start() >= limit:
+                    break
+                local = m.group().split("@", 1)[0]
+                if len(m.group()) <= MAX_EMAIL and ".." not in m.group() and not local.startswith("."):
+                    yield _Candidate(m.start(), m.end(), "EMAIL")
+        if want & {"PHONE", "CREDIT_CARD", "US_SSN", "IPV4"}:
+            for m in DIGIT_RUN_RE.finditer(text):
+                if m.start() >= limit:
+                    break
+                lo = max(0, m.start() - 1)
+                window = text[lo:m.end() + 2]
+                for a, b, label in self._run_entities(window, m.start() - lo, m.end() - lo):
+                    yield _Candidate(lo + a, lo + b, label)
+        if "IBAN" in want:
+            yield from self._ibans(text, limit)
+        if "IPV6" in want and ("::" in text or _IPV6_HINT_RE.search(text)):
+            for m in IPV6_RUN_RE.finditer(text):
+                if m.start() >= limit:
+                    break
+                if len(m.group()) <= MAX_IPV6_RUN:
+                    yield from _ipv6(m.group(), m.start())
+        if want & {"AWS_ACCESS_KEY", "AWS_SECRET_KEY", "GITHUB_TOKEN", "SECRET"}:
+            for m in LONG_TOKEN_RE.finditer(text):
+                if m.start() >= limit:
+                    break
+                token = m.group()
+                cue = len(token.rstrip("=")) == 40 and bool(
+                    _CUE_RE.search(text, max(0, m.start() - CUE_WINDOW), m.start())
+                )
+                label = self._token_label(token, cue)
+                if label is not None:
+                    yield _Candidate(m.start(), m.end(), label)
+
+    @staticmethod
+    def _private_keys(text: str, final: bool) -> Iterator[_Candidate]:
+        pos = 0
+        while True:
+            begin = PRIVATE_KEY_BEGIN_RE.search(text, pos)
+            if begin is None:
+                return
+            end = PRIVATE_KEY_END_RE.search(text, begin.end())
+            if end is None:
+                if final:  # an unterminated block is still a key: redact to the end
+                    yield _Candidate(begin.start(), len(text), "PRIVATE_KEY")
+                return
+            yield _Candidate(begin.start(), end.end(), "PRIVATE_KEY")
+            pos = end.end()
+
+    def _run_entities_uncached(self, window: str, start: int, end: int) -> tuple[tuple[int, int, str], ...]:
+        """Entities in the digit run ``window[start:end]``; the window holds one character of
+        context before the run and two after it, all any rule looks at."""
+        found: list[tuple[int, int, str]] = []
+        if "." in window:
+            for m in IPV4_RE.finditer(window, start):
+                found.append((m.start(), m.end(), "IPV4"))
+        before = window[start - 1] if start > 0 else " "
+        after = window[end] if end < len(window) else " "
+        if before.isalnum() or before in _RUN_BLOCKED_BEFORE:
+            return tuple(found)
+        if after.isalnum() or after in _RUN_BLOCKED_AFTER or end - start > MAX_DIGIT_RUN:
+            return tuple(found)
+        run = window[start:end]
+        # Parentheses that do not pair up belong to the prose around the run.
+        lead = 1 if run.startswith("(") and ")" not in run else 0
+        trail = 1 if run.endswith(")") and "(" not in run else 0
+        core = run[lead:len(run) - trail]
+        base = start + lead
+        ssn = SSN_RE.fullmatch(core)
+        if ssn:
+            # SSN-shaped but invalid (000, 666, 9xx, specimen numbers) is nothing, not a phone.
+            if ssn_ok(ssn.group(1), ssn.group(3), ssn.group(4)):
+                found.append((base, base + len(core), "US_SSN"))
+            return tuple(found)
+        cards = [(c.start, c.end, c.label) for c in _cards(core, base)]
+        found.extend(cards)
+        if not cards and not _NOT_PHONE_RE.fullmatch(core) and not _DATE_RE.search(core):
+            digits = "".join(c for c in core if c.isdigit())
+            if 7 <= len(digits) <= 15 and not isbn13_ok(digits):
+                for s, e in self._phones(core):
+                    found.append((base + s, base + e, "PHONE"))
+        return tuple(found)
+
+    def _phones_uncached(self, core: str) -> tuple[tuple[int, int], ...]:
+        for region in self.regions:
+            matches = tuple(
+                (m.start, m.end)
+                for m in phonenumbers.PhoneNumberMatcher(
+                    core, region, leniency=phonenumbers.Leniency.VALID
+                )
+            )
+            if matches:
+                return matches
+        return ()
+
+    @staticmethod
+    def _ibans(text: str, limit: int) -> Iterator[_Candidate]:
+        n = len(text)
+        for m in IBAN_START_RE.finditer(text):
+            if m.start() >= limit:
+                break
+            length = IBAN_LENGTHS.get(m.group(1))
+            if length is None:
+                continue
+            chars = [m.group(1), m.group(2)]
+            count = 4
+            i = m.end()
+            while count < length and i < n:
+                if text[i] == " " and i + 1 < n and (text[i + 1].isupper() or text[i + 1].isdigit()):
+                    i += 1
+                ch = text[i]
+                if not (ch.isdigit() or "A" <= ch <= "Z"):
+                    break
+                chars.append(ch)
+                count += 1
+                i += 1
+            if count != length or (i < n and text[i].isalnum()):
+                continue
+            if iban_ok("".join(chars)):
+                yield _Candidate(m.start(), i, "IBAN")
+
+
+def _cards(core: str, base: int) -> Iterator[_Candidate]:
+    """Card numbers among the digit groups of a run: greedy, longest window of groups first."""
+    seps = {c for c in core if not c.isdigit()}
+    if seps - {" ", "-"} or len(seps) > 1:
+        return
+    groups = list(_iter_digit_groups(core))
+    if any(groups[k + 1][0] - groups[k][1] != 1 for k in range(len(groups) - 1)):
+        return
+    i = 0
+    while i < len(groups):
+        taken = False
+        for j in range(len(groups) - 1, i - 1, -1):
+            window = groups[i:j + 1]
+            sizes = [e - s for s, e in window]
+            total = sum(sizes)
+            if not 13 <= total <= 19:
+                continue
+            if len(window) > 1 and (sizes[0] != 4 or min(sizes[1:]) < 3 or max(sizes) > 6):
+                continue
+            digits = "".join(core[s:e] for s, e in window)
+            if len(set(digits)) > 1 and luhn_ok(digits) and card_issuer_ok(digits):
+                yield _Candidate(base + window[0][0], base + window[-1][1], "CREDIT_CARD")
+                i = j + 1
+                taken = True
+                break
+        if not taken:
+            i += 1
+
+
+def _ipv6(run: str, start: int) -> Iterator[_Candidate]:
+    candidate = run.rstrip(".")
+    if not any(c.isdigit() for c in candidate.split("%", 1)[0]):
+        return
+    try:
+        ipaddress.IPv6Address(candidate)
+    except ValueError:
+        return
+    yield _Candidate(start, start + len(candidate), "IPV6")
+
+
+def _token_label(token: str, cue: bool) -> str | None:
+    """Which secret a maximal token is, if any; ``cue``: "aws"/"secret" shortly before it."""
+    if len(token) > MAX_TOKEN or len(token) < 20:
+        return None
+    if AWS_KEY_RE.fullmatch(token):
+        return "AWS_ACCESS_KEY"
+    if GITHUB_RE.fullmatch(token):
+        return "GITHUB_TOKEN"
+    body = token.rstrip("=")
+    if (
+        cue
+        and len(body) == 40
+        and AWS_SECRET_RE.fullmatch(body)
+        and not _HEX_RE.fullmatch(body)
+        and {0, 1, 2} <= {_char_class(c) for c in body}
+    ):
+        return "AWS_SECRET_KEY"
+    prefix = next((p for p in _KNOWN_SECRET_PREFIXES if body.startswith(p)), None)
+    if prefix is not None:
+        rest = body[len(prefix):]
+        if len(rest) >= 16 and len({_char_class(c) for c in rest} - {3}) >= 2:
+            return "SECRET"
+    if len(body) >= MIN_SECRET and looks_random(body):
+        return "SECRET"
+    return None
+
+
+def _resolve(candidates: Iterable[_Candidate]) -> list[_Candidate]:
+    """Keep the most specific of overlapping candidates (``PRIORITY``), then the earliest."""
+    rank = {label: i for i, label in enumerate(PRIORITY)}
+    kept: list[_Candidate] = []
+    for c in sorted(set(candidates), key=lambda c: (rank[c.label], c.start, -c.end)):
+        if all(c.end <= k.start or k.end <= c.start for k in kept):
+            kept.append(c)
+    kept.sort(key=lambda c: (c.start, c.end))
+    return kept
