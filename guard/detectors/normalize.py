@@ -73,11 +73,13 @@ LEET_DIGITS: Final[dict[str, str]] = {
     "8": "b", "9": "g",
 }
 
-#: Symbols that are letters when they touch a letter ("@ss", "a$$", "$hit").
-LEET_EDGE_SYMBOLS: Final[dict[str, str]] = {"@": "a", "$": "s", "€": "e"}
+#: Symbols that are letters when they (or a run of up to three of them) touch a letter ("@ss",
+#: "a$$", "$hit", "ki||").
+LEET_EDGE_SYMBOLS: Final[dict[str, str]] = {"@": "a", "$": "s", "€": "e", "|": AMBIGUOUS}
 
-#: Symbols that are letters only between two word characters ("sh!t", "k|ll", "+r0ll").
-LEET_INNER_SYMBOLS: Final[dict[str, str]] = {"!": "i", "|": AMBIGUOUS, "+": "t"}
+#: Symbols that are letters only between two word characters ("sh!t", "+r0ll"): at a word's edge
+#: they are punctuation ("hi!", "C++").
+LEET_INNER_SYMBOLS: Final[dict[str, str]] = {"!": "i", "+": "t"}
 
 _LEET_SYMBOLS: Final = frozenset(LEET_EDGE_SYMBOLS) | frozenset(LEET_INNER_SYMBOLS)
 
@@ -187,8 +189,8 @@ def _resolve(text: str) -> tuple[list[int], list[str]]:
             j = i
             while j < n and kinds[j] == _DIGIT:
                 j += 1
-            before = kinds[i - 1] if i > 0 else _SEP
-            after = kinds[j] if j < n else _SEP
+            before = _neighbour(kinds, i, -1)
+            after = _neighbour(kinds, j - 1, 1)
             touches_letter = _LETTER in (before, after)
             alone = j - i == 1 and before == _SEP and after == _SEP
             leet = (j - i <= 3 and touches_letter) or alone
@@ -203,8 +205,8 @@ def _resolve(text: str) -> tuple[list[int], list[str]]:
                 j = i
                 while j < n and text[j] in LEET_EDGE_SYMBOLS:
                     j += 1
-                before = kinds[i - 1] if i > 0 else _SEP
-                after = kinds[j] if j < n else _SEP
+                before = _neighbour(kinds, i, -1)
+                after = _neighbour(kinds, j - 1, 1)
                 leet = j - i <= 3 and _LETTER in (before, after)
                 for d in range(i, j):
                     out[d] = LEET_EDGE_SYMBOLS[text[d]] if leet else " "
