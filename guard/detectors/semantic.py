@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final, Literal, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 import numpy as np
 import structlog
@@ -32,6 +32,9 @@ from guard.models.build import ENCODER_ID, HIDDEN, N_POOLED
 from guard.models.heads import Heads
 from guard.models.tokenizer import MAX_CONTENT_TOKENS, add_special_tokens, pad_batch
 from guard.types import CATEGORIES, Window
+
+if TYPE_CHECKING:
+    from guard.models.encoder import OnnxEncoder
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +75,7 @@ def _empty() -> np.ndarray:
 class LocalDetector:
     """In-process scoring; build it with ``from_build_dir`` and ``close()`` it when done."""
 
-    def __init__(self, encoder: Any, heads: Heads, executor: ThreadPoolExecutor, *,
+    def __init__(self, encoder: OnnxEncoder, heads: Heads, executor: ThreadPoolExecutor, *,
                  name: str = "semantic", batch_size: int = 32) -> None:
         self.name = name
         self.categories = heads.categories
@@ -98,7 +101,7 @@ class LocalDetector:
         return cls(encoder, Heads.load(hpath), executor, name=name)
 
     def score_sync(self, windows: Sequence[Window]) -> np.ndarray:
-        """Blocking scoring (for offline evaluation); longest-first batches keep padding small."""
+        """Blocking scoring (for offline evaluation); length-sorted batches keep padding small."""
         if not windows:
             return _empty()
         seqs = encode_windows(windows)
