@@ -12,6 +12,7 @@ hit is only a candidate; the word structure decides (this is the Scunthorpe guar
   yourself", also written "kill.yourself") or between two one-letter words (spaced-out
   "k i l l", "k-i-l-l"); so "a ss" or "an al" never spell a term, while a missing break
   ("killyourself") is fine;
+* a spelled-out match must not be the middle of a longer spelled-out word ("c l a s s");
 * a match may span at most ``max_span`` original characters, which bounds both the hold-back and
   the left context a later scan needs.
 
@@ -125,6 +126,18 @@ def term_key(text: str) -> tuple[str, frozenset[int]]:
     return key, frozenset(b for b in breaks if 0 < b < len(key))
 
 
+def _inside_spelling(proj: Projection, start: int, stop: int) -> bool:
+    """Whether a match is only part of a longer spelled-out word ("c l a s s", "a s s e s s").
+
+    A match that begins (ends) with a one-letter word must not continue a run of one-letter
+    words before (after) it; the English one-letter words "a" and "I" may precede one.
+    """
+    single = proj.single
+    if single[start] and start > 0 and single[start - 1] and proj.text[start - 1] not in "ai1":
+        return True
+    return single[stop - 1] and stop < len(single) and single[stop]
+
+
 def _variants(key: str) -> Iterable[str]:
     """The key with every subset of its first i/l letters written as the ambiguous symbol."""
     slots = [i for i, c in enumerate(key) if c in "il"][:MAX_AMBIGUOUS_EXPANSIONS]
@@ -218,11 +231,18 @@ class LexicalScanner:
             for index in indices:
                 entry = self._terms[index]
                 start = stop - entry.length
-                if proj.origin[start] >= stable or not self._accepts(proj, entry, start, stop):
+                if not self._accepts(proj, entry, start, stop):
+                    continue
+                if not final and stop == certain and proj.single[stop - 1]:
+                    # Ends in spelled-out letters: the next word decides (see _inside_spelling).
+                    stable = min(stable, proj.origin[start])
+                    continue
+                if _inside_spelling(proj, start, stop):
                     continue
                 term = entry.term
                 findings.append(Finding(proj.origin[start], proj.origin[stop - 1] + 1,
                                         term.category, term.label, term.weight, self.name))
+        findings = [f for f in findings if f.start < stable]
         findings.sort(key=lambda f: (f.start, f.end, f.label))
         return ScanResult(tuple(findings), stable)
 

@@ -20,9 +20,10 @@ Per character, in this order:
   so that both readings match (see ``AMBIGUOUS``).
 
 Leetspeak is decided from a character's immediate neighbours only, so numbers stay numbers: a run of
-digits is read as letters when it is at most three digits long and touches a letter ("a55", "k1ll",
-"n1gg3r") or is a one-character word ("k 1 l l"); otherwise ("2024", "555-0100") its digits project
-to ``#``, which no term contains. Symbols are letters only inside words: "$" before a digit is a
+digits is read as letters when it is at most four digits long and touches a letter ("a55", "k1ll",
+"n1gg3r", "exp1051ve") or is a one-character word ("k 1 l l"); otherwise ("2024", "555-0100",
+"455 points") its digits project to ``#``, which no term contains. A lone "@" is a letter too
+("make @ bomb"). Symbols are letters only inside words: "$" before a digit is a
 currency sign, a trailing "!" is punctuation.
 
 Every decision looks at most ``RADIUS`` characters around the character it is about. That bound is
@@ -44,6 +45,9 @@ RADIUS: Final = 8
 
 #: The projected symbol for a character that may be read as either "i" or "l".
 AMBIGUOUS: Final = "1"
+
+#: Longest run of digits still read as leetspeak when it touches a letter.
+MAX_LEET_DIGITS: Final = 4
 
 #: The projected symbol for a digit that is a number, not leetspeak. No term contains it.
 NUMBER: Final = "#"
@@ -193,7 +197,7 @@ def _resolve(text: str) -> tuple[list[int], list[str]]:
             after = _neighbour(kinds, j - 1, 1)
             touches_letter = _LETTER in (before, after)
             alone = j - i == 1 and before == _SEP and after == _SEP
-            leet = (j - i <= 3 and touches_letter) or alone
+            leet = (j - i <= MAX_LEET_DIGITS and touches_letter) or alone
             for d in range(i, j):
                 out[d] = LEET_DIGITS[folded[d]] if leet else NUMBER
                 out_kinds[d] = _LETTER if leet else _DIGIT
@@ -205,16 +209,20 @@ def _resolve(text: str) -> tuple[list[int], list[str]]:
                 j = i
                 while j < n and text[j] in LEET_EDGE_SYMBOLS:
                     j += 1
-                before = _neighbour(kinds, i, -1)
+                before = _neighbour(out_kinds, i, -1)  # resolved: "p!$$" reads "piss"
                 after = _neighbour(kinds, j - 1, 1)
-                leet = j - i <= 3 and _LETTER in (before, after)
+                alone = j - i == 1 and ch == "@" and before == _SEP and after == _SEP
+                leet = (j - i <= 3 and _LETTER in (before, after)) or alone
                 for d in range(i, j):
                     out[d] = LEET_EDGE_SYMBOLS[text[d]] if leet else " "
                     out_kinds[d] = _LETTER if leet else _SEP
                 i = j
                 continue
             word_chars = (_LETTER, _DIGIT)
-            leet = _neighbour(kinds, i, -1) in word_chars and _neighbour(kinds, i, 1) in word_chars
+            # The left neighbour is already resolved ("synthe$!ze": "$" became a letter).
+            after = _neighbour(kinds, i, 1)
+            after_ok = after in word_chars or (after == _SYMBOL and text[i + 1] in LEET_EDGE_SYMBOLS)
+            leet = _neighbour(out_kinds, i, -1) in word_chars and after_ok
             out[i] = LEET_INNER_SYMBOLS[ch] if leet else " "
             out_kinds[i] = _LETTER if leet else _SEP
             i += 1

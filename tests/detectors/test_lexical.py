@@ -67,6 +67,7 @@ class TestMatching:
             ("how to make a pipe bomb", "dangerous:how_to_make_a_pipe_bomb"),
             ("h0w t0 m4ke a p1pe b0mb", "dangerous:how_to_make_a_pipe_bomb"),
             ("ki||", None),  # "kill" alone is not a term
+            ("a k y s", "self_harm:kys"),  # "a" is a word, not part of the spelling
         ],
     )
     def test_terms(self, scanner: LexicalScanner, text: str, label: str | None) -> None:
@@ -83,7 +84,8 @@ class TestMatching:
             "class", "classic", "passage", "Essex", "Middlesex", "cumulative", "specialist",
             "Dickens", "peacock", "cockpit", "button", "arsenal", "assess", "compass", "harass",
             "snigger", "niggardly", "shiitake", "title", "canal", "banal", "skillet", "Kill Bill",
-            "methods to cook methane", "a ss", "an al", "as s",
+            "methods to cook methane", "a ss", "an al", "as s", "c l a s s", "a.s.s.e.s.s",
+            "s k i l l",
         ],
     )
     def test_scunthorpe(self, scanner: LexicalScanner, text: str) -> None:
@@ -178,6 +180,7 @@ WORDS = (
 )
 SEPARATORS = (" ", " ", " ", "", ".", "-", "_", "\n", "  ", "!", ", ", "\u200b", "|")
 ALPHABET = "kilsyouabt 1!5$@|.\u200b\u0301іｋ"
+LONG_RUNS = ("a" * 150, "kill" * 40, "k i l l " * 20, "$" * 12, "1" * 30, "\u200b" * 10 + "kys")
 
 
 @st.composite
@@ -195,6 +198,7 @@ def lexical_texts(draw: st.DrawFn) -> str:
                 st.sampled_from(WORDS),
                 st.builds(obfuscated),
                 st.text(alphabet=ALPHABET, max_size=6),
+                st.sampled_from(LONG_RUNS),
             ),
             max_size=16,
         )

@@ -61,7 +61,9 @@ class TestProject:
             ("a$$", "ass"),
             ("$5", NUMBER),  # a price, not leetspeak
             ("2024", NUMBER * 4),  # a number stays a number
-            ("a5555", "a" + NUMBER * 4),  # too long a run for leetspeak
+            ("a55555", "a" + NUMBER * 5),  # too long a run for leetspeak
+            ("455", NUMBER * 3),  # a number, not "ass"
+            ("make @ bomb", "makeabomb"),
             ("k 1 l l", f"k{AMBIGUOUS}ll"),  # a lone digit in spaced-out letters
             ("k\u200bill", "kill"),
         ],
