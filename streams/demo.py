@@ -90,11 +90,7 @@ async def stream_answer(producer: ChunkProducer, stream_id: str, prompt: str, te
 def show(d: Decision, names: dict[str, str]) -> None:
     tag = {"allow": "allow ", "redact": "REDACT", "block": "BLOCK "}[d.action]
     shown = d.text.replace("\n", " ")
-    extra = ""
-    if d.action == "block":
-        extra = f"  ← {d.principle}: {d.replacement}" if d.seq == d.seq else ""
-    elif d.action == "redact":
-        extra = f"  ← {d.principle}"
+    extra = {"block": f"  ← {d.principle}: {d.replacement}", "redact": f"  ← {d.principle}"}.get(d.action, "")
     held = f" (holding {d.held_chars})" if d.held_chars else ""
     print(f"{names.get(d.stream_id, d.stream_id):>14} #{d.seq:<3} {tag} {shown!r}{held}{extra}",
           flush=True)
