@@ -379,13 +379,15 @@ class _Gen:
 
     def fill(self, template: str, value: str) -> tuple[str, int]:
         """The template with ``value`` in place of ``{x}``, and the value's offset."""
-        extras = {
-            "name": self.fake.first_name(),
-            "company": self.fake.company(),
-            "word": self.fake.word(),
-            "exp": f"{self.rng.randint(1, 12):02d}/{self.rng.randint(25, 31)}",
-            "port": str(self.rng.choice([22, 80, 443, 8080, 5432, 6379])),
+        makers: dict[str, Callable[[], str]] = {
+            "name": self.fake.first_name,
+            "company": self.fake.company,
+            "word": self.fake.word,
+            "exp": lambda: f"{self.rng.randint(1, 12):02d}/{self.rng.randint(25, 31)}",
+            "port": lambda: str(self.rng.choice([22, 80, 443, 8080, 5432, 6379])),
         }
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f and f != "x"}
+        extras = {f: makers[f]() for f in sorted(fields)}
         before, _, after = template.partition("{x}")
         head = before.format(**extras)
         return head + value + after.format(**extras), len(head)

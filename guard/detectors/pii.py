@@ -470,6 +470,8 @@ class PiiScanner:
             return tuple(found)
         if after.isalnum() or after in _RUN_BLOCKED_AFTER or end - start > MAX_DIGIT_RUN:
             return tuple(found)
+        if after == "-" and end + 1 < len(window) and window[end + 1].isalnum():
+            return tuple(found)  # part of a hyphenated identifier ("06398848-fb17-...")
         run = window[start:end]
         # Parentheses that do not pair up belong to the prose around the run.
         lead = 1 if run.startswith("(") and ")" not in run else 0
@@ -486,7 +488,9 @@ class PiiScanner:
         found.extend(cards)
         if not cards and not _NOT_PHONE_RE.fullmatch(core) and not _DATE_RE.search(core):
             digits = "".join(c for c in core if c.isdigit())
-            if 7 <= len(digits) <= 15 and not isbn13_ok(digits):
+            # An unformatted short run ("0970881", a short git SHA) is no evidence of a phone.
+            bare = len(digits) == len(core)
+            if 7 <= len(digits) <= 15 and not isbn13_ok(digits) and not (bare and len(digits) < 10):
                 for s, e in self._phones(core):
                     found.append((base + s, base + e, "PHONE"))
         return tuple(found)
