@@ -254,7 +254,9 @@ class LexicalScanner:
             if frontier + 1 - proj.origin[p] > self.max_span:
                 continue
             fragment = proj.text[p:certain]
-            if (proj.word_start[p] and fragment in self._prefixes) or fragment in self._wild_prefixes:
+            if fragment in self._wild_prefixes or (
+                proj.word_start[p] and fragment in self._prefixes
+            ):
                 return proj.origin[p]
         return frontier
 

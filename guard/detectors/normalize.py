@@ -93,7 +93,7 @@ _GONE: Final = 1  # vanishes without splitting (format characters, combining mar
 _LETTER: Final = 2
 _DIGIT: Final = 3  # an ASCII digit (after folding)
 _SYMBOL: Final = 4  # a leet symbol; a letter or a separator depending on its neighbours
-_OTHER: Final = 5  # folds to a mixture we do not match on (e.g. "½"): part of a word, never a letter
+_OTHER: Final = 5  # folds to a mixture we never match (e.g. "㉑"): part of a word, not a letter
 
 
 def fold_char(ch: str) -> str:
@@ -131,8 +131,8 @@ class Projection:
 
     ``text[k]`` came from original character ``origin[k]``. ``word[k]`` numbers the original word
     (maximal run of non-separator characters) the letter belongs to; ``word_start[k]`` /
-    ``word_end[k]`` say whether it is the first / last letter of that word, and ``single[k]`` whether
-    that word is a single short letter-word (as in spaced-out "k i l l").
+    ``word_end[k]`` say whether it is the first / last letter of that word, and ``single[k]``
+    whether that word is a single short letter-word (as in spaced-out "k i l l").
 
     ``certain_until`` is an original offset: the projection of characters before it (and the word
     structure of their letters) cannot change whatever text is appended. With ``final=True`` it is
@@ -221,7 +221,9 @@ def _resolve(text: str) -> tuple[list[int], list[str]]:
             word_chars = (_LETTER, _DIGIT)
             # The left neighbour is already resolved ("synthe$!ze": "$" became a letter).
             after = _neighbour(kinds, i, 1)
-            after_ok = after in word_chars or (after == _SYMBOL and text[i + 1] in LEET_EDGE_SYMBOLS)
+            after_ok = after in word_chars or (
+                after == _SYMBOL and text[i + 1] in LEET_EDGE_SYMBOLS
+            )
             leet = _neighbour(out_kinds, i, -1) in word_chars and after_ok
             out[i] = LEET_INNER_SYMBOLS[ch] if leet else " "
             out_kinds[i] = _LETTER if leet else _SEP

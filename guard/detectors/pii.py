@@ -30,7 +30,7 @@ SECRET             a 32–200 character token of [A-Za-z0-9+/_-] that looks rand
                    glpat-, ...)
 =================  ==========================================================================
 
-Where recognisers overlap, the more specific wins (``PRIORITY``).
+Digits are ASCII digits. Where recognisers overlap, the more specific wins (``PRIORITY``).
 
 Streaming: every recogniser reads a maximal run of its own characters (a word, a run of digits and
 phone punctuation, a base64-ish token, ...) plus a character or two of context on each side, and
@@ -96,7 +96,9 @@ SCORES: Final[dict[str, float]] = {
     "PRIVATE_KEY": 1.0, "SECRET": 0.7,
 }
 
-DEFAULT_REGIONS: Final[tuple[str, ...]] = ("US", "GB", "DE", "FR", "IN", "ES", "IT", "NL", "CA", "AU")
+DEFAULT_REGIONS: Final[tuple[str, ...]] = (
+    "US", "GB", "DE", "FR", "IN", "ES", "IT", "NL", "CA", "AU",
+)
 
 MAX_EMAIL: Final = 200
 MAX_DIGIT_RUN: Final = 40  # a phone, card, SSN or a few of them, with separators
@@ -125,7 +127,8 @@ IBAN_LENGTHS: Final[dict[str, int]] = {
     "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 }
 
-_EMAIL_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-@")
+_ALNUM: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_EMAIL_CHARS: Final = frozenset(_ALNUM + "._%+-@")
 EMAIL_RE: Final = re.compile(
     r"(?<![A-Za-z0-9._%+\-@])"
     r"[A-Za-z0-9_%+\-](?:[A-Za-z0-9._%+\-]{0,62}[A-Za-z0-9_%+\-])?"
@@ -133,29 +136,30 @@ EMAIL_RE: Final = re.compile(
     r"(?![A-Za-z0-9_%+\-@])(?!\.[A-Za-z0-9])"
 )
 _OCTET: Final = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-IPV4_RE: Final = re.compile(rf"(?<![\w.:])(?:{_OCTET}\.){{3}}{_OCTET}(?!\w|\.\d)")
-_IPV4_TAIL_RE: Final = re.compile(r"(?<![\w.:])\d{1,3}(?:\.\d{1,3}){0,3}\.?\Z")
-DIGIT_RUN_RE: Final = re.compile(r"[+(]?\d(?:[ ().\-/]{0,2}\d)*\)?")
+IPV4_RE: Final = re.compile(rf"(?<![\w.:])(?:{_OCTET}\.){{3}}{_OCTET}(?!\w|\.\d)", re.ASCII)
+_IPV4_TAIL_RE: Final = re.compile(r"(?<![\w.:])\d{1,3}(?:\.\d{1,3}){0,3}\.?\Z", re.ASCII)
+DIGIT_RUN_RE: Final = re.compile(r"[+(]?\d(?:[ ().\-/]{0,2}\d)*\)?", re.ASCII)
 _RUN_SEPARATORS: Final = frozenset(" ().-/")
 _RUN_BLOCKED_BEFORE: Final = frozenset("$€£¥#@/.,-&%*_")
 _RUN_BLOCKED_AFTER: Final = frozenset("@%_")
 _IPV6_HINT_RE: Final = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f]")
-IPV6_RUN_RE: Final = re.compile(r"(?<![\w:.%])[\w.%]*:[\w.%]*:[\w:.%]*")
-_IPV6_CHARS: Final = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:.%"
-)
+IPV6_RUN_RE: Final = re.compile(r"(?<![\w:.%])[\w.%]*:[\w.%]*:[\w:.%]*", re.ASCII)
+_IPV6_CHARS: Final = frozenset(_ALNUM + "_:.%")
 TOKEN_RUN_RE: Final = re.compile(r"[A-Za-z0-9+/_\-]+={0,2}")
 LONG_TOKEN_RE: Final = re.compile(r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{20,}={0,2}")
-IBAN_START_RE: Final = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})(\d{2})")
+IBAN_START_RE: Final = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})(\d{2})", re.ASCII)
 _IBAN_TAIL_RE: Final = re.compile(
-    r"(?<![A-Za-z0-9])(?:[A-Z]{1,2}|[A-Z]{2}\d{1,2}(?: ?[A-Z0-9]){0,30} ?)\Z"
+    r"(?<![A-Za-z0-9])(?:[A-Z]{1,2}|[A-Z]{2}\d{1,2}(?: ?[A-Z0-9]){0,30} ?)\Z",
+    re.ASCII,
 )
-SSN_RE: Final = re.compile(r"(\d{3})([- ])(\d{2})\2(\d{4})")
+_IBAN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+SSN_RE: Final = re.compile(r"(\d{3})([- ])(\d{2})\2(\d{4})", re.ASCII)
 _DATE_RE: Final = re.compile(
-    r"(?<!\d)(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2}))(?!\d)"
+    r"(?<!\d)(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2}))(?!\d)",
+    re.ASCII,
 )
 # Decimal numbers and card-shaped digit groups (a failed card is not a phone).
-_NOT_PHONE_RE: Final = re.compile(r"\d+\.\d+|\d{4}([ -]?)\d{4}\1\d{4}\1\d{1,7}")
+_NOT_PHONE_RE: Final = re.compile(r"\d+\.\d+|\d{4}([ -]?)\d{4}\1\d{4}\1\d{1,7}", re.ASCII)
 AWS_KEY_RE: Final = re.compile(r"(?:AKIA|ASIA)[A-Z0-9]{16}")
 GITHUB_RE: Final = re.compile(r"gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{70,100}")
 AWS_SECRET_RE: Final = re.compile(r"[A-Za-z0-9/+]{40}")
@@ -167,7 +171,9 @@ _KNOWN_SECRET_PREFIXES: Final = (
 _HEX_RE: Final = re.compile(r"[0-9a-fA-F\-]+")
 PRIVATE_KEY_BEGIN_RE: Final = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 PRIVATE_KEY_END_RE: Final = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
-_BEGIN_TAIL_RE: Final = re.compile(r"-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]{0,60}-{0,5})?)?)?)?)?)?\Z")
+_BEGIN_TAIL_RE: Final = re.compile(
+    r"-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z0-9 ]{0,60}-{0,5})?)?)?)?)?)?\Z"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +359,8 @@ class PiiScanner:
             last = runs[-1]
             rest = text[last.end():]
             if len(rest) <= 2 and all(c in _RUN_SEPARATORS for c in rest):
-                if last.end() - last.start() <= MAX_DIGIT_RUN and (window == 0 or last.start() > window + 2):
+                cut_by_window = window > 0 and last.start() <= window + 2
+                if last.end() - last.start() <= MAX_DIGIT_RUN and not cut_by_window:
                     starts.append(last.start())
         opener = len(text) - len(text.rstrip("+("))
         if opener:
@@ -411,8 +418,7 @@ class PiiScanner:
             for m in EMAIL_RE.finditer(text):
                 if m.start() >= limit:
                     break
-                local = m.group().split("@", 1)[0]
-                if len(m.group()) <= MAX_EMAIL and ".." not in m.group() and not local.startswith("."):
+                if len(m.group()) <= MAX_EMAIL and ".." not in m.group():
                     yield _Candidate(m.start(), m.end(), "EMAIL")
         if want & {"PHONE", "CREDIT_CARD", "US_SSN", "IPV4"}:
             for m in DIGIT_RUN_RE.finditer(text):
@@ -457,7 +463,9 @@ class PiiScanner:
             yield _Candidate(begin.start(), end.end(), "PRIVATE_KEY")
             pos = end.end()
 
-    def _run_entities_uncached(self, window: str, start: int, end: int) -> tuple[tuple[int, int, str], ...]:
+    def _run_entities_uncached(
+        self, window: str, start: int, end: int
+    ) -> tuple[tuple[int, int, str], ...]:
         """Entities in the digit run ``window[start:end]``; the window holds one character of
         context before the run and two after it, all any rule looks at."""
         found: list[tuple[int, int, str]] = []
@@ -520,10 +528,10 @@ class PiiScanner:
             count = 4
             i = m.end()
             while count < length and i < n:
-                if text[i] == " " and i + 1 < n and (text[i + 1].isupper() or text[i + 1].isdigit()):
+                if text[i] == " " and i + 1 < n and text[i + 1] in _IBAN_CHARS:
                     i += 1
                 ch = text[i]
-                if not (ch.isdigit() or "A" <= ch <= "Z"):
+                if ch not in _IBAN_CHARS:
                     break
                 chars.append(ch)
                 count += 1

@@ -255,7 +255,7 @@ LONG_RUNS = ("Zx8Qm2LpR7vT4nW9" * 14, "1 2 " * 30, "a" * 230 + "@example.com", "
 PROSE = ("Sure!", "You can reach", "John", "at", "or call", "the", "card", "is", "IBAN", "SSN",
          "aws secret", "token", "host", "1990", "3", "and", "(", ")", "+", "-----", "::", "ok.")
 SEPARATORS = (" ", " ", "", ". ", ", ", "\n", ":", "-", "(", ")", "+", "/", "=", "\"", "  ")
-ALPHABET = "0123456789 .-+()/:@abcDEFxyzAKI_=\n"
+ALPHABET = "0123456789 .-+()/:@abcDEFxyzAKI_=\n٣４"
 
 
 @st.composite
