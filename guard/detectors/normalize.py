@@ -23,8 +23,8 @@ Leetspeak is decided from a character's immediate neighbours only, so numbers st
 digits is read as letters when it is at most four digits long and touches a letter ("a55", "k1ll",
 "n1gg3r", "exp1051ve") or is a one-character word ("k 1 l l"); otherwise ("2024", "555-0100",
 "455 points") its digits project to ``#``, which no term contains. A lone "@" is a letter too
-("make @ bomb"). Symbols are letters only inside words: "$" before a digit is a
-currency sign, a trailing "!" is punctuation.
+("make @ bomb"). Other symbols are letters only where they touch letters: "$" before a digit is
+a currency sign, a trailing "!" is punctuation.
 
 Every decision looks at most ``RADIUS`` characters around the character it is about. That bound is
 what makes streaming work: the projection of a prefix agrees with the projection of any longer
