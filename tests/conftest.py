@@ -32,9 +32,10 @@ def kafka_broker() -> Iterator[Broker]:
 def triton_server() -> Iterator[TritonServer]:
     """tritonserver over the project's ``triton_models/``, which must have been built."""
     repository = REPO / "triton_models"
-    if not any(repository.glob("*/config.pbtxt")) or not any(repository.rglob("*.onnx")):
-        pytest.fail(
-            f"{repository} has no built models (config.pbtxt + *.onnx); run `guard models build` first"
-        )
+    built = (any(repository.glob("*/config.pbtxt")) and any(repository.rglob("*.onnx"))
+             and any(repository.rglob("heads.npz")))
+    if not built:
+        pytest.fail(f"{repository} lacks built models (config.pbtxt, *.onnx, heads.npz); run "
+                    "`guard models build` first (heads come from guard/models/heads/)")
     with TritonServer(repository) as server:
         yield server
