@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "services": ("guard.devenv.services", "main", "run a local Kafka broker and Triton server"),
     "worker": ("streams.app", "main", "run a Faust worker (llm.chunks → guard.decisions)"),
     "demo": ("streams.demo", "main", "stream sample LLM answers through the running system"),
+    "tuner": ("streams.tuner", "main", "run the feedback tuner (one instance): guard.feedback → guard.thresholds"),
     "feedback": ("streams.feedback_cli", "feedback_main", "send a verdict on a decision"),
     "thresholds": ("streams.feedback_cli", "thresholds_main", "show, pin or unpin thresholds"),
 }

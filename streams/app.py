@@ -20,29 +20,48 @@ from guard.logging import configure
 from guard.metrics import Metrics
 from guard.pipeline import Pipeline
 from guard.settings import Settings
+from guard.thresholds import Thresholds
 from streams.agents import guard as guard_agent
-from streams.topics import Topics, declare
+from streams.follower import ThresholdFollower, policy_defaults
+from streams.topics import Topics, declare, declare_thresholds
 
 log = structlog.get_logger(__name__)
 
 
+#: how long a starting worker waits to read the thresholds topic before it decides on defaults
+THRESHOLDS_CATCHUP_S = 10.0
+
+
 @dataclass
 class Resources:
-    """What the agents need that does I/O to open: the pipeline (and its Triton client)."""
+    """What the agents need that does I/O to open: the pipeline (and its Triton client), and the
+    live thresholds (a follower of ``guard.thresholds``; every decision reads one snapshot of it)."""
 
     settings: Settings
     pipeline: Pipeline | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    follower: ThresholdFollower | None = None
     _stack: AsyncExitStack | None = None
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The snapshot in force now (an immutable value: a decision never sees it change)."""
+        return self.follower.current if self.follower is not None else Thresholds()
 
     async def start(self) -> None:
         s = self.settings
         self._stack = AsyncExitStack()
+        self.follower = ThresholdFollower(s.kafka_bootstrap, s.topic_thresholds)
+        self._stack.push_async_callback(self.follower.stop)
+        await self.follower.start(catchup_timeout_s=THRESHOLDS_CATCHUP_S)
         self.pipeline, self.policies = await self._stack.enter_async_context(
             assemble.pipeline(s.policy_dir, s.triton_url, model=s.triton_model,
-                              timeout_s=s.triton_timeout_s, gap_timeout_ms=s.gap_timeout_ms))
+                              timeout_s=s.triton_timeout_s, gap_timeout_ms=s.gap_timeout_ms,
+                              thresholds=lambda: self.thresholds))
+        self.follower.set_defaults(policy_defaults(self.policies.current))
         self.ready.set()
-        log.info("worker_ready", triton=bool(s.triton_url), policies=sorted(self.policies.current.policies))
+        log.info("worker_ready", triton=bool(s.triton_url), policies=sorted(self.policies.current.policies),
+                 thresholds_version=self.thresholds.version)
 
     async def stop(self) -> None:
         if self._stack is not None:
@@ -86,6 +105,7 @@ def create_app(s: Settings) -> Worker:
 
     class Lifecycle(mode.Service):
         async def on_start(self) -> None:
+            await declare_thresholds(topics)
             await resources.start()
 
         async def on_stop(self) -> None:
@@ -96,8 +116,9 @@ def create_app(s: Settings) -> Worker:
 
     @app.timer(interval=s.policy_reload_s)
     async def reload_policies() -> None:
-        if resources.ready.is_set():
-            resources.policies.reload_if_changed()
+        if resources.ready.is_set() and resources.policies.reload_if_changed():
+            assert resources.follower is not None
+            resources.follower.set_defaults(policy_defaults(resources.policies.current))
 
     @app.timer(interval=max(5.0, s.state_ttl_s / 10))
     async def expire_streams() -> None:

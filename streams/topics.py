@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import faust
+import structlog
 
 from guard.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,19 @@ def declare(app: faust.App, s: Settings) -> Topics:
         feedback=app.topic(s.topic_feedback, partitions=s.partitions, **raw),
         thresholds=app.topic(s.topic_thresholds, partitions=1, compacting=True, **raw),
     )
+
+
+async def declare_thresholds(topics: Topics) -> None:
+    """Create the thresholds topic, compacted, if it is missing.
+
+    Workers and the tuner follow it from their first second; on a broker that auto-creates topics,
+    that first metadata request would otherwise create it with plain deletion, and old events
+    (the only record of a threshold) would expire instead of being compacted.
+    """
+    try:
+        await topics.thresholds.maybe_declare()
+    except Exception as exc:  # noqa: BLE001 - no admin rights: the operator created it, or will
+        log.warning("thresholds_topic_not_declared", error=str(exc))
 
 
 def specs(s: Settings) -> list["TopicSpec"]:

@@ -1,0 +1,540 @@
+"""The tuner: verdicts on ``guard.feedback`` → bounded, gated threshold changes on ``guard.thresholds``.
+
+Its own Faust app (``guard tuner``, app id ``guard-tuner``), run as **one** instance: it is the single
+writer of threshold versions, and its tables are read across partitions (a verdict's decision may
+sit on any partition of ``guard.decisions``), which only works when one process owns them all.
+
+Two agents and three changelog-backed tables:
+
+* ``guard.decisions`` → table ``decisions``: a bounded index of recent decisions of tuned policies
+  (``decision_id`` → policy, tenant, scores, categories the semantic layer fired, thresholds
+  version), forgotten after ``GUARD_TUNER_DECISION_TTL_S``. A verdict is read against what the
+  decision actually did.
+* ``guard.feedback`` (batched) → validated (bad records are dead-lettered with the reason) →
+  ``guard.tuning.observe`` (unknown decisions and replays are counted, never fatal) → table ``seen``
+  (verdict identities ``decision_id + category + source``: a replay counts once, across restarts)
+  and table ``evidence`` (labelled score bins per ``tenant/policy/category``) →
+  ``guard.tuning.tune`` (``propose`` + ``shadow_gate``) → ``ThresholdChange`` events.
+
+Why the tuner reads the thresholds topic before it tunes: versions must only grow, across tuner
+restarts and CLI pins, and the topic (compacted, newest event per key) is the one record of them. The
+tuner follows it like a worker does, so pins take effect on its next batch.
+
+Why the shadow scores are computed once, at start: the frozen labelled sets do not change and the
+model does not change under a running process; scoring them per proposal would cost a model pass
+per change. They are scored through the same detector path as the workers (in-process by default,
+Triton when ``GUARD_TRITON_URL`` is set), window by window, a text's score the max over its windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import faust
+import mode
+import msgspec
+import numpy as np
+import structlog
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from structlog.contextvars import bound_contextvars
+
+from guard.errors import GuardError, SchemaError
+from guard.messages import Decision, Feedback, ThresholdChange, decode, encode
+from guard.policy.load import PolicySet, PolicyStore
+from guard.policy.schema import TuningSpec as PolicyTuningSpec
+from guard.settings import Settings
+from guard.thresholds import ThresholdKey, TuningSpec
+from guard.tuning import BINS, Counts, DecisionRecord, Evidence, TunerState, expire, observe, tune
+from guard.types import CATEGORIES
+from streams import deadletter
+from streams.feedback_cli import validate_feedback
+from streams.follower import ThresholdFollower, policy_defaults
+from streams.topics import Topics, declare, declare_thresholds
+
+log = structlog.get_logger(__name__)
+
+ShadowSets = Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]]
+
+
+class TunerSettings(BaseSettings):
+    """The tuner's own knobs (``GUARD_TUNER_*``); broker, topics and policies are the workers' ``GUARD_*``.
+
+    A separate prefix so the tuner never joins the workers' consumer group by sharing ``GUARD_APP_ID``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GUARD_TUNER_", extra="ignore", frozen=True)
+
+    app_id: str = Field("guard-tuner", description="Faust app id of the tuner (its consumer group and "
+                                                   "changelog prefix); run one instance")
+    decision_ttl_s: float = Field(24 * 3600.0, gt=0, description="decisions (and verdict identities) "
+                                  "are forgotten after this; a verdict on a forgotten decision is unknown")
+    feedback_batch_max: int = Field(500, ge=1, description="verdicts taken per tuning step")
+    feedback_batch_within_s: float = Field(0.5, ge=0, description="how long a feedback batch waits to fill")
+    decisions_batch_max: int = Field(256, ge=1, description="decisions indexed per batch")
+    decisions_batch_within_s: float = Field(0.05, ge=0, description="how long a decisions batch waits")
+    expire_interval_s: float = Field(60.0, gt=0, description="how often expired index entries are removed")
+    report_interval_s: float = Field(30.0, gt=0, description="how often the tuner logs its counters")
+    catchup_timeout_s: float = Field(30.0, gt=0, description="warn if the thresholds topic is not read "
+                                     "by then (the tuner keeps waiting: it never tunes without it)")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# -- pure helpers: specs, codecs, validation -----------------------------------------------------------
+
+
+def tuning_spec(spec: PolicyTuningSpec) -> TuningSpec:
+    """The tuner's view of a policy file's ``tuning`` section.
+
+    The policy schema is the source of truth for what a policy file may say; ``guard.tuning`` takes
+    the richer ``guard.thresholds.TuningSpec`` (its extra knobs keep their defaults here).
+    """
+    return TuningSpec.model_validate(spec.model_dump(exclude_none=True))
+
+
+def tuning_specs(policies: PolicySet) -> dict[tuple[str, str], TuningSpec]:
+    """``(policy, category)`` → spec, for semantic principles with ``tuning``; others never move."""
+    out: dict[tuple[str, str], TuningSpec] = {}
+    for name, spec in policies.policies.items():
+        for p in spec.principles:
+            if p.tuning is not None and "semantic" in p.detectors:
+                ts = tuning_spec(p.tuning)
+                for c in p.categories:
+                    out[(name, c)] = ts
+    return out
+
+
+class _Record(msgspec.Struct, frozen=True, array_like=True):
+    """A ``DecisionRecord`` on the ``decisions`` changelog (compact: one per decision)."""
+
+    policy: str
+    tenant: str | None
+    version: int
+    ts_ms: int
+    scores: dict[str, float]
+    semantic: list[str]
+    other: list[str]
+
+
+class _Evidence(msgspec.Struct, frozen=True):
+    """An ``Evidence`` on the ``evidence`` changelog: non-zero bins only (most of 1000 are empty)."""
+
+    pos: dict[int, float]
+    neg: dict[int, float]
+    fresh: tuple[float, float, float, float]
+    epoch: int
+    updated_ms: int
+
+
+_record_dec = msgspec.json.Decoder(_Record)
+_evidence_dec = msgspec.json.Decoder(_Evidence)
+_json = msgspec.json.Encoder()
+_SEP = "\x1f"  # unit separator: cannot appear in ids a reviewer types
+
+
+def encode_record(rec: DecisionRecord) -> bytes:
+    return _json.encode(_Record(rec.policy, rec.tenant, rec.thresholds_version, rec.ts_ms,
+                                dict(rec.scores), sorted(rec.semantic), sorted(rec.other)))
+
+
+def decode_record(decision_id: str, raw: bytes) -> DecisionRecord:
+    r = _record_dec.decode(raw)
+    return DecisionRecord(decision_id, r.policy, r.tenant, r.version, r.ts_ms,
+                          MappingProxyType(r.scores), frozenset(r.semantic), frozenset(r.other))
+
+
+def record_ts(raw: bytes) -> int:
+    return _record_dec.decode(raw).ts_ms
+
+
+def _sparse(a: np.ndarray) -> dict[int, float]:
+    return {int(i): float(a[i]) for i in np.flatnonzero(a)}
+
+
+def _dense(d: Mapping[int, float]) -> np.ndarray:
+    a = np.zeros(BINS, dtype=np.float64)
+    for i, v in d.items():
+        a[i] = v
+    a.flags.writeable = False
+    return a
+
+
+def encode_evidence(ev: Evidence) -> bytes:
+    f = ev.fresh
+    return _json.encode(_Evidence(_sparse(ev.positives), _sparse(ev.negatives),
+                                  (f.tp, f.fp, f.fn, f.tn), ev.epoch, ev.updated_ms))
+
+
+def decode_evidence(raw: bytes) -> Evidence:
+    e = _evidence_dec.decode(raw)
+    return Evidence(_dense(e.pos), _dense(e.neg), Counts(*e.fresh), e.epoch, e.updated_ms)
+
+
+def parse_key(topic_key: str) -> ThresholdKey:
+    """Inverse of ``ThresholdKey.topic_key`` (``*`` is the policy-wide threshold)."""
+    tenant, policy, category = topic_key.split("/", 2) if topic_key.count("/") >= 2 else ("", "", "")
+    if not policy or not category:
+        raise ValueError(f"not a threshold key: {topic_key!r}")
+    return ThresholdKey(None if tenant == "*" else tenant, policy, category)
+
+
+def identity_key(ident: tuple[str, str, str]) -> bytes:
+    return _SEP.join(ident).encode()
+
+
+def parse_identity(raw: bytes) -> tuple[str, str, str]:
+    a, b, c = raw.decode().split(_SEP, 2)
+    return a, b, c
+
+
+def restore(evidence: Iterable[tuple[bytes, bytes]], seen: Iterable[tuple[bytes, bytes]]) -> TunerState:
+    """The tuner state as its tables hold it (after changelog recovery)."""
+    ev = {parse_key(k.decode()): decode_evidence(v) for k, v in evidence}
+    sn = {parse_identity(k): int(v) for k, v in seen}
+    return TunerState(MappingProxyType(ev), MappingProxyType(sn))
+
+
+# -- shadow sets ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ShadowScorer:
+    """Scores each frozen labelled set once (per window size) and serves ``(scores, labels)``."""
+
+    detector: Any
+    policy_dir: Path
+    _cache: dict[tuple[Path, str | None, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = \
+        field(default_factory=dict)
+
+    async def sets(self, policies: PolicySet) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+        from guard.evaluation import score_texts
+        from guard.models.data import read_examples
+
+        out: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        for name, spec in policies.policies.items():
+            for p in spec.principles:
+                if p.tuning is None or p.tuning.shadow is None or "semantic" not in p.detectors:
+                    continue
+                sh = p.tuning.shadow
+                path = (self.policy_dir / sh.dataset).resolve()
+                ck = (path, sh.split, spec.window.tokens, spec.window.stride)
+                if ck not in self._cache:
+                    t0 = time.perf_counter()
+                    try:
+                        data = read_examples([path], splits=[sh.split] if sh.split else None)
+                        scores, n_windows = await score_texts(self.detector, data.texts,
+                                                              spec.window.tokens, spec.window.stride)
+                    except (OSError, ValueError, KeyError, GuardError) as exc:
+                        # the gate then fails closed ("not loaded"): no change of this key passes
+                        log.error("shadow_set_failed", policy=name, dataset=sh.dataset, error=str(exc))
+                        continue
+                    self._cache[ck] = (scores, data.y, data.known)
+                    log.info("shadow_set_scored", policy=name, dataset=sh.dataset, texts=len(data),
+                             windows=n_windows, seconds=round(time.perf_counter() - t0, 2))
+                scores, y, known = self._cache[ck]
+                cats = list(getattr(self.detector, "categories", CATEGORIES))
+                for c in p.categories:
+                    j, jd = CATEGORIES.index(c), cats.index(c)
+                    m = known[:, j]
+                    out[(name, c)] = (scores[m, jd].astype(np.float64), y[m, j] > 0)
+        return out
+
+
+# -- the tuner core --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Brain:
+    """The tuner's state and its one step; everything that is not Kafka plumbing.
+
+    One writer: every mutation happens under ``lock`` (feedback batches, expiry, policy reloads).
+    """
+
+    settings: Settings
+    tuner: TunerSettings
+    follower: ThresholdFollower
+    policies: PolicyStore
+    scorer: ShadowScorer | None = None
+    shadow: ShadowSets = field(default_factory=dict)
+    state: TunerState | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    indexed: int = 0
+    deadlettered: int = 0
+    published: dict[str, int] = field(default_factory=lambda: {"promoted": 0, "rejected": 0})
+    _specs: tuple[PolicySet, dict[tuple[str, str], TuningSpec]] | None = None
+
+    def specs(self) -> dict[tuple[str, str], TuningSpec]:
+        current = self.policies.current
+        if self._specs is None or self._specs[0] is not current:
+            self._specs = (current, tuning_specs(current))
+        return self._specs[1]
+
+    async def prepare(self) -> None:
+        """Wait until every threshold event is read, score the shadow sets, then open for feedback."""
+        if not self.follower.caught_up.is_set():
+            log.info("tuner_waiting_for_thresholds", topic=self.settings.topic_thresholds)
+        await self.follower.caught_up.wait()
+        self.follower.set_defaults(policy_defaults(self.policies.current))
+        if self.scorer is not None:
+            self.shadow = await self.scorer.sets(self.policies.current)
+        self.ready.set()
+        log.info("tuner_ready", thresholds_version=self.follower.current.version,
+                 tuned=len(self.specs()), shadow_sets=len(self.shadow))
+
+    async def reload(self) -> None:
+        async with self.lock:
+            if not self.policies.reload_if_changed():
+                return
+            self.follower.set_defaults(policy_defaults(self.policies.current))
+            if self.scorer is not None:
+                self.shadow = await self.scorer.sets(self.policies.current)
+
+    def index(self, d: Decision) -> DecisionRecord | None:
+        """What to remember of a decision, or None when no verdict on it could move a threshold."""
+        specs = self.specs()
+        tuned = {c for (p, c) in specs if p == d.policy}
+        if not tuned or not d.scores:
+            return None
+        rec = DecisionRecord.from_decision(d)
+        scores = {c: s for c, s in rec.scores.items() if c in tuned}
+        return DecisionRecord(rec.decision_id, rec.policy, rec.tenant, rec.thresholds_version,
+                              rec.ts_ms, MappingProxyType(scores), rec.semantic, rec.other)
+
+    def step(self, batch: Sequence[Feedback], records: Mapping[str, DecisionRecord], now_ms: int
+             ) -> tuple[TunerState, TunerState, list[ThresholdChange]]:
+        """Fold a batch in and propose changes: (state before, state after, changes). Pure."""
+        assert self.state is not None
+        before = self.state
+        th = self.follower.current
+        specs = self.specs()
+        after = observe(before, batch, records, th, specs, now_ms)
+        changes = tune(after, th, specs, now_ms, self.shadow)
+        return before, after, changes
+
+
+def changed_identities(before: TunerState, after: TunerState, batch: Iterable[Feedback]
+                       ) -> list[tuple[tuple[str, str, str], int]]:
+    """Verdict identities this batch added (to write to the ``seen`` table)."""
+    out: dict[tuple[str, str, str], int] = {}
+    for fb in batch:
+        ident = (fb.decision_id, fb.category, fb.source)
+        if ident in after.seen and ident not in before.seen:
+            out[ident] = after.seen[ident]
+    return list(out.items())
+
+
+def changed_evidence(before: TunerState, after: TunerState) -> list[tuple[ThresholdKey, Evidence]]:
+    return [(k, ev) for k, ev in after.evidence.items() if before.evidence.get(k) is not ev]
+
+
+# -- composition ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tuner:
+    app: faust.App
+    topics: Topics
+    brain: Brain
+
+
+def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
+    app = faust.App(
+        ts.app_id,
+        broker=f"kafka://{s.kafka_bootstrap}",
+        store="memory://",
+        topic_partitions=s.partitions,
+        topic_replication_factor=1,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        producer_linger=0.0,
+        broker_commit_every=100,
+        broker_commit_interval=1.0,
+    )
+    topics = declare(app, s)
+    table = {"key_type": bytes, "value_type": bytes, "partitions": s.partitions, "use_partitioner": True}
+    decisions = app.Table("decisions", help="recent decisions of tuned policies (decision_id → record)",
+                          **table)
+    seen = app.Table("seen", help="verdict identities already counted → decision time", **table)
+    evidence = app.Table("evidence", help="labelled score bins per tenant/policy/category", **table)
+
+    follower = ThresholdFollower(s.kafka_bootstrap, s.topic_thresholds)
+    brain = Brain(s, ts, follower, PolicyStore(s.policy_dir))
+
+    class Lifecycle(mode.Service):
+        _stack: AsyncExitStack
+        _prep: asyncio.Task[None] | None = None
+
+        async def on_start(self) -> None:
+            from guard import assemble
+
+            brain.policies.current  # a bad policy file fails start-up, loudly
+            self._stack = AsyncExitStack()
+            self._stack.push_async_callback(follower.stop)
+            await declare_thresholds(topics)
+            await follower.start(catchup_timeout_s=ts.catchup_timeout_s)
+            if any(p.tuning is not None and p.tuning.shadow is not None
+                   for spec in brain.policies.current.policies.values() for p in spec.principles):
+                det = await self._stack.enter_async_context(
+                    assemble.semantic_detector(s.triton_url, s.triton_model, s.triton_timeout_s))
+                brain.scorer = ShadowScorer(det, s.policy_dir)
+            self._prep = asyncio.create_task(brain.prepare(), name="tuner-prepare")
+
+        async def on_stop(self) -> None:
+            if self._prep is not None:
+                self._prep.cancel()
+            await self._stack.aclose()
+
+    app.service(Lifecycle)
+
+    async def dead(event: faust.EventT, error: Exception) -> None:
+        msg = event.message
+        brain.deadlettered += 1
+        log.warning("record_deadlettered", code=getattr(error, "code", "internal-error"),
+                    topic=msg.topic, partition=msg.partition, offset=msg.offset)
+        await topics.deadletter.send(key=msg.key, value=deadletter.record(
+            error, msg.topic, msg.partition, msg.offset, event.value))
+
+    @app.agent(topics.decisions, name="tuner-decisions", concurrency=1)
+    async def index_decisions(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(ts.decisions_batch_max, within=ts.decisions_batch_within_s):
+            for ev in events:
+                try:
+                    if not isinstance(ev.value, bytes | bytearray):
+                        raise SchemaError("record value is empty")
+                    rec = brain.index(decode(Decision, ev.value))
+                except GuardError as exc:
+                    await dead(ev, exc)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - one bad record must not stop indexing
+                    log.exception("index_failed")
+                    await dead(ev, exc)
+                    continue
+                if rec is not None:
+                    decisions[rec.decision_id.encode()] = encode_record(rec)
+                    brain.indexed += 1
+
+    async def handle(events: Sequence[faust.EventT]) -> None:
+        await brain.ready.wait()
+        batch: list[Feedback] = []
+        for ev in events:
+            try:
+                batch.append(validate_feedback(ev.value))
+            except GuardError as exc:
+                await dead(ev, exc)
+        if not batch:
+            return
+        async with brain.lock:
+            if brain.state is None:  # first batch: the tables have been recovered by now
+                brain.state = restore(evidence.items(), seen.items())
+                log.info("tuner_state_restored", keys=len(brain.state.evidence),
+                         identities=len(brain.state.seen))
+            records: dict[str, DecisionRecord] = {}
+            for fb in batch:
+                raw = decisions.get(fb.decision_id.encode())
+                if raw is not None and fb.decision_id not in records:
+                    records[fb.decision_id] = decode_record(fb.decision_id, raw)
+            now = _now_ms()
+            before, after, changes = brain.step(batch, records, now)
+            for ident, ts_ms in changed_identities(before, after, batch):
+                seen[identity_key(ident)] = str(ts_ms).encode()
+            for key, ev in changed_evidence(before, after):
+                evidence[key.topic_key.encode()] = encode_evidence(ev)
+            brain.state = after
+            for change in changes:
+                key = ThresholdKey.of(change)
+                with bound_contextvars(threshold_key=key.topic_key, version=change.version):
+                    # sent now and acknowledged before it counts as in force here (a plain
+                    # ``topic.send`` in an agent would wait for the batch's ack: after this step)
+                    await app.producer.send_and_wait(s.topic_thresholds, key.topic_key.encode(),
+                                                     encode(change), None, None, None)
+                    brain.follower.apply_local(change)
+                    brain.published[change.status] = brain.published.get(change.status, 0) + 1
+                    log.info("threshold_change_published", status=change.status, old=change.old,
+                             value=change.value, reason=change.reason)
+            log.info("feedback_batch", size=len(events), valid=len(batch), changes=len(changes),
+                     counts=asdict(after.counts), thresholds_version=brain.follower.current.version)
+
+    @app.agent(topics.feedback, name="tuner-feedback", concurrency=1)
+    async def tune_feedback(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(ts.feedback_batch_max, within=ts.feedback_batch_within_s):
+            try:
+                await handle(events)
+            except Exception as exc:  # noqa: BLE001 - the tuner must survive anything
+                log.exception("feedback_batch_failed", size=len(events))
+                for ev in events:
+                    try:
+                        await dead(ev, exc)
+                    except Exception:  # noqa: BLE001
+                        log.exception("deadletter_failed")
+
+    @app.timer(interval=s.policy_reload_s)
+    async def reload_policies() -> None:
+        if brain.ready.is_set():
+            await brain.reload()
+
+    @app.timer(interval=ts.expire_interval_s)
+    async def expire_index() -> None:
+        """Forget decisions (and the identities of verdicts on them) older than the TTL."""
+        before = _now_ms() - int(ts.decision_ttl_s * 1000)
+        async with brain.lock:
+            stale = [k for k, raw in list(decisions.items()) if record_ts(raw) < before]
+            for k in stale:
+                del decisions[k]
+            old = [k for k, raw in list(seen.items()) if int(raw) < before]
+            for k in old:
+                del seen[k]
+            if brain.state is not None:
+                brain.state = expire(brain.state, before)
+        if stale or old:
+            log.info("index_expired", decisions=len(stale), identities=len(old))
+
+    @app.timer(interval=ts.report_interval_s)
+    async def report() -> None:
+        st = brain.state
+        log.info("tuner_status", ready=brain.ready.is_set(), indexed=brain.indexed,
+                 index_size=len(decisions), identities=len(st.seen) if st else None,
+                 keys=len(st.evidence) if st else None, counts=asdict(st.counts) if st else None,
+                 deadlettered=brain.deadlettered, published=brain.published,
+                 thresholds_version=follower.current.version)
+
+    return Tuner(app, topics, brain)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the tuner (one instance) until interrupted. Configuration: ``GUARD_*`` and ``GUARD_TUNER_*``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="guard tuner", description=main.__doc__)
+    parser.add_argument("--bootstrap", help="Kafka bootstrap (overrides GUARD_KAFKA_BOOTSTRAP)")
+    parser.add_argument("--triton-url", help="score shadow sets on Triton (overrides GUARD_TRITON_URL)")
+    parser.add_argument("--loglevel", default="warning", help="Faust/mode log level")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in {"kafka_bootstrap": args.bootstrap,
+                                   "triton_url": args.triton_url}.items() if v}
+    s = Settings(**overrides)
+    from guard.logging import configure
+
+    configure(json=s.log_json, level=s.log_level)
+    t = create_tuner(s, TunerSettings())
+    worker = faust.Worker(t.app, loglevel=args.loglevel, quiet=True)
+    sys.argv = sys.argv[:1]  # faust's worker reads argv; keep it from seeing ours
+    worker.execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

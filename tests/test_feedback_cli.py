@@ -1,0 +1,179 @@
+"""The pure parts of ``guard feedback`` / ``guard thresholds`` and of the tuner's plumbing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import pytest
+
+from guard.errors import SchemaError
+from guard.messages import Decision, Feedback, ThresholdChange, encode
+from guard.messages import Evidence as DecisionEvidence
+from guard.policy.load import PolicySet
+from guard.thresholds import ThresholdKey, Thresholds
+from guard.tuning import DecisionRecord, Evidence, TunerState, observe
+from streams.feedback_cli import (
+    format_history,
+    format_rows,
+    make_feedback,
+    make_pin,
+    rows,
+    select,
+    stream_of,
+    validate_feedback,
+)
+from streams.follower import policy_defaults
+from streams.tuner import (
+    changed_evidence,
+    changed_identities,
+    decode_evidence,
+    decode_record,
+    encode_evidence,
+    encode_record,
+    identity_key,
+    parse_identity,
+    parse_key,
+    restore,
+    tuning_specs,
+)
+
+POLICIES = Path(__file__).resolve().parents[1] / "policies"
+
+
+@pytest.fixture(scope="module")
+def policies() -> PolicySet:
+    return PolicySet.load(POLICIES)
+
+
+class TestFeedback:
+    def test_stream_derived_from_decision_id(self) -> None:
+        assert stream_of("chat-42:7") == "chat-42"
+        assert stream_of("a:b:3") == "a:b"  # stream ids may contain colons; seq is the last part
+
+    @pytest.mark.parametrize("bad", ["nocolon", ":3", "s:", "s:x"])
+    def test_bad_decision_id_needs_stream(self, bad: str) -> None:
+        with pytest.raises(ValueError):
+            stream_of(bad)
+
+    def test_make_feedback_validates_like_the_tuner(self) -> None:
+        fb = make_feedback("s1:3", "hate", "false_positive", "reviewer-1", ts_ms=5)
+        assert (fb.stream_id, fb.decision_id, fb.verdict, fb.ts_ms) == ("s1", "s1:3", "false_positive", 5)
+        with pytest.raises(SchemaError, match="verdict"):
+            make_feedback("s1:3", "hate", "meh", "r")
+        with pytest.raises(SchemaError, match="unknown category"):
+            make_feedback("s1:3", "hatred", "correct", "r")
+        with pytest.raises(SchemaError, match="does not belong"):
+            make_feedback("s1:3", "hate", "correct", "r", stream_id="s2")
+
+    @pytest.mark.parametrize("raw", [None, b"", b"{", b'{"decision_id": "s:1"}', b"[]",
+                                     b'{"decision_id":"s:1","stream_id":"s","category":"hate",'
+                                     b'"verdict":"correct","source":"r","extra":1}'])
+    def test_malformed_records_are_schema_errors(self, raw: bytes | None) -> None:
+        with pytest.raises(SchemaError):
+            validate_feedback(raw)
+
+
+class TestShowAndPin:
+    def test_rows_defaults_then_overrides(self, policies: PolicySet) -> None:
+        th = Thresholds.from_defaults(policy_defaults(policies))
+        base = {(r.policy, r.category): r for r in rows(policies, th)}
+        assert base[("default", "hate")].value == 0.85 and base[("default", "hate")].tuned
+        assert not base[("default", "sexual")].tuned  # no tuning section: never moved
+        assert ("pii-only", "hate") not in base  # no semantic layer in that policy
+        th = th.apply(ThresholdChange(policy="default", category="hate", old=0.85, value=0.87,
+                                      version=3, reason="r", ts_ms=1))
+        th = th.apply(ThresholdChange(policy="default", category="hate", tenant="acme", old=0.85,
+                                      value=0.9, version=4, status="pinned", pinned=True, ts_ms=2))
+        got = select(rows(policies, th), "default", "hate", None)
+        assert [(r.tenant, r.value, r.version, r.pinned) for r in got] == [
+            (None, 0.87, 3, False), ("acme", 0.9, 4, True)]
+        text = format_rows(got)
+        assert "0.8700" in text and "acme" in text and "pinned" in text
+
+    def test_pin_at_current_value_with_next_version(self, policies: PolicySet) -> None:
+        th = Thresholds().apply(ThresholdChange(policy="default", category="violence", old=0.8,
+                                                value=0.82, version=7, ts_ms=1))
+        pin = make_pin(policies, th, "default", "violence", None, pin=True, value=None, by="ops", ts_ms=9)
+        assert (pin.status, pin.pinned, pin.old, pin.value, pin.version) == ("pinned", True, 0.82, 0.82, 8)
+        th = th.apply(pin)
+        assert th.is_pinned(ThresholdKey(None, "default", "violence"))
+        unpin = make_pin(policies, th, "default", "violence", None, pin=False, value=0.1, by="ops")
+        assert (unpin.status, unpin.pinned, unpin.value, unpin.version) == ("unpinned", False, 0.82, 9)
+        assert not th.apply(unpin).is_pinned(ThresholdKey(None, "default", "violence"))
+        assert "pinned" in format_history([(0, pin), (1, unpin)])
+
+    def test_pin_given_value_and_refusals(self, policies: PolicySet) -> None:
+        th = Thresholds()
+        pin = make_pin(policies, th, "strict", "hate", "kids", pin=True, value=0.3, by="ops")
+        assert (pin.tenant, pin.old, pin.value) == ("kids", 0.4, 0.3)
+        with pytest.raises(ValueError, match="unknown policy"):
+            make_pin(policies, th, "nope", "hate", None, pin=True, value=None, by="ops")
+        with pytest.raises(ValueError, match="no semantic threshold"):
+            make_pin(policies, th, "default", "profanity", None, pin=True, value=None, by="ops")
+        with pytest.raises(ValueError, match="probability"):
+            make_pin(policies, th, "default", "hate", None, pin=True, value=1.5, by="ops")
+
+
+class TestTunerPlumbing:
+    def test_specs_only_for_tuned_semantic_categories(self, policies: PolicySet) -> None:
+        specs = tuning_specs(policies)
+        assert set(specs) == {("default", c) for c in
+                              ("hate", "harassment", "violence", "self_harm", "dangerous")}
+        s = specs[("default", "self_harm")]
+        assert (s.target_precision, s.floor, s.ceiling, s.min_evidence) == (0.85, 0.4, 0.95, 30)
+
+    def test_record_round_trip(self) -> None:
+        d = Decision(decision_id="s:0", stream_id="s", seq=0, action="block", text="", released_offset=0,
+                     scores={"hate": 0.91, "violence": 0.2}, policy="default", tenant="t",
+                     thresholds_version=4, ts_ms=123,
+                     evidence=(DecisionEvidence(principle="no-hate", action="block", category="hate",
+                                                detector="semantic", score=0.91, threshold=0.85,
+                                                start=0, end=5),))
+        rec = DecisionRecord.from_decision(d)
+        back = decode_record("s:0", encode_record(rec))
+        assert back == rec or (back.semantic, dict(back.scores), back.tenant, back.thresholds_version,
+                               back.ts_ms) == (rec.semantic, dict(rec.scores), "t", 4, 123)
+
+    def test_evidence_round_trip_is_exact_and_sparse(self) -> None:
+        ev = Evidence().add(0.905, False, 10, fresh="fp").add(0.31, True, 11, fresh="fn")
+        raw = encode_evidence(ev)
+        assert len(raw) < 200  # two non-zero bins, not 2 x 1000 floats
+        back = decode_evidence(raw)
+        assert np.array_equal(back.positives, ev.positives)
+        assert np.array_equal(back.negatives, ev.negatives)
+        assert (back.fresh, back.epoch, back.updated_ms) == (ev.fresh, ev.epoch, ev.updated_ms)
+
+    def test_keys(self) -> None:
+        for k in (ThresholdKey(None, "default", "hate"), ThresholdKey("acme", "strict", "violence")):
+            assert parse_key(k.topic_key) == k
+        with pytest.raises(ValueError):
+            parse_key("default/hate")
+        ident = ("s:1", "hate", "reviewer/7")
+        assert parse_identity(identity_key(ident)) == ident
+
+    def test_restore_and_diff_drive_the_table_writes(self, policies: PolicySet) -> None:
+        """What the agent writes back is exactly what a batch changed, and restores to the same state."""
+        specs = tuning_specs(policies)
+        th = Thresholds.from_defaults(policy_defaults(policies))
+        rec = DecisionRecord("s:0", "default", None, 0, 5, MappingProxyType({"hate": 0.9}),
+                             frozenset({"hate"}))
+        fb = Feedback(decision_id="s:0", stream_id="s", category="hate", verdict="false_positive",
+                      source="r1")
+        before = TunerState()
+        after = observe(before, [fb, fb], {"s:0": rec}, th, specs, now_ms=10)
+        ids = changed_identities(before, after, [fb, fb])
+        evs = changed_evidence(before, after)
+        assert ids == [(("s:0", "hate", "r1"), 5)] and [k for k, _ in evs] == [
+            ThresholdKey(None, "default", "hate")]
+        assert after.counts.counted == 1 and after.counts.duplicate == 1
+        again = restore([(k.topic_key.encode(), encode_evidence(e)) for k, e in evs],
+                        [(identity_key(i), str(t).encode()) for i, t in ids])
+        replay = observe(again, [fb], {"s:0": rec}, th, specs, now_ms=20)
+        assert replay.counts.duplicate == 1 and replay.counts.counted == 0
+        assert changed_evidence(again, replay) == []
+
+    def test_encode_helpers_are_json(self) -> None:
+        assert encode(Feedback(decision_id="s:1", stream_id="s", category="hate", verdict="correct",
+                               source="r")).startswith(b"{")
