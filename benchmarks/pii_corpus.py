@@ -346,6 +346,7 @@ class _Gen:
             lambda: f"The IBAN {self._bad_iban()} has a typo.",
             lambda: f"Ship to zip code {_rand(rng, d, 5)}, tracking 1Z{_rand(rng, string.ascii_uppercase + d, 16)}.",
             lambda: f"Call the function {rng.choice(['getUserProfileByIdentifier', 'AbstractSingletonProxyFactoryBean', 'handleIncomingWebhookEventPayload2', 'convert_to_snake_case_identifier_v2'])}() here.",
+            lambda: f"Rename it to {self._identifier()} before merging.",
             lambda: f"The file is in /usr/local/lib/python3.{rng.randint(8, 12)}/site-packages/numpy/core/include.",
             lambda: f"See https://github.com/{fake.user_name()}/{fake.word()}-{fake.word()}/blob/main/src/index.ts for details.",
             lambda: f"Pi is roughly 3.{_rand(rng, d, rng.randint(4, 9))} and e is 2.71828.",
@@ -354,6 +355,17 @@ class _Gen:
             lambda: f"Room {rng.randint(100, 999)}, floor {rng.randint(1, 30)}, building {rng.randint(1, 9)}.",
         ]
         return rng.choice(choices)()
+
+    def _identifier(self) -> str:
+        words = [self.fake.word() for _ in range(self.rng.randint(4, 7))]
+        style = self.rng.random()
+        if style < 0.4:
+            name = words[0] + "".join(w.capitalize() for w in words[1:])
+        elif style < 0.7:
+            name = "".join(w.capitalize() for w in words)
+        else:
+            name = "/".join(words)
+        return name + (str(self.rng.randint(0, 999)) if self.rng.random() < 0.6 else "")
 
     def _isbn(self) -> str:
         body = "978" + _rand(self.rng, string.digits, 9)

@@ -179,6 +179,11 @@ class TestValidators:
             ("3f786850e387550fdab836ed7e6dc881de23001b", False),  # hex
             ("handleIncomingWebhookEventPayload2", False),  # identifier
             ("this_is_a_very_long_snake_case_name_2", False),
+            ("ThoughIncreaseHospitalMightSignificantAll551", False),
+            ("missionSortListenMarriageReachHundred24", False),
+            ("much/space/structure/use/Democrat/forget/fire/room28", False),
+            ("slONX242kLEvC7MRAxA2Lj17fnJgaBTA", True),  # English-looking pairs, but random
+            ("XST1V/Dfv+g7cOz1O5/9ndM2rTI4oUHJ", True),
         ],
     )
     def test_looks_random(self, token: str, random_: bool) -> None:
