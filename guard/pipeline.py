@@ -295,8 +295,9 @@ class Pipeline:
             if out.redacted:
                 action = "redact"
         state.released, state.covered = out.released, out.covered
-        window_scores = {c: round(float(max(w.scores[j] for w in scored)), 4)
-                         for j, c in enumerate(CATEGORIES)} if scored else {}
+        if scored:
+            state.last_scores = [float(max(w.scores[j] for w in scored)) for j in range(len(CATEGORIES))]
+        window_scores = {c: round(v, 4) for c, v in zip(CATEGORIES, state.last_scores, strict=False)}
         decision = self._decision(state, chunk, spec, action, out.text, work, tview,
                                   verdict.evidence, window_scores, verdict.principle, findings)
         self._trim(state, spec)

@@ -29,6 +29,8 @@ class StreamState(msgspec.Struct, kw_only=True):
     sem_cursor: int = 0
     #: context layer: decayed maximum of window scores, per category (empty until the first window)
     risk: list[float] = []
+    #: effective scores of the latest scored window (every decision carries scores for feedback)
+    last_scores: list[float] = []
     #: the prompt's scores, when the producer sent a prompt
     prompt_risk: list[float] | None = None
     prompt: str | None = None

@@ -12,7 +12,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from guard.thresholds import ShadowSpec, TuningSpec
 from guard.types import CATEGORIES
+
+__all__ = ["ContextSpec", "PolicySpec", "Principle", "ShadowSpec", "TuningSpec", "WindowSpec"]
 
 Layer = Literal["lexical", "pii", "semantic"]
 ActionName = Literal["allow", "redact", "block"]
@@ -36,34 +39,6 @@ PII_ENTITIES: tuple[str, ...] = (
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ShadowSpec(_Model):
-    """A frozen labeled set a proposed threshold change is scored on before it is promoted."""
-
-    dataset: str = Field(description="JSONL file in the format of shared/data (path relative to the policy file)")
-    split: str | None = Field(None, description="only rows of this split (e.g. dev)")
-    min_recall: float = Field(0.0, ge=0.0, le=1.0, description="reject a change whose recall falls below")
-    min_precision: float = Field(0.0, ge=0.0, le=1.0, description="reject a change whose precision falls below")
-
-
-class TuningSpec(_Model):
-    """How feedback may move one category's threshold: towards a target, slowly, inside bounds."""
-
-    target_precision: float = Field(0.9, gt=0.0, le=1.0, description="precision the tuner steers to")
-    min_evidence: int = Field(30, ge=1, description="verdicts needed since the last change before a move")
-    max_step: float = Field(0.02, gt=0.0, le=0.5, description="largest change of one update")
-    floor: float = Field(0.05, ge=0.0, le=1.0, description="lowest value the threshold may take")
-    ceiling: float = Field(0.99, ge=0.0, le=1.0, description="highest value the threshold may take")
-    max_changes_per_hour: int = Field(6, ge=0, description="rate bound on promoted changes")
-    pinned: bool = Field(False, description="a pinned threshold never moves")
-    shadow: ShadowSpec | None = None
-
-    @model_validator(mode="after")
-    def _bounds(self) -> TuningSpec:
-        if self.floor > self.ceiling:
-            raise ValueError("floor must not exceed ceiling")
-        return self
 
 
 class Principle(_Model):
