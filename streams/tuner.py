@@ -50,7 +50,6 @@ from structlog.contextvars import bound_contextvars
 from guard.errors import GuardError, SchemaError
 from guard.messages import Decision, Feedback, ThresholdChange, decode, encode
 from guard.policy.load import PolicySet, PolicyStore
-from guard.policy.schema import TuningSpec as PolicyTuningSpec
 from guard.settings import Settings
 from guard.thresholds import ThresholdKey, TuningSpec
 from guard.tuning import BINS, Counts, DecisionRecord, Evidence, TunerState, expire, observe, tune
@@ -94,24 +93,14 @@ def _now_ms() -> int:
 # -- pure helpers: specs, codecs, validation -----------------------------------------------------------
 
 
-def tuning_spec(spec: PolicyTuningSpec) -> TuningSpec:
-    """The tuner's view of a policy file's ``tuning`` section.
-
-    The policy schema is the source of truth for what a policy file may say; ``guard.tuning`` takes
-    the richer ``guard.thresholds.TuningSpec`` (its extra knobs keep their defaults here).
-    """
-    return TuningSpec.model_validate(spec.model_dump(exclude_none=True))
-
-
 def tuning_specs(policies: PolicySet) -> dict[tuple[str, str], TuningSpec]:
     """``(policy, category)`` → spec, for semantic principles with ``tuning``; others never move."""
     out: dict[tuple[str, str], TuningSpec] = {}
     for name, spec in policies.policies.items():
         for p in spec.principles:
             if p.tuning is not None and "semantic" in p.detectors:
-                ts = tuning_spec(p.tuning)
                 for c in p.categories:
-                    out[(name, c)] = ts
+                    out[(name, c)] = p.tuning
     return out
 
 
