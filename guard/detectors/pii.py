@@ -508,6 +508,12 @@ class PiiScanner:
         before = window[start - 1] if start > 0 else " "
         after = window[end] if end < len(window) else " "
         if before.isalnum() or before in _RUN_BLOCKED_BEFORE:
+            # the run's first group belongs to an identifier ("A-20931"); what follows a space
+            # is a run of its own ("A-20931 4111 1111 1111 1111" still holds a card)
+            gap = window.find(" ", start, end)
+            if gap != -1 and gap + 1 < end:
+                return tuple(found) + tuple(f for f in self._run_entities(window, gap + 1, end)
+                                            if f not in found)
             return tuple(found)
         if after.isalnum() or after in _RUN_BLOCKED_AFTER or end - start > MAX_DIGIT_RUN:
             return tuple(found)
