@@ -125,6 +125,12 @@ def _kind(ch: str, folded: str) -> int:
     return _SEP
 
 
+#: (kind, folded) for every ASCII character, the common case.
+_ASCII: Final[dict[str, tuple[int, str]]] = {
+    chr(o): (_kind(chr(o), fold_char(chr(o))), fold_char(chr(o))) for o in range(128)
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Projection:
     """The letters-only view of a text that the lexical matcher runs on.
@@ -181,8 +187,15 @@ def _neighbour(kinds: list[int], i: int, step: int) -> int:
 
 def _resolve(text: str) -> tuple[list[int], list[str]]:
     """Per original character: its kind after leetspeak decisions, and what it projects to."""
-    folded = [fold_char(c) for c in text]
-    kinds = [_kind(c, f) for c, f in zip(text, folded)]
+    folded: list[str] = []
+    kinds: list[int] = []
+    for c in text:
+        known = _ASCII.get(c)
+        if known is None:
+            f = fold_char(c)
+            known = (_kind(c, f), f)
+        kinds.append(known[0])
+        folded.append(known[1])
     n = len(text)
     out_kinds = list(kinds)
     out = list(folded)
