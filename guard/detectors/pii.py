@@ -499,6 +499,23 @@ class PiiScanner:
     def _run_entities_uncached(
         self, window: str, start: int, end: int
     ) -> tuple[tuple[int, int, str], ...]:
+        """Entities of the whole run, plus those of the run that starts after its first space.
+
+        A run can open with something that is not an entity and spoils the rest when read as one
+        ("A-20931 4111 1111 1111 1111", "1.2.3 4111 …"): the tail after a space is read on its own
+        too, and what it finds is kept where it overlaps nothing found in the whole run.
+        """
+        found = self._whole_run_entities(window, start, end)
+        gap = window.find(" ", start, end)
+        if gap == -1 or gap + 1 >= end:
+            return found
+        tail = tuple(t for t in self._run_entities(window, gap + 1, end)
+                     if not any(t[0] < f[1] and f[0] < t[1] for f in found))
+        return found + tail
+
+    def _whole_run_entities(
+        self, window: str, start: int, end: int
+    ) -> tuple[tuple[int, int, str], ...]:
         """Entities in the digit run ``window[start:end]``; the window holds one character of
         context before the run and two after it, all any rule looks at."""
         found: list[tuple[int, int, str]] = []
@@ -508,12 +525,6 @@ class PiiScanner:
         before = window[start - 1] if start > 0 else " "
         after = window[end] if end < len(window) else " "
         if before.isalnum() or before in _RUN_BLOCKED_BEFORE:
-            # the run's first group belongs to an identifier ("A-20931"); what follows a space
-            # is a run of its own ("A-20931 4111 1111 1111 1111" still holds a card)
-            gap = window.find(" ", start, end)
-            if gap != -1 and gap + 1 < end:
-                return tuple(found) + tuple(f for f in self._run_entities(window, gap + 1, end)
-                                            if f not in found)
             return tuple(found)
         if after.isalnum() or after in _RUN_BLOCKED_AFTER or end - start > MAX_DIGIT_RUN:
             return tuple(found)
