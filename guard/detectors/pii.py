@@ -499,18 +499,19 @@ class PiiScanner:
     def _run_entities_uncached(
         self, window: str, start: int, end: int
     ) -> tuple[tuple[int, int, str], ...]:
-        """Entities of the whole run, plus those of the run that starts after its first space.
+        """Entities of the whole run, plus cards in the run that starts after its first space.
 
         A run can open with something that is not an entity and spoils the rest when read as one
         ("A-20931 4111 1111 1111 1111", "1.2.3 4111 …"): the tail after a space is read on its own
-        too, and what it finds is kept where it overlaps nothing found in the whole run.
+        too, and a card it finds is kept where it overlaps nothing found in the whole run.
         """
         found = self._whole_run_entities(window, start, end)
         gap = window.find(" ", start, end)
         if gap == -1 or gap + 1 >= end:
             return found
+        # only cards: a card is self-validating (Luhn + issuer); a phone-shaped tail is too weak
         tail = tuple(t for t in self._run_entities(window, gap + 1, end)
-                     if not any(t[0] < f[1] and f[0] < t[1] for f in found))
+                     if t[2] == "CREDIT_CARD" and not any(t[0] < f[1] and f[0] < t[1] for f in found))
         return found + tail
 
     def _whole_run_entities(
