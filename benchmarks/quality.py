@@ -1,0 +1,223 @@
+"""Detection quality side by side on the dev split: guard's layers vs a peer baseline.
+
+Systems, all scored on the same dev rows (``split == "dev"`` of the shared data), as streams are:
+
+- ``guard-semantic``: the in-process semantic detector (int8 MiniLM + committed heads) over the
+  stream windows of each text (``guard.windowing``, 64 tokens every 16), max over windows;
+- ``guard-lexical``: the lexical layer alone (``guard.detectors.lexical.LexicalScanner`` and the
+  blocklists in ``policies/blocklists/``), score per category = max finding score, else 0;
+- ``guard-combined``: per category the max of the two (what the pipeline's policy sees);
+- ``alt-profanity-check``: its ``predict_prob`` as the score of every category (a peer baseline:
+  a linear SVM on bag-of-words, trained for offensive language).
+
+AUPRC per category and for ``any`` (rules: ``guard.evaluation``), plus cost: windows/s of each
+system on 64-token windows, in-process on this machine.
+
+    python -m benchmarks.quality --out benchmarks/results/quality.json \
+        --markdown benchmarks/results/quality.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from guard import evaluation as ev
+from guard.models.data import read_examples
+from guard.types import CATEGORIES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def lexical_scorer() -> Callable[[Sequence[str]], np.ndarray] | None:
+    """Max finding score per category of the lexical layer, or None when it is not there."""
+    try:
+        from guard.detectors import lexical
+    except ImportError:
+        return None
+    scanner = _make_lexical(lexical)
+
+    def score(texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), len(CATEGORIES)), np.float32)
+        for i, t in enumerate(texts):
+            for f in scanner.scan(t, True).findings:
+                if f.category in CATEGORIES:
+                    j = CATEGORIES.index(f.category)
+                    out[i, j] = max(out[i, j], float(f.score))
+        return out
+
+    return score
+
+
+def _make_lexical(lexical: Any) -> Any:
+    return lexical.LexicalScanner.from_directory(REPO / "policies" / "blocklists")
+
+
+def profanity_check_scorer() -> Callable[[Sequence[str]], np.ndarray] | None:
+    try:
+        from profanity_check import predict_prob
+    except ImportError:
+        return None
+
+    def score(texts: Sequence[str]) -> np.ndarray:
+        p = np.asarray(predict_prob(list(texts)), np.float32)
+        return np.repeat(p[:, None], len(CATEGORIES), axis=1)
+
+    return score
+
+
+def window_texts_64(texts: Sequence[str], n: int = 512) -> list[str]:
+    """Texts of full 64-token windows (for a like-for-like windows/s of text-level systems)."""
+    from guard.models.features import PlanTokenizer, stream_window_objects
+
+    tok = PlanTokenizer()
+    out: list[str] = []
+    for i, t in enumerate(texts):
+        for w in stream_window_objects(t, f"w{i}", tok, 64, 64):
+            if w.n_tokens == 64:
+                out.append(w.text)
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def time_text_scorer(fn: Callable[[Sequence[str]], np.ndarray], texts: Sequence[str],
+                     seconds: float = 5.0, batch: int = 64) -> float:
+    fn(texts[:batch])
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n == 0:
+        for b in range(0, len(texts), batch):
+            fn(texts[b:b + batch])
+            n += len(texts[b:b + batch])
+    return round(n / (time.perf_counter() - t0), 1)
+
+
+def markdown(res: dict[str, Any]) -> str:
+    systems = list(res["systems"])
+    cats = ["any"] + [c for c in CATEGORIES if any(c in s["report"]["categories"] for s in res["systems"].values())]
+    lines = ["# Detection quality on the dev split", "",
+             f"`{res['command']}` — git {res['git']}, {res['texts']} dev texts, "
+             f"{res['windows']} stream windows (64 tokens, stride 16). Metric: AUPRC "
+             "(average precision); text score = max over its windows.", "",
+             "| category | n (pos) | " + " | ".join(systems) + " |",
+             "|---|---|" + "---|" * len(systems)]
+    for c in cats:
+        ref = next(iter(res["systems"].values()))["report"]
+        blk = ref["any"] if c == "any" else ref["categories"].get(c)
+        cells = []
+        for s in systems:
+            rep = res["systems"][s]["report"]
+            b = rep["any"] if c == "any" else rep["categories"].get(c)
+            cells.append("–" if not b or b["auprc"] is None else f"{b['auprc']:.3f}")
+        lines.append(f"| {c} | {blk['n']} ({blk['positives']}) | " + " | ".join(cells) + " |")
+    lines += ["", "Recall at 1 % FPR:", "", "| category | " + " | ".join(systems) + " |",
+              "|---|" + "---|" * len(systems)]
+    for c in cats:
+        cells = []
+        for s in systems:
+            rep = res["systems"][s]["report"]
+            b = rep["any"] if c == "any" else rep["categories"].get(c)
+            v = None if not b else b["recall_at_1pct_fpr"]
+            cells.append("–" if v is None else f"{v:.3f}")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    lines += ["", "Cost (in-process, this machine, 64-token windows):", "",
+              "| system | windows/s |", "|---|---|"]
+    for s in systems:
+        lines.append(f"| {s} | {res['systems'][s].get('windows_per_s', '–')} |")
+    if res.get("notes"):
+        lines += [""] + [f"- {n}" for n in res["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+async def _semantic(texts: Sequence[str]) -> tuple[np.ndarray, int, dict[str, Any], str]:
+    det = ev.make_local_detector()
+    try:
+        scores, n_windows = await ev.score_texts(det, texts, 64, 16, 64, progress=True)
+        tp = await ev.measure_throughput(det, texts, 64, 64)
+    finally:
+        det.close()
+    return scores, n_windows, tp, str(getattr(det, "model_version", "?"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--split", default="dev")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quality.json"))
+    p.add_argument("--markdown", default=None)
+    p.add_argument("--thresholds", default=None, help="calibration.json (default: committed)")
+    p.add_argument("--limit", type=int, default=None)
+    args = p.parse_args(argv)
+
+    data = read_examples([args.data], splits=[args.split])
+    if args.limit:
+        data = data.subset(np.arange(len(data)) < args.limit)
+    texts = data.texts
+    thr_sem = ev.load_thresholds(args.thresholds)
+    notes: list[str] = []
+    systems: dict[str, Any] = {}
+    win64 = window_texts_64(texts)
+
+    t0 = time.perf_counter()
+    sem, n_windows, tp, version = asyncio.run(_semantic(texts))
+    print(f"semantic scored in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    systems["guard-semantic"] = {"report": ev.evaluate_scores(sem, data.y, data.known, thr_sem),
+                                 "windows_per_s": tp["windows_per_s"], "model_version": version,
+                                 "by_source": ev.by_source(sem, data.y, data.known, data.sources)}
+
+    lex_fn = lexical_scorer()
+    if lex_fn is not None:
+        lex = lex_fn(texts)
+        systems["guard-lexical"] = {"report": ev.evaluate_scores(lex, data.y, data.known, [0.5] * 8),
+                                    "windows_per_s": time_text_scorer(lex_fn, win64)}
+        comb = np.maximum(sem, lex)
+        systems["guard-combined"] = {"report": ev.evaluate_scores(comb, data.y, data.known, thr_sem),
+                                     "windows_per_s": None}
+        notes.append("guard-combined = per-category max(semantic, lexical); its cost is the sum of both.")
+    else:
+        notes.append("guard.detectors.lexical not importable: lexical-only system left out.")
+
+    prof_fn = profanity_check_scorer()
+    if prof_fn is not None:
+        prof = prof_fn(texts)
+        systems["alt-profanity-check"] = {"report": ev.evaluate_scores(prof, data.y, data.known, [0.5] * 8),
+                                          "windows_per_s": time_text_scorer(prof_fn, win64)}
+    else:
+        notes.append("alt-profanity-check not installed (pip install 'guard[bench]').")
+    notes.append("Thresholds: guard from calibration.json (P/R/F1 in the JSON); baselines at 0.5. "
+                 "AUPRC does not depend on thresholds.")
+    notes.append("Dev is the same mixture of sources as train (a 10 % hash split): figures are "
+                 "in-distribution; held-out benchmarks judge generalisation.")
+
+    res = {"command": "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "git": _git_sha(), "split": args.split, "texts": len(texts), "windows": n_windows,
+           "systems": systems, "notes": notes}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    md = markdown(res)
+    if args.markdown:
+        Path(args.markdown).write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

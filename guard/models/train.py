@@ -1,0 +1,600 @@
+"""``guard models train``: per-category heads over the frozen int8 MiniLM encoder.
+
+Pipeline (deterministic for a seed):
+
+1. Read the shared labeled JSONL (``--data``, default ``../shared/data``); ``--exclude-license
+   noncommercial`` drops the sources whose licence (data README table) forbids commercial use.
+2. Cut texts into token windows (64 content tokens). Train texts: non-overlapping windows, the last
+   one aligned to the text end. Dev texts: the exact windows a stream is scored on
+   (``guard.windowing``, 64 tokens every 16). Encode each distinct window once with the *serving*
+   int8 encoder and cache the pooled ``[7, 384]`` features under ``build/features``.
+3. Train an MLP (``feature_layers`` → L2-normalise each → concat → standardise → ReLU hidden layer →
+   8 sigmoid outputs) with a masked, class-weighted multi-label BCE. A text's logit per category is
+   the max over its windows (multiple-instance learning), which is exactly how streams are scored: a
+   positive text needs one window to fire, a negative text needs every window quiet. Benign texts
+   (every category 0, incl. benign LLM outputs) are negatives for all categories.
+4. Cross-fitted calibration: K folds of *train* give out-of-fold scores; per category an isotonic
+   (Platt when positives are few) map from raw to calibrated probability is fitted on them; the
+   threshold (max F1) is chosen on the same out-of-fold scores. Dev stays clean for selection and
+   is only *reported*.
+5. Write ``guard/models/heads/heads.npz`` (weights stored float16) and ``calibration.json``
+   (thresholds, dev and out-of-fold figures, command, data manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from guard.evaluation import average_precision, best_f1_threshold, evaluate_scores
+from guard.models import paths
+from guard.models.data import LabeledSet, manifest, noncommercial_sources, read_examples
+from guard.models.features import (
+    STREAM_STRIDE,
+    TRAIN_STRIDE,
+    WINDOW_TOKENS,
+    FeatureCache,
+    Windowed,
+    encoder_fingerprint,
+    stream_windows,
+    window_texts,
+)
+from guard.models.heads import Heads
+from guard.types import CATEGORIES
+
+C = len(CATEGORIES)
+
+#: benign assistant-style outputs: hard negatives for an *output* guardrail, up-weighted
+LLM_BENIGN_SOURCES = ("alpaca_eval_outputs", "xstest_completions", "harmbench_refusals",
+                      "safety_tuned_refusals", "counsel_chat")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    layers: tuple[int, ...] = (2, 4, 6)
+    hidden: int = 64  # 0 = logistic (one dense layer)
+    epochs: int = 20
+    batch_texts: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4  # decoupled (AdamW), weights only
+    dropout: float = 0.2  # on the hidden layer
+    input_dropout: float = 0.1
+    pos_weight_power: float = 0.5  # pos weight = (neg/pos) ** power, clipped
+    max_pos_weight: float = 10.0
+    source_power: float = 0.5  # example weight ∝ (rows of its source) ** -power
+    benign_llm_weight: float = 2.0
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# features
+
+
+def layer_features(pooled: np.ndarray, layers: Sequence[int]) -> np.ndarray:
+    """``[n, 7, H]`` (any float dtype) → L2-normalised selected layers, concatenated, float32."""
+    sel = pooled[:, list(layers), :].astype(np.float32)
+    sel /= np.maximum(np.linalg.norm(sel, axis=-1, keepdims=True), 1e-12)
+    return sel.reshape(sel.shape[0], -1)
+
+
+def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    std = x.std(axis=0, dtype=np.float64).astype(np.float32)
+    return mean, np.maximum(std, 1e-4).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# model: MLP with max-over-windows, masked weighted BCE, AdamW
+
+
+@dataclass
+class Mlp:
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        h = x
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = h @ w + b
+            if i < len(self.weights) - 1:
+                h = np.maximum(h, 0.0)
+        return h
+
+
+def _init(n_in: int, hidden: int, rng: np.random.Generator) -> Mlp:
+    dims = [n_in, hidden, C] if hidden else [n_in, C]
+    ws, bs = [], []
+    for a, b in zip(dims[:-1], dims[1:], strict=True):
+        ws.append((rng.standard_normal((a, b)) * np.sqrt(2.0 / a) * (0.5 if b == C else 1.0)).astype(np.float32))
+        bs.append(np.zeros(b, np.float32))
+    return Mlp(ws, bs)
+
+
+def _segment_max(z: np.ndarray, starts: np.ndarray, owner_local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-text max of window logits and the 0/1 mask of the windows that attain it."""
+    zt = np.maximum.reduceat(z, starts, axis=0)
+    hit = (z == zt[owner_local]).astype(np.float32)
+    # ties: share the gradient
+    cnt = np.add.reduceat(hit, starts, axis=0)
+    return zt, hit / np.maximum(cnt, 1.0)[owner_local]
+
+
+def text_logits(model: Mlp, x: np.ndarray, offsets: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """Max-over-windows logits ``[n_texts, C]`` (windows grouped by text, ``offsets`` [n+1])."""
+    z = np.concatenate([model.logits(x[i:i + batch]) for i in range(0, len(x), batch)] or
+                       [np.zeros((0, C), np.float32)])
+    return np.maximum.reduceat(z, offsets[:-1], axis=0) if len(offsets) > 1 else np.zeros((0, C))
+
+
+def example_weights(data: LabeledSet, cfg: TrainConfig) -> np.ndarray:
+    """``[n, C]`` loss weights: 0 where unknown; source balance × class weight × LLM-benign boost."""
+    src = data.sources
+    names, inv, counts = np.unique(src, return_inverse=True, return_counts=True)
+    sw = counts[inv].astype(np.float64) ** -cfg.source_power
+    benign = (data.known.sum(1) == C) & (data.y.sum(1) == 0)
+    boost = np.where(np.isin(src, LLM_BENIGN_SOURCES) & benign, cfg.benign_llm_weight, 1.0)
+    w = (sw * boost)[:, None] * data.known
+    pw = np.ones(C)
+    for j in range(C):
+        pos = float((w[:, j] * data.y[:, j]).sum())
+        neg = float((w[:, j] * (1 - data.y[:, j])).sum())
+        if pos > 0:
+            pw[j] = float(np.clip((neg / pos) ** cfg.pos_weight_power, 1.0, cfg.max_pos_weight))
+    w = w * np.where(data.y > 0, pw[None, :], 1.0)
+    return (w / w[data.known].mean()).astype(np.float32)
+
+
+def fit(x: np.ndarray, windows: Windowed, y: np.ndarray, w: np.ndarray, cfg: TrainConfig,
+        log: Any = None) -> Mlp:
+    """Train on window features ``x`` [Nw, F] grouped by text (``windows.offsets``)."""
+    rng = np.random.default_rng(cfg.seed)
+    offsets = windows.offsets
+    n_texts = len(offsets) - 1
+    model = _init(x.shape[1], cfg.hidden, rng)
+    params = model.weights + model.biases
+    m1 = [np.zeros_like(p) for p in params]
+    m2 = [np.zeros_like(p) for p in params]
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    step = 0
+    steps_total = cfg.epochs * int(np.ceil(n_texts / cfg.batch_texts))
+    n_w = len(model.weights)
+    for epoch in range(cfg.epochs):
+        perm = rng.permutation(n_texts)
+        loss_sum = 0.0
+        for bstart in range(0, n_texts, cfg.batch_texts):
+            tb = perm[bstart:bstart + cfg.batch_texts]
+            lens = offsets[tb + 1] - offsets[tb]
+            widx = np.concatenate([np.arange(offsets[t], offsets[t + 1]) for t in tb])
+            starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+            owner_local = np.repeat(np.arange(len(tb)), lens)
+            xb = x[widx]
+            if cfg.input_dropout > 0:
+                keep = rng.random(xb.shape, dtype=np.float32) >= cfg.input_dropout
+                xb = xb * keep / (1 - cfg.input_dropout)
+            # forward
+            acts = [xb]
+            masks = []
+            h = xb
+            for i in range(n_w):
+                h = h @ model.weights[i] + model.biases[i]
+                if i < n_w - 1:
+                    h = np.maximum(h, 0.0)
+                    if cfg.dropout > 0:
+                        dm = (rng.random(h.shape, dtype=np.float32) >= cfg.dropout) / (1 - cfg.dropout)
+                        h = h * dm
+                        masks.append(dm)
+                    else:
+                        masks.append(None)
+                    acts.append(h)
+            zt, share = _segment_max(h, starts, owner_local)
+            yb, wb = y[tb], w[tb]
+            p = 1.0 / (1.0 + np.exp(-np.clip(zt, -40, 40)))
+            loss = wb * (np.logaddexp(0, zt) - yb * zt)
+            loss_sum += float(loss.sum())
+            gt = wb * (p - yb) / len(tb)
+            g = gt[owner_local] * share  # [nw, C]
+            # backward
+            grads_w: list[np.ndarray] = [np.empty(0)] * n_w
+            grads_b: list[np.ndarray] = [np.empty(0)] * n_w
+            for i in range(n_w - 1, -1, -1):
+                a = acts[i]
+                grads_w[i] = a.T @ g
+                grads_b[i] = g.sum(axis=0)
+                if i > 0:
+                    g = g @ model.weights[i].T
+                    g = g * (a > 0)
+                    if masks[i - 1] is not None:
+                        g = g * (masks[i - 1] > 0) / (1 - cfg.dropout)
+            grads = grads_w + grads_b
+            step += 1
+            lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * min(step / steps_total, 1.0)))  # cosine decay
+            for k, (prm, gr) in enumerate(zip(params, grads, strict=True)):
+                m1[k] = b1 * m1[k] + (1 - b1) * gr
+                m2[k] = b2 * m2[k] + (1 - b2) * gr * gr
+                mh = m1[k] / (1 - b1 ** step)
+                vh = m2[k] / (1 - b2 ** step)
+                if k < n_w:
+                    prm *= 1 - lr * cfg.weight_decay
+                prm -= (lr * mh / (np.sqrt(vh) + eps)).astype(np.float32)
+        if log is not None:
+            log(f"    epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / n_texts:.4f}")
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# calibration and thresholds
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+
+CALIB_KNOTS = 48
+MIN_POS_ISOTONIC = 200
+
+
+def calibration_curve(raw: np.ndarray, y: np.ndarray, knots: int = CALIB_KNOTS) -> tuple[np.ndarray, np.ndarray, str]:
+    """Monotone map raw → calibrated as ``knots`` (x, y) points, strictly increasing in y.
+
+    Isotonic regression on out-of-fold scores when there are enough positives, else Platt scaling
+    on the logit. A tiny slope is added so the map is strictly increasing (keeps the ranking, and
+    so AUPRC, of the raw scores).
+    """
+    raw = np.asarray(raw, np.float64)
+    y = np.asarray(y, np.float64)
+    qs = np.unique(np.quantile(raw, np.linspace(0, 1, knots - 2)))
+    # knots: 0, quantiles of raw, 1 — and extra knots in the upper tail where positives live
+    pos_q = np.quantile(raw[y > 0], np.linspace(0, 1, 12)) if y.sum() else np.zeros(0)
+    xs = np.unique(np.clip(np.concatenate([[0.0, 1.0], qs, pos_q]), 0, 1))
+    if len(xs) > knots:
+        xs = np.unique(np.concatenate([[0.0, 1.0], np.quantile(xs, np.linspace(0, 1, knots - 2))]))
+    if y.sum() >= MIN_POS_ISOTONIC and (1 - y).sum() >= MIN_POS_ISOTONIC:
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True)
+        iso.fit(raw, y)
+        ys = iso.predict(xs)
+        method = "isotonic"
+    else:
+        from sklearn.linear_model import LogisticRegression
+
+        lz = np.log(np.clip(raw, 1e-7, 1 - 1e-7) / (1 - np.clip(raw, 1e-7, 1 - 1e-7)))
+        lr = LogisticRegression(C=1.0)
+        lr.fit(lz[:, None], y)
+        lx = np.log(np.clip(xs, 1e-7, 1 - 1e-7) / (1 - np.clip(xs, 1e-7, 1 - 1e-7)))
+        ys = lr.predict_proba(lx[:, None])[:, 1]
+        method = "platt"
+    ys = np.maximum.accumulate(ys)
+    ys = 0.995 * ys + 0.005 * xs  # strictly increasing wherever xs is
+    ys = np.maximum.accumulate(np.clip(ys, 0, 1))
+    # pad to the fixed knot count (repeat the last knot; np.interp tolerates equal trailing xs)
+    if len(xs) < knots:
+        pad = knots - len(xs)
+        xs = np.concatenate([xs, np.full(pad, xs[-1])])
+        ys = np.concatenate([ys, np.full(pad, ys[-1])])
+    return xs.astype(np.float32), ys.astype(np.float32), method
+
+
+def apply_calibration(raw: np.ndarray, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
+    out = np.empty_like(raw, dtype=np.float32)
+    for j in range(raw.shape[1]):
+        out[:, j] = np.interp(raw[:, j], cx[j], cy[j])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# experiment plumbing
+
+
+@dataclass
+class Prepared:
+    train: LabeledSet
+    dev: LabeledSet
+    wtr: Windowed
+    wdv: Windowed
+    pooled_tr: np.ndarray  # float16 [Nw, 7, 384]
+    pooled_dv: np.ndarray
+    folds: np.ndarray  # [n_train] fold id
+    is_aug: np.ndarray  # [n_train] bool: obfuscated copy (trained on, never calibrated on)
+    excluded: list[str] = field(default_factory=list)
+    dev_obf: LabeledSet | None = None  # obfuscated copies of short dev texts (robustness check)
+    wdv_obf: Windowed | None = None
+    pooled_dv_obf: np.ndarray | None = None
+
+
+def fold_of(texts: Sequence[str], k: int) -> np.ndarray:
+    """Fold by text hash (a different slice of the SHA-1 than the train/dev split uses)."""
+    return np.array([int(hashlib.sha1(t.encode("utf-8")).hexdigest()[8:16], 16) % k for t in texts])
+
+
+def concat(a: LabeledSet, b: LabeledSet) -> LabeledSet:
+    return LabeledSet(a.examples + b.examples, np.concatenate([a.y, b.y]), np.concatenate([a.known, b.known]))
+
+
+def obfuscated_copies(data: LabeledSet, fraction: float, salt: str, max_chars: int = 400) -> tuple[LabeledSet, np.ndarray]:
+    """Obfuscated copies (same labels) of a hash-chosen ``fraction`` of the short texts."""
+    from guard.models.augment import obfuscate
+    from guard.models.data import Example
+
+    picked = []
+    for i, e in enumerate(data.examples):
+        h = int(hashlib.sha1((salt + e.text).encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+        if len(e.text) <= max_chars and h < fraction:
+            picked.append(i)
+    idx = np.asarray(picked, dtype=np.int64)
+    ex = tuple(Example(obfuscate(data.examples[i].text, salt + data.examples[i].text), data.examples[i].labels,
+                       data.examples[i].source, data.examples[i].split) for i in idx)
+    return LabeledSet(ex, data.y[idx], data.known[idx]), idx
+
+
+def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int, log: Any,
+            augment: float = 0.0, obf_dev: float = 0.0) -> Prepared:
+    data = read_examples([data_dir], exclude_sources=exclude)
+    split = np.array([e.split for e in data.examples])
+    train, dev = data.subset(split == "train"), data.subset(split == "dev")
+    log(f"data: {len(train)} train / {len(dev)} dev texts from {len(set(data.sources.tolist()))} sources")
+    fold = fold_of(train.texts, folds)
+    is_aug = np.zeros(len(train), bool)
+    if augment > 0:
+        aug, orig = obfuscated_copies(train, augment, "train")
+        train = concat(train, aug)
+        fold = np.concatenate([fold, fold[orig]])  # a copy shares its original's fold: no leak
+        is_aug = np.concatenate([is_aug, np.ones(len(aug), bool)])
+        log(f"augmentation: {len(aug)} obfuscated copies of train texts")
+    wtr = window_texts(train.texts, WINDOW_TOKENS, TRAIN_STRIDE)
+    wdv = stream_windows(dev.texts, WINDOW_TOKENS, STREAM_STRIDE)
+    all_ids = wtr.ids + wdv.ids
+    dev_obf = wdv_obf = None
+    if obf_dev > 0:
+        dev_obf, _ = obfuscated_copies(dev, obf_dev, "dev")
+        wdv_obf = stream_windows(dev_obf.texts, WINDOW_TOKENS, STREAM_STRIDE)
+        all_ids = all_ids + wdv_obf.ids
+    log(f"windows: {len(wtr.ids)} train, {len(wdv.ids)} dev")
+    cache = FeatureCache(cache_dir)
+    n_new = cache.fill(all_ids, progress=log)
+    log(f"feature cache {cache.dir}: {len(cache)} windows ({n_new} newly encoded)")
+    return Prepared(train, dev, wtr, wdv, cache.get(wtr.ids), cache.get(wdv.ids), fold, is_aug,
+                    list(exclude), dev_obf, wdv_obf,
+                    cache.get(wdv_obf.ids) if wdv_obf is not None else None)
+
+
+def _subset_windows(w: Windowed, text_mask: np.ndarray) -> tuple[np.ndarray, Windowed]:
+    """Window indices of the selected texts and the re-indexed ``Windowed``."""
+    keep = text_mask[w.owner]
+    new_index = np.cumsum(text_mask) - 1
+    owner = new_index[w.owner[keep]]
+    idx = np.flatnonzero(keep)
+    return idx, Windowed([w.ids[i] for i in idx], owner, [w.char_spans[i] for i in idx])
+
+
+@dataclass
+class Trained:
+    cfg: TrainConfig
+    mean: np.ndarray
+    scale: np.ndarray
+    model: Mlp
+    calib_x: np.ndarray
+    calib_y: np.ndarray
+    methods: list[str]
+    oof_raw: np.ndarray  # [n_train, C] out-of-fold raw probabilities
+    thresholds: np.ndarray
+    oof_metrics: dict[str, Any]
+
+
+def train_heads(prep: Prepared, cfg: TrainConfig, n_folds: int, log: Any,
+                calibrate: bool = True) -> Trained:
+    x = layer_features(prep.pooled_tr, cfg.layers)
+    mean, scale = standardiser(x)
+    x = (x - mean) / scale
+    w = example_weights(prep.train, cfg)
+    y = prep.train.y
+    oof = np.zeros((len(prep.train), C), np.float32)
+    if calibrate:
+        for f in range(n_folds):
+            t0 = time.perf_counter()
+            tr_mask = prep.folds != f
+            idx, wsub = _subset_windows(prep.wtr, tr_mask)
+            m = fit(x[idx], wsub, y[tr_mask], w[tr_mask], replace(cfg, seed=cfg.seed + 1 + f))
+            ho = ~tr_mask
+            hidx, wh = _subset_windows(prep.wtr, ho)
+            oof[ho] = _sigmoid(text_logits(m, x[hidx], wh.offsets))
+            log(f"  fold {f + 1}/{n_folds} done in {time.perf_counter() - t0:.0f}s")
+    t0 = time.perf_counter()
+    model = fit(x, prep.wtr, y, w, cfg, log=None)
+    # store weights as float16 (the committed file); calibrate what will actually be served
+    model = Mlp([wt.astype(np.float16).astype(np.float32) for wt in model.weights],
+                [bb.astype(np.float32) for bb in model.biases])
+    log(f"  final fit {time.perf_counter() - t0:.0f}s")
+    cx = np.tile(np.linspace(0, 1, CALIB_KNOTS, dtype=np.float32), (C, 1))
+    cy = cx.copy()
+    methods = ["identity"] * C
+    thr = np.full(C, 0.5)
+    oof_metrics: dict[str, Any] = {}
+    if calibrate:
+        orig = ~prep.is_aug
+        for j, cat in enumerate(CATEGORIES):
+            k = prep.train.known[:, j] & orig
+            cx[j], cy[j], methods[j] = calibration_curve(oof[k, j], y[k, j])
+        oof_cal = apply_calibration(oof, cx, cy)
+        for j, cat in enumerate(CATEGORIES):
+            k = prep.train.known[:, j] & orig
+            thr[j], f1 = best_f1_threshold(y[k, j], oof_cal[k, j])
+            oof_metrics[cat] = {"auprc": round(average_precision(y[k, j], oof_cal[k, j]) or 0, 4),
+                                "best_f1": round(f1, 4), "n": int(k.sum()),
+                                "positives": int(y[k, j].sum()), "calibration": methods[j]}
+        rep = evaluate_scores(oof_cal[orig], y[orig], prep.train.known[orig], thr)
+        oof_metrics["any"] = rep["any"]
+    return Trained(cfg, mean, scale, model, cx, cy, methods, oof, thr, oof_metrics)
+
+
+def dev_scores(tr: Trained, prep: Prepared, calibrated: bool = True, obfuscated: bool = False) -> np.ndarray:
+    pooled, win = (prep.pooled_dv_obf, prep.wdv_obf) if obfuscated else (prep.pooled_dv, prep.wdv)
+    assert pooled is not None and win is not None
+    x = (layer_features(pooled, tr.cfg.layers) - tr.mean) / tr.scale
+    raw = _sigmoid(text_logits(tr.model, x, win.offsets))
+    return apply_calibration(raw, tr.calib_x, tr.calib_y) if calibrated else raw
+
+
+def to_heads(tr: Trained, version: str) -> Heads:
+    return Heads(
+        feature_layers=np.asarray(tr.cfg.layers, dtype=np.int64),
+        mean=tr.mean, scale=tr.scale,
+        weights=tuple(w.astype(np.float16) for w in tr.model.weights),
+        biases=tuple(b.astype(np.float32) for b in tr.model.biases),
+        calib_x=tr.calib_x, calib_y=tr.calib_y, version=version,
+    )
+
+
+def dev_figures(scores: np.ndarray, prep: Prepared, thr: np.ndarray) -> dict[str, Any]:
+    return evaluate_scores(scores, prep.dev.y, prep.dev.known, thr)
+
+
+# --------------------------------------------------------------------------------------------
+# command
+
+COMPARE: dict[str, TrainConfig] = {
+    "logistic-last": TrainConfig(layers=(6,), hidden=0, dropout=0.0, input_dropout=0.0, epochs=20),
+    "logistic-multi": TrainConfig(layers=(2, 4, 6), hidden=0, dropout=0.0, input_dropout=0.0, epochs=20),
+    "mlp-last": TrainConfig(layers=(6,), hidden=64),
+    "mlp-multi": TrainConfig(layers=(2, 4, 6), hidden=64),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="guard models train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=None, help="shared data directory (default ../shared/data from the repo)")
+    p.add_argument("--exclude-license", action="append", default=[], choices=["noncommercial"],
+                   help="drop sources under this kind of licence")
+    p.add_argument("--exclude-source", action="append", default=[], help="drop a source by name")
+    p.add_argument("--out-dir", default=None, help="where heads.npz + calibration.json go "
+                                                   "(default guard/models/heads)")
+    p.add_argument("--cache", default=None, help="feature cache dir (default build/features)")
+    p.add_argument("--folds", type=int, default=5, help="folds for cross-fitted calibration")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", default="2,4,6", help="pooled layers the heads read (0=embeddings..6)")
+    p.add_argument("--hidden", type=int, default=64, help="hidden units (0 = logistic heads)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--augment", type=float, default=0.0,
+                   help="add obfuscated copies (leetspeak, spacing, homoglyphs, ...) of this fraction "
+                        "of short train texts, same labels")
+    p.add_argument("--obf-dev", type=float, default=0.0,
+                   help="also report dev figures on obfuscated copies of this fraction of short dev texts")
+    p.add_argument("--compare", action="store_true",
+                   help="also train the comparison grid (logistic vs MLP, last vs several layers) and "
+                        "write compare.json next to the heads; dev figures with raw scores")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    t_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    root = paths.repo_root()
+    data_dir = Path(args.data) if args.data else (root.parent / "shared" / "data")
+    out_dir = Path(args.out_dir) if args.out_dir else paths.heads_path().parent
+    cache_dir = Path(args.cache) if args.cache else root / "build" / "features"
+    exclude = list(args.exclude_source)
+    if "noncommercial" in args.exclude_license:
+        exclude += sorted(noncommercial_sources(data_dir))
+    prep = prepare(data_dir, cache_dir, exclude, args.folds, log, augment=args.augment,
+                   obf_dev=args.obf_dev)
+
+    cfg = TrainConfig(layers=tuple(int(v) for v in args.layers.split(",")), hidden=args.hidden,
+                      epochs=args.epochs, seed=args.seed)
+    if args.hidden == 0:
+        cfg = replace(cfg, dropout=0.0, input_dropout=0.0)
+
+    comparison: dict[str, Any] = {}
+    if args.compare:
+        for name, ccfg in COMPARE.items():
+            ccfg = replace(ccfg, seed=args.seed)
+            log(f"compare {name}: {ccfg}")
+            tr = train_heads(prep, ccfg, args.folds, log, calibrate=False)
+            sc = dev_scores(tr, prep, calibrated=False)
+            rep = dev_figures(sc, prep, np.full(C, 0.5))
+            comparison[name] = {"config": asdict(ccfg),
+                                "dev_auprc": {c: v["auprc"] for c, v in rep["categories"].items()},
+                                "dev_any_auprc_uncalibrated": rep["any"]["auprc"]}
+            if prep.dev_obf is not None:
+                ro = evaluate_scores(dev_scores(tr, prep, calibrated=False, obfuscated=True),
+                                     prep.dev_obf.y, prep.dev_obf.known, np.full(C, 0.5))
+                comparison[name]["dev_obfuscated_auprc"] = {c: v["auprc"] for c, v in ro["categories"].items()}
+            log(f"  {name}: " + " ".join(f"{c}={v}" for c, v in comparison[name]["dev_auprc"].items()))
+
+    log(f"training {cfg}")
+    tr = train_heads(prep, cfg, args.folds, log)
+    sc = dev_scores(tr, prep)
+    dev_rep = dev_figures(sc, prep, tr.thresholds)
+    dev_best = {}
+    for j, cat in enumerate(CATEGORIES):
+        k = prep.dev.known[:, j]
+        if k.any() and prep.dev.y[k, j].sum():
+            t, f1 = best_f1_threshold(prep.dev.y[k, j], sc[k, j])
+            dev_best[cat] = {"threshold": round(t, 4), "f1": round(f1, 4)}
+
+    dev_obf = None
+    if prep.dev_obf is not None:
+        ro = evaluate_scores(dev_scores(tr, prep, obfuscated=True), prep.dev_obf.y, prep.dev_obf.known,
+                             tr.thresholds)
+        dev_obf = {"texts": len(prep.dev_obf), "any_auprc": ro["any"]["auprc"],
+                   "auprc": {c: v["auprc"] for c, v in ro["categories"].items()},
+                   "recall": {c: v["recall"] for c, v in ro["categories"].items()}}
+        log(f"dev obfuscated any AUPRC {ro['any']['auprc']}: " + " ".join(
+            f"{c}={v}" for c, v in dev_obf["auprc"].items()))
+
+    version = f"heads-{time.strftime('%Y%m%d')}-" + hashlib.sha1(
+        json.dumps(asdict(cfg), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
+        + str(args.augment).encode()).hexdigest()[:8]
+    heads = to_heads(tr, version)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    heads.save(out_dir / "heads.npz")
+
+    all_rows = read_examples([data_dir], exclude_sources=exclude)
+    calib = {
+        "version": version,
+        "command": "guard models train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "encoder": {"file": paths.ENCODER_INT8, "sha256_16": encoder_fingerprint(paths.build_dir() / paths.ENCODER_INT8)},
+        "windows": {"tokens": WINDOW_TOKENS, "train_stride": TRAIN_STRIDE, "dev_stride": STREAM_STRIDE,
+                    "text_score": "max over windows"},
+        "config": asdict(cfg),
+        "threshold_rule": "max F1 on cross-fitted (out-of-fold) calibrated train scores",
+        "calibration_rule": (f"{args.folds}-fold out-of-fold train scores; isotonic when a category has "
+                             f">= {MIN_POS_ISOTONIC} positives and negatives, else Platt on the logit"),
+        "categories": {
+            cat: {"threshold": round(float(tr.thresholds[j]), 4), "calibration": tr.methods[j],
+                  "dev": dev_rep["categories"].get(cat), "dev_best_f1": dev_best.get(cat),
+                  "train_oof": tr.oof_metrics.get(cat)}
+            for j, cat in enumerate(CATEGORIES)
+        },
+        "any": {"dev": dev_rep["any"], "train_oof": tr.oof_metrics.get("any")},
+        "dev_obfuscated": dev_obf,
+        "augmentation": {"fraction": args.augment, "train_copies": int(prep.is_aug.sum())},
+        "comparison": comparison,
+        "data": {"dir": str(data_dir), "excluded_sources": sorted(exclude),
+                 "sources": manifest(all_rows, data_dir)},
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    (out_dir / "calibration.json").write_text(json.dumps(calib, indent=2) + "\n", encoding="utf-8")
+    log(f"wrote {out_dir / 'heads.npz'} ({(out_dir / 'heads.npz').stat().st_size // 1024} KB) and calibration.json")
+    a = dev_rep["any"]
+    log(f"dev any: AUPRC {a['auprc']} P {a['precision']} R {a['recall']}")
+    for cat, blk in dev_rep["categories"].items():
+        log(f"dev {cat:>14}: AUPRC {blk['auprc']} P {blk['precision']} R {blk['recall']} thr {blk['threshold']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

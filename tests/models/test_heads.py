@@ -1,0 +1,115 @@
+"""The committed heads: loadable, probabilities in [0, 1], monotone calibration, consistent trainer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from guard.models import paths
+from guard.models.heads import Heads
+from guard.models import train as T
+from guard.types import CATEGORIES
+
+HEADS = paths.heads_path()
+CALIBRATION = HEADS.parent / "calibration.json"
+
+
+@pytest.fixture(scope="module")
+def heads() -> Heads:
+    return Heads.load(HEADS)
+
+
+def _pooled(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 7, 384)).astype(np.float32) * 0.3
+
+
+def test_committed_heads_load_and_are_small(heads: Heads) -> None:
+    assert heads.categories == CATEGORIES
+    assert HEADS.stat().st_size < 600 * 1024
+    assert all(0 <= int(i) < 7 for i in heads.feature_layers)
+    f = len(heads.feature_layers) * 384
+    assert heads.mean.shape == heads.scale.shape == (f,)
+    assert heads.weights[0].shape[0] == f and heads.weights[-1].shape[1] == len(CATEGORIES)
+
+
+def test_predictions_are_probabilities(heads: Heads) -> None:
+    p = heads.predict(_pooled(64))
+    assert p.shape == (64, len(CATEGORIES)) and p.dtype == np.float32
+    assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
+    # extreme inputs stay in range
+    assert ((0 <= heads.predict(_pooled(4) * 1e4)) & (heads.predict(_pooled(4) * 1e4) <= 1)).all()
+
+
+def test_calibration_is_monotone(heads: Heads) -> None:
+    assert heads.calib_x.shape == heads.calib_y.shape and heads.calib_x.shape[0] == len(CATEGORIES)
+    assert (np.diff(heads.calib_x, axis=1) >= 0).all()
+    assert (np.diff(heads.calib_y, axis=1) >= 0).all()
+    assert (heads.calib_x[:, 0] <= 0.0).all() and (heads.calib_x[:, -1] >= 1.0).all()
+    raw = np.linspace(0, 1, 201, dtype=np.float32)
+    for c in range(len(CATEGORIES)):
+        out = np.interp(raw, heads.calib_x[c], heads.calib_y[c])
+        assert (np.diff(out) >= 0).all()
+
+
+def test_calibration_json_has_a_threshold_per_category() -> None:
+    doc = json.loads(CALIBRATION.read_text())
+    for cat in CATEGORIES:
+        t = doc["categories"][cat]["threshold"]
+        assert 0.0 < t < 1.0
+    assert doc["version"] == Heads.load(HEADS).version
+    assert doc["data"]["sources"] and all("license" in s for s in doc["data"]["sources"])
+
+
+def test_trainer_forward_matches_heads_predictor() -> None:
+    """What the trainer evaluates is what heads.py serves (layers, normalisation, fp16 weights)."""
+    rng = np.random.default_rng(3)
+    pooled = _pooled(50, seed=4)
+    cfg = T.TrainConfig(layers=(1, 6), hidden=8)
+    x = T.layer_features(pooled, cfg.layers)
+    mean, scale = T.standardiser(x)
+    model = T._init(x.shape[1], cfg.hidden, rng)
+    model = T.Mlp([w.astype(np.float16).astype(np.float32) for w in model.weights], model.biases)
+    cx = np.tile(np.array([0, 0.5, 1], np.float32), (len(CATEGORIES), 1))
+    cy = np.tile(np.array([0, 0.2, 1], np.float32), (len(CATEGORIES), 1))
+    tr = T.Trained(cfg, mean, scale, model, cx, cy, ["x"] * 8, np.zeros(0), np.full(8, 0.5), {})
+    h = T.to_heads(tr, "test")
+    expect = T.apply_calibration(T._sigmoid(model.logits((x - mean) / scale)), cx, cy)
+    np.testing.assert_allclose(h.predict(pooled), expect, atol=1e-5)
+
+
+def test_calibration_curve_is_strictly_increasing_and_fits() -> None:
+    rng = np.random.default_rng(0)
+    raw = rng.random(5000)
+    y = (rng.random(5000) < raw ** 2).astype(float)  # true calibration map: r → r²
+    for n in (5000, 300):  # isotonic, then Platt (few positives)
+        cx, cy, method = T.calibration_curve(raw[:n], y[:n])
+        assert method == ("isotonic" if n == 5000 else "platt") or n == 300
+        assert (np.diff(cx) >= 0).all() and (np.diff(cy) >= 0).all()
+        grid = np.linspace(0.05, 0.95, 19)
+        assert np.abs(np.interp(grid, cx, cy) - grid ** 2).max() < (0.1 if n == 5000 else 0.2)
+
+
+def test_fit_learns_max_over_windows() -> None:
+    """A text is positive iff one of its windows carries the signal; MIL training finds it."""
+    from guard.models.features import Windowed
+
+    rng = np.random.default_rng(0)
+    n_texts, lens = 400, rng.integers(1, 4, 400)
+    owner = np.repeat(np.arange(n_texts), lens)
+    x = rng.standard_normal((len(owner), 6)).astype(np.float32)
+    y = np.zeros((n_texts, len(CATEGORIES)), np.float32)
+    pos = rng.random(n_texts) < 0.4
+    first = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    x[first[pos] + lens[pos] - 1, 0] += 4.0  # the signal sits in the last window only
+    y[pos, 0] = 1
+    w = np.ones_like(y)
+    win = Windowed([np.zeros(1)] * len(owner), owner, [(0, 0)] * len(owner))
+    cfg = T.TrainConfig(hidden=8, epochs=30, batch_texts=64, dropout=0.0, input_dropout=0.0)
+    model = T.fit(x, win, y, w, cfg)
+    from guard.evaluation import average_precision
+
+    assert average_precision(y[:, 0], T.text_logits(model, x, win.offsets)[:, 0]) > 0.95
