@@ -303,7 +303,7 @@ class Brain:
 
     def step(self, batch: Sequence[Feedback], records: Mapping[str, DecisionRecord], now_ms: int
              ) -> tuple[TunerState, TunerState, list[ThresholdChange]]:
-        """Fold a batch in and propose changes: (state before, state after, changes). Pure."""
+        """Fold a batch in and propose changes: (state before, state after, changes); no I/O."""
         assert self.state is not None
         before = self.state
         th = self.follower.current
