@@ -146,4 +146,9 @@ class Collector:
                 pass
 
     def final(self, stream_id: str) -> bool:
+        """The stream has ended (its final chunk was decided, or it was blocked)."""
         return any(d.final for d in self.decisions.get(stream_id, ()))
+
+    def complete(self, stream_id: str, chunks: int) -> bool:
+        """Every one of the stream's ``chunks`` chunks has its decision."""
+        return len({d.seq for d in self.decisions.get(stream_id, ())}) >= chunks

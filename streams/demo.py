@@ -131,7 +131,8 @@ async def run(bootstrap: str, triton_url: str | None, tokens_per_s: float, seed:
             counts = await asyncio.gather(*(
                 stream_answer(prod, sid, ANSWERS[name][0], ANSWERS[name][1], tokens_per_s,
                               random.Random(rng.random())) for sid, name in names.items()))
-            await col.wait_for(lambda c: all(c.final(sid) for sid in names), timeout=120)
+            total = dict(zip(names, counts, strict=True))
+            await col.wait_for(lambda c: all(c.complete(sid, n) for sid, n in total.items()), timeout=120)
             await asyncio.sleep(0.2)
             decisions = [d for sid in names for d in col.decisions[sid]]
             lat = [1000 * (col.received_at[k] - prod.sent_at[k]) for k in

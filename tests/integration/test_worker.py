@@ -77,7 +77,7 @@ async def test_interleaved_streams_and_dead_letters(kafka_broker, guard_worker):
     bad_seq = b'{"stream_id": "neg-' + run.encode() + b'", "seq": -1, "text": "x"}'
     async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:
         await interleave(prod, streams, rng, [(b"broken", bad_json), (b"neg", bad_seq)])
-        await col.wait_for(lambda c: all(c.final(s) for s in ids.values())
+        await col.wait_for(lambda c: all(c.complete(s[0].stream_id, len(s)) for s in streams)
                            and sum(run in base64.b64decode(d.raw_b64).decode("utf-8", "replace")
                                    for d in c.deadletters) >= 2, timeout=120)
         benign = check_stream(col.decisions[ids["benign"]], len(streams[0]))
@@ -122,7 +122,8 @@ async def test_many_streams_under_all_three_policies(kafka_broker, guard_worker)
         streams.append(cs)
     async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:
         await interleave(prod, streams, rng)
-        await col.wait_for(lambda c: all(c.final(sid) for sid, _, _ in plan), timeout=180)
+        await col.wait_for(lambda c: all(c.complete(cs[0].stream_id, len(cs)) for cs in streams),
+                           timeout=180)
     for (sid, _, policy), cs in zip(plan, streams):
         ds = col.decisions[sid]
         released = check_stream(ds, len(cs))
