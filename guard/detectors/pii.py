@@ -506,13 +506,27 @@ class PiiScanner:
         too, and a card it finds is kept where it overlaps nothing found in the whole run.
         """
         found = self._whole_run_entities(window, start, end)
+        # Split at each space: the head (without a sentence's closing punctuation) read as a run of
+        # its own, and the tail after the space recursively. Only strictly validated types are taken
+        # from parts, and only where they overlap nothing already found.
+        parts: list[tuple[int, int, str]] = []
         gap = window.find(" ", start, end)
-        if gap == -1 or gap + 1 >= end:
-            return found
-        # only cards: a card is self-validating (Luhn + issuer); a phone-shaped tail is too weak
-        tail = tuple(t for t in self._run_entities(window, gap + 1, end)
-                     if t[2] == "CREDIT_CARD" and not any(t[0] < f[1] and f[0] < t[1] for f in found))
-        return found + tail
+        while gap != -1 and gap + 1 < end:
+            head_end = gap
+            while head_end > start and window[head_end - 1] in ".,;:":
+                head_end -= 1
+            if head_end > start:
+                parts += self._whole_run_entities(window, start, head_end)
+            gap = window.find(" ", gap + 1, end)
+        first = window.find(" ", start, end)
+        if first != -1 and first + 1 < end:
+            parts += self._run_entities(window, first + 1, end)
+        extra: list[tuple[int, int, str]] = []
+        for t in sorted(parts, key=lambda t: (t[0], -t[1])):
+            strong = t[2] in _PART_TYPES
+            if strong and not any(t[0] < f[1] and f[0] < t[1] for f in (*found, *extra)):
+                extra.append(t)
+        return found + tuple(extra)
 
     def _whole_run_entities(
         self, window: str, start: int, end: int
@@ -591,6 +605,10 @@ class PiiScanner:
                 continue
             if iban_ok("".join(chars)):
                 yield _Candidate(m.start(), i, "IBAN")
+
+
+#: entity types taken from the head or tail of a longer digit run (see ``_run_entities_uncached``)
+_PART_TYPES = frozenset({"CREDIT_CARD", "US_SSN"})  # and phones written with "+"
 
 
 def _cards(core: str, base: int) -> Iterator[_Candidate]:
