@@ -1,8 +1,10 @@
 """Leakage and added latency versus the hold-back bound.
 
 Leakage is harmful text released before the block: on streams made of a benign lead-in followed by a
-harmful LLM output (dev split of ``../shared/data``), it counts the characters at or after the
-harmful part's first character that were released before the stream was blocked. Added latency is
+harmful LLM output (dev split of ``../shared/data``), it counts the characters released before the
+block from the start of the harmful span on — the span whose detection fired the block (a semantic
+window's new text, a blocklisted phrase). ``from_labeled_start`` is the stricter count from where the
+labeled harmful text begins, which includes text no layer could yet recognise as harmful. Added latency is
 how long each character waits between arriving and being released, for streams cut like an LLM
 server cuts them (about one token per chunk) at a fixed token rate, plus the pipeline's own compute
 time per chunk. Both are measured for hold-back 0 (release everything at once), the default and a
@@ -66,9 +68,11 @@ def token_chunks(text: str, sid: str) -> list[Chunk]:
     return [Chunk(stream_id=sid, seq=i, text=p, final=i == len(pieces) - 1) for i, p in enumerate(pieces)]
 
 
-async def run_stream(pipe: Pipeline, chunks: list[Chunk]) -> tuple[list[tuple[int, int, float]], int | None]:
-    """Per chunk: (chars arrived so far, watermark after, compute seconds); index of the block."""
-    state, trace, block = None, [], None
+async def run_stream(pipe: Pipeline, chunks: list[Chunk]
+                     ) -> tuple[list[tuple[int, int, float]], int | None, int | None]:
+    """Per chunk: (chars arrived so far, watermark after, compute seconds); index of the block;
+    where the span that fired the block starts."""
+    state, trace, block, flagged = None, [], None, None
     arrived = 0
     for i, c in enumerate(chunks):
         arrived += len(c.text)
@@ -80,8 +84,10 @@ async def run_stream(pipe: Pipeline, chunks: list[Chunk]) -> tuple[list[tuple[in
         trace.append((arrived, d.released_offset, dt))
         if d.action == "block" and block is None:
             block = i
+            starts = [e.start for e in d.evidence if e.action == "block"]
+            flagged = min(starts) if starts else None
             break
-    return trace, block
+    return trace, block, flagged
 
 
 def char_delays_ms(trace: list[tuple[int, int, float]], chunk_interval_ms: float) -> list[float]:
@@ -110,17 +116,21 @@ async def measure(hold: int, streams: list[tuple[str, int]], benign: list[str], 
     ps = PolicySet({"default": spec})
     pipe = Pipeline(policies=lambda: ps, scanners=fast_scanners(default_policy_dir()), semantic=det,
                     tokenizer=WindowTokenizer.from_file())
-    leaks, blocked = [], 0
+    leaks, from_label, blocked = [], [], 0
     for k, (text, h) in enumerate(streams):
-        trace, block = await run_stream(pipe, token_chunks(text, f"h{k}"))
+        trace, block, flagged = await run_stream(pipe, token_chunks(text, f"h{k}"))
         if block is not None:
             blocked += 1
-            leaks.append(max(0, trace[block][1] - h))  # released chars from the harmful part on
+            released = trace[block][1]
+            # the harmful span: where the span that fired the block begins
+            leaks.append(max(0, released - (flagged if flagged is not None else h)))
+            # stricter: everything after the labeled harmful text began (the lead-in is benign)
+            from_label.append(max(0, released - h))
     delays: list[float] = []
     compute: list[float] = []
     interval = 60_000.0 / tpm
     for k, text in enumerate(benign):
-        trace, _ = await run_stream(pipe, token_chunks(text, f"b{k}"))
+        trace, _, _ = await run_stream(pipe, token_chunks(text, f"b{k}"))
         delays += char_delays_ms(trace, interval)
         compute += [dt * 1000.0 for _, _, dt in trace]
     return {
@@ -130,6 +140,7 @@ async def measure(hold: int, streams: list[tuple[str, int]], benign: list[str], 
         "median_chars": pct(leaks, 0.5),
         "p95_chars": pct(leaks, 0.95),
         "mean_chars": round(statistics.fmean(leaks), 2) if leaks else 0.0,
+        "from_labeled_start": {"median_chars": pct(from_label, 0.5), "p95_chars": pct(from_label, 0.95)},
         "added_latency_ms_p50": round(pct(delays, 0.5), 2),
         "added_latency_ms_p95": round(pct(delays, 0.95), 2),
         "compute_ms_per_chunk_p50": round(pct(compute, 0.5), 3),
