@@ -6,7 +6,6 @@ never shows a character of a PII entity the policy redacts.
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 import pytest
@@ -82,4 +81,3 @@ def test_released_text_does_not_depend_on_cuts(policy, parts, seps, cuts, one_ch
         if any(e in p for p in parts):
             assert e not in streamed
     assert "@" not in streamed
-    assert not re.search(r"\d{4} \d{4}", streamed)
