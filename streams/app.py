@@ -23,7 +23,7 @@ from guard.settings import Settings
 from guard.thresholds import Thresholds
 from streams.agents import guard as guard_agent
 from streams.follower import ThresholdFollower, policy_defaults
-from streams.topics import Topics, declare, declare_thresholds
+from streams.topics import Topics, declare, declare_thresholds, new_app
 
 log = structlog.get_logger(__name__)
 
@@ -82,21 +82,7 @@ class Worker:
 
 
 def create_app(s: Settings) -> Worker:
-    app = faust.App(
-        s.app_id,
-        broker=f"kafka://{s.kafka_bootstrap}",
-        store="memory://",
-        topic_partitions=s.partitions,
-        topic_replication_factor=1,
-        key_serializer="raw",
-        value_serializer="raw",
-        consumer_auto_offset_reset="earliest",
-        web_enabled=False,
-        producer_linger=0.0,
-        broker_commit_every=100,
-        broker_commit_interval=1.0,
-        table_cleanup_interval=30.0,
-    )
+    app = new_app(s, s.app_id)
     topics = declare(app, s)
     table = app.Table("stream_state", partitions=s.partitions, key_type=bytes, value_type=bytes,
                       use_partitioner=True, help="per-stream state (guard.state.StreamState as JSON)")

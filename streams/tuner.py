@@ -57,7 +57,7 @@ from guard.types import CATEGORIES
 from streams import deadletter
 from streams.feedback_cli import validate_feedback
 from streams.follower import ThresholdFollower, policy_defaults
-from streams.topics import Topics, declare, declare_thresholds
+from streams.topics import Topics, declare, declare_thresholds, new_app
 
 log = structlog.get_logger(__name__)
 
@@ -339,20 +339,7 @@ class Tuner:
 
 
 def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
-    app = faust.App(
-        ts.app_id,
-        broker=f"kafka://{s.kafka_bootstrap}",
-        store="memory://",
-        topic_partitions=s.partitions,
-        topic_replication_factor=1,
-        key_serializer="raw",
-        value_serializer="raw",
-        consumer_auto_offset_reset="earliest",
-        web_enabled=False,
-        producer_linger=0.0,
-        broker_commit_every=100,
-        broker_commit_interval=1.0,
-    )
+    app = new_app(s, ts.app_id)
     topics = declare(app, s)
     table = {"key_type": bytes, "value_type": bytes, "partitions": s.partitions, "use_partitioner": True}
     decisions = app.Table("decisions", help="recent decisions of tuned policies (decision_id → record)",

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from guard.detectors.pii import ENTITIES
 from guard.thresholds import ShadowSpec, TuningSpec
 from guard.types import CATEGORIES
 
@@ -21,20 +22,7 @@ Layer = Literal["lexical", "pii", "semantic"]
 ActionName = Literal["allow", "redact", "block"]
 FailMode = Literal["closed", "open"]
 
-PII_ENTITIES: tuple[str, ...] = (
-    "EMAIL",
-    "PHONE",
-    "CREDIT_CARD",
-    "IBAN",
-    "US_SSN",
-    "IPV4",
-    "IPV6",
-    "AWS_ACCESS_KEY",
-    "AWS_SECRET_KEY",
-    "GITHUB_TOKEN",
-    "PRIVATE_KEY",
-    "SECRET",
-)
+PII_ENTITIES: tuple[str, ...] = ENTITIES  # what the PII layer can recognise
 
 
 class _Model(BaseModel):
