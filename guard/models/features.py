@@ -120,6 +120,46 @@ def stream_windows(texts: Sequence[str], tokens: int = WINDOW_TOKENS, stride: in
     return Windowed(ids, np.asarray(owner, dtype=np.int64), spans)
 
 
+def train_stream_windows(texts: Sequence[str], tokens: int = WINDOW_TOKENS, stride: int = STREAM_STRIDE,
+                         long_keep: int = 8, short_prefix_fraction: float = 0.25, seed: int = 0,
+                         tokenizer: PlanTokenizer | None = None) -> Windowed:
+    """A bounded subset of each text's stream windows, for training.
+
+    Streams score prefixes (the first windows of a text are short) and overlapping windows, so the
+    heads must see those as well: a benign answer gets ~4x more windows than it has 64-token blocks,
+    and its short first windows carry little context. Encoding every stream window of the corpus is
+    too slow on 2 cores, so: a text that fits one window keeps its final (whole-text) window plus,
+    for a hash-chosen ``short_prefix_fraction`` of texts, one of its prefix windows; a longer text
+    keeps its three prefix windows and ``long_keep - 3`` windows spread evenly over the rest
+    (always the last).
+    """
+    tok = tokenizer if tokenizer is not None else PlanTokenizer()
+    ids: list[np.ndarray] = []
+    owner: list[int] = []
+    spans: list[tuple[int, int]] = []
+    for i, text in enumerate(texts):
+        wins = stream_window_objects(text, f"t{i}", tok, tokens, stride)
+        n = len(wins)
+        h = int(hashlib.sha1(f"{seed}:{text}".encode("utf-8")).hexdigest()[:8], 16)
+        if n == 1:
+            keep = [0]
+        elif wins[-1].start == 0 or n <= 4 and all(w.start == 0 for w in wins):
+            keep = [n - 1]  # short text: prefixes + the whole text
+            if (h % 10_000) / 10_000 < short_prefix_fraction:
+                keep.insert(0, (h // 10_000) % (n - 1))
+        else:
+            rest = list(range(3, n))
+            k = min(long_keep - 3, len(rest))
+            picks = sorted({rest[int(round(q))] for q in np.linspace(0, len(rest) - 1, k)}) if k else []
+            keep = sorted(set(range(min(3, n))) | set(picks) | {n - 1})
+        for j in keep:
+            w = wins[j]
+            ids.append(w.input_ids)
+            owner.append(i)
+            spans.append((w.start, w.end))
+    return Windowed(ids, np.asarray(owner, dtype=np.int64), spans)
+
+
 def window_key(ids: np.ndarray) -> bytes:
     return hashlib.sha1(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).digest()
 

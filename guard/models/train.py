@@ -4,10 +4,14 @@ Pipeline (deterministic for a seed):
 
 1. Read the shared labeled JSONL (``--data``, default ``../shared/data``); ``--exclude-license
    noncommercial`` drops the sources whose licence (data README table) forbids commercial use.
-2. Cut texts into token windows (64 content tokens). Train texts: non-overlapping windows, the last
-   one aligned to the text end. Dev texts: the exact windows a stream is scored on
-   (``guard.windowing``, 64 tokens every 16). Encode each distinct window once with the *serving*
-   int8 encoder and cache the pooled ``[7, 384]`` features under ``build/features``.
+2. Cut texts into the windows streams are scored on (``guard.windowing``: 64 content tokens,
+   one window every 16 new tokens, so prefixes and overlapping windows too). Dev texts get all of
+   them; train texts a bounded subset (``features.train_stream_windows``: the whole text, some
+   prefixes, up to 8 windows of a long text). Training on plain 64-token blocks instead cost 0.08
+   dev AUPRC on violence and 0.05 on dangerous: long benign answers fired on their short first
+   windows. Each distinct window is encoded once with the *serving* int8 encoder and cached under
+   ``build/features``. ``--augment`` adds obfuscated copies (leetspeak, spacing, homoglyphs, ...;
+   ``guard.models.augment``) of short train texts with the same labels.
 3. Train an MLP (``feature_layers`` → L2-normalise each → concat → standardise → ReLU hidden layer →
    8 sigmoid outputs) with a masked, class-weighted multi-label BCE. A text's logit per category is
    the max over its windows (multiple-instance learning), which is exactly how streams are scored: a
@@ -47,6 +51,7 @@ from guard.models.features import (
     Windowed,
     encoder_fingerprint,
     stream_windows,
+    train_stream_windows,
     window_texts,
 )
 from guard.models.heads import Heads
@@ -338,7 +343,7 @@ def obfuscated_copies(data: LabeledSet, fraction: float, salt: str, max_chars: i
 
 
 def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int, log: Any,
-            augment: float = 0.0, obf_dev: float = 0.0) -> Prepared:
+            augment: float = 0.0, obf_dev: float = 0.0, train_windows: str = "stream") -> Prepared:
     data = read_examples([data_dir], exclude_sources=exclude)
     split = np.array([e.split for e in data.examples])
     train, dev = data.subset(split == "train"), data.subset(split == "dev")
@@ -351,7 +356,10 @@ def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int,
         fold = np.concatenate([fold, fold[orig]])  # a copy shares its original's fold: no leak
         is_aug = np.concatenate([is_aug, np.ones(len(aug), bool)])
         log(f"augmentation: {len(aug)} obfuscated copies of train texts")
-    wtr = window_texts(train.texts, WINDOW_TOKENS, TRAIN_STRIDE)
+    if train_windows == "stream":
+        wtr = train_stream_windows(train.texts, WINDOW_TOKENS, STREAM_STRIDE)
+    else:
+        wtr = window_texts(train.texts, WINDOW_TOKENS, TRAIN_STRIDE)
     wdv = stream_windows(dev.texts, WINDOW_TOKENS, STREAM_STRIDE)
     all_ids = wtr.ids + wdv.ids
     dev_obf = wdv_obf = None
@@ -484,10 +492,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default="2,4,6", help="pooled layers the heads read (0=embeddings..6)")
     p.add_argument("--hidden", type=int, default=64, help="hidden units (0 = logistic heads)")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--augment", type=float, default=0.0,
+    p.add_argument("--train-windows", choices=["stream", "blocks"], default="stream",
+                   help="stream: a bounded subset of each text's stream windows (prefixes, overlaps); "
+                        "blocks: non-overlapping 64-token blocks")
+    p.add_argument("--augment", type=float, default=0.15,
                    help="add obfuscated copies (leetspeak, spacing, homoglyphs, ...) of this fraction "
                         "of short train texts, same labels")
-    p.add_argument("--obf-dev", type=float, default=0.0,
+    p.add_argument("--obf-dev", type=float, default=0.3,
                    help="also report dev figures on obfuscated copies of this fraction of short dev texts")
     p.add_argument("--compare", action="store_true",
                    help="also train the comparison grid (logistic vs MLP, last vs several layers) and "
@@ -510,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     if "noncommercial" in args.exclude_license:
         exclude += sorted(noncommercial_sources(data_dir))
     prep = prepare(data_dir, cache_dir, exclude, args.folds, log, augment=args.augment,
-                   obf_dev=args.obf_dev)
+                   obf_dev=args.obf_dev, train_windows=args.train_windows)
 
     cfg = TrainConfig(layers=tuple(int(v) for v in args.layers.split(",")), hidden=args.hidden,
                       epochs=args.epochs, seed=args.seed)
