@@ -140,7 +140,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines += ["", "Cost (in-process, this machine, 64-token windows):", "",
               "| system | windows/s |", "|---|---|"]
     for s in systems:
-        lines.append(f"| {s} | {res['systems'][s].get('windows_per_s', '–')} |")
+        lines.append(f"| {s} | {res['systems'][s].get('windows_per_s') or '–'} |")
     if res.get("notes"):
         lines += [""] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"
@@ -186,11 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     if lex_fn is not None:
         lex = lex_fn(texts)
         systems["guard-lexical"] = {"report": ev.evaluate_scores(lex, data.y, data.known, [0.5] * 8),
-                                    "windows_per_s": time_text_scorer(lex_fn, win64)}
+                                    "windows_per_s": time_text_scorer(lex_fn, win64),
+                                    "by_source": ev.by_source(lex, data.y, data.known, data.sources)}
         comb = np.maximum(sem, lex)
         systems["guard-combined"] = {"report": ev.evaluate_scores(comb, data.y, data.known, thr_sem),
                                      "windows_per_s": None}
-        notes.append("guard-combined = per-category max(semantic, lexical); its cost is the sum of both.")
+        notes.append("guard-combined = per-category max(semantic, lexical); its cost is the sum of both. "
+                     "Lexical hits score 1.0 and outrank every calibrated semantic score, so max() lowers "
+                     "AUPRC where blocklist terms also occur in negatives (quoted, counter-speech, "
+                     "clinical or news text): the lexical layer is a precision rule for listed terms, "
+                     "not a ranking signal.")
     else:
         notes.append("guard.detectors.lexical not importable: lexical-only system left out.")
 
@@ -198,7 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     if prof_fn is not None:
         prof = prof_fn(texts)
         systems["alt-profanity-check"] = {"report": ev.evaluate_scores(prof, data.y, data.known, [0.5] * 8),
-                                          "windows_per_s": time_text_scorer(prof_fn, win64)}
+                                          "windows_per_s": time_text_scorer(prof_fn, win64),
+                                          "by_source": ev.by_source(prof, data.y, data.known, data.sources)}
+        pr = systems["alt-profanity-check"]["by_source"]
+        sm = systems["guard-semantic"]["by_source"]
+        notes.append("profanity by source, AUPRC guard-semantic vs alt-profanity-check: " + ", ".join(
+            f"{src} {sm[src]['profanity']['auprc']} vs {pr[src]['profanity']['auprc']}"
+            for src in sorted(pr) if "profanity" in pr[src] and pr[src]["profanity"]["auprc"] is not None)
+            + ". Most dev profanity rows are Davidson et al. tweets; alt-profanity-check's upstream "
+            "write-up names that corpus among its training data, so its figure there is likely in-sample.")
     else:
         notes.append("alt-profanity-check not installed (pip install 'guard[bench]').")
     notes.append("Thresholds: guard from calibration.json (P/R/F1 in the JSON); baselines at 0.5. "

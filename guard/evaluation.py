@@ -315,7 +315,8 @@ def markdown(report: dict[str, Any]) -> str:
     meta = report.get("meta", {})
     lines = [f"# guard eval — {meta.get('detector', '')}", ""]
     if meta:
-        lines += [f"- files: {', '.join(meta.get('files', []))}",
+        lines += [f"- command: `{meta.get('command', '')}`",
+                  f"- files: {', '.join(meta.get('files', []))}",
                   f"- split: {meta.get('split') or 'all'}; texts: {meta.get('texts')}; windows: "
                   f"{meta.get('windows')} ({meta.get('window_tokens')} tokens, stride {meta.get('stride')})",
                   f"- model: {meta.get('model_version', '?')}; thresholds: {meta.get('thresholds_file')}",

@@ -1,13 +1,16 @@
 """Windows and cached encoder features for head training and offline evaluation.
 
-Texts are cut into token windows the way a stream is scored: up to ``size`` content tokens (the
-encoder adds ``[CLS]``/``[SEP]``), consecutive windows ``stride`` tokens apart, the last one aligned to
-the end of the text so every window of a long text is full. A text's score is the max over its windows.
+Texts are scored the way a stream is: ``stream_windows`` / ``stream_window_objects`` run
+``guard.windowing`` over the whole text (64 content tokens, a window every 16 new tokens, ending at
+word ends; the encoder adds ``[CLS]``/``[SEP]``), and a text's score is the max over its windows.
+Training uses a bounded subset of those windows (``train_stream_windows``); ``window_texts`` cuts
+plain token blocks (the old training windows, kept for comparison).
 
-Encoding the corpus is the expensive step (minutes on 2 cores), so pooled features are cached under
-``build/features/<encoder sha>/`` keyed by the SHA-1 of each window's token ids: any windowing, any
-data file and any re-run reuse what is there, and only new windows are encoded. Shards are float16
-(``[n, 7, 384]``), written as they are produced, so an interrupted run resumes.
+Encoding the corpus is the expensive step (tens of minutes on 2 shared cores), so pooled features
+are cached under ``build/features/<encoder sha>/`` keyed by the SHA-1 of each window's token ids:
+any windowing, any data file and any re-run reuse what is there, and only new windows are encoded.
+Shards are float16 (``[n, 7, 384]``), written as they are produced, so an interrupted run resumes.
+A rebuilt encoder (different bytes) gets a fresh cache directory.
 """
 
 from __future__ import annotations
