@@ -113,3 +113,17 @@ def test_fit_learns_max_over_windows() -> None:
     from guard.evaluation import average_precision
 
     assert average_precision(y[:, 0], T.text_logits(model, x, win.offsets)[:, 0]) > 0.95
+
+
+def test_fit_is_deterministic_for_a_seed() -> None:
+    from guard.models.features import Windowed
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((60, 5)).astype(np.float32)
+    owner = np.repeat(np.arange(30), 2)
+    y = (rng.random((30, len(CATEGORIES))) < 0.3).astype(np.float32)
+    win = Windowed([np.zeros(1)] * 60, owner, [(0, 0)] * 60)
+    cfg = T.TrainConfig(hidden=4, epochs=3, batch_texts=8)
+    a, b = (T.fit(x, win, y, np.ones_like(y), cfg) for _ in range(2))
+    for wa, wb in zip(a.weights + a.biases, b.weights + b.biases, strict=True):
+        np.testing.assert_array_equal(wa, wb)

@@ -1,0 +1,52 @@
+"""Reading the shared labeled JSONL: unknown labels stay unknown; licences come from the README."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from guard.models.data import manifest, noncommercial_sources, read_examples, readme_licences
+from guard.types import CATEGORIES
+
+README = """# data
+| file | kind | labels by | rows (train/dev) | categories pos/neg | license as stated in repo |
+|---|---|---|---|---|---|
+| a.jsonl | H | human | 2 (1/1) | hate 1/1 | MIT |
+| b.jsonl | O | design | 1 (1/0) | all 0 | code Apache-2.0, data CC BY-NC 4.0 |
+| c.jsonl | H | design | 1 (1/0) | all 0 | non-commercial research (AG corpus) |
+"""
+
+
+def _write(d: Path) -> None:
+    (d / "README.md").write_text(README)
+    rows = {
+        "a": [{"text": "x", "labels": {"hate": 1}, "source": "a", "split": "train"},
+              {"text": "y", "labels": {"hate": 0, "profanity": 1}, "source": "a", "split": "dev"}],
+        "b": [{"text": "z", "labels": {c: 0 for c in CATEGORIES}, "source": "b", "split": "train"}],
+        "c": [{"text": "w", "labels": {c: 0 for c in CATEGORIES}, "source": "c", "split": "train"}],
+    }
+    for name, rs in rows.items():
+        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
+
+
+def test_unknown_labels_are_masked(tmp_path: Path) -> None:
+    _write(tmp_path)
+    data = read_examples([tmp_path])
+    assert len(data) == 4
+    h, p = CATEGORIES.index("hate"), CATEGORIES.index("profanity")
+    first = data.texts.index("x")
+    assert data.known[first, h] and not data.known[first, p]  # profanity unknown, not 0
+    assert data.y[first, h] == 1
+    assert read_examples([tmp_path], splits=["dev"]).texts == ["y"]
+
+
+def test_licences_and_noncommercial_exclusion(tmp_path: Path) -> None:
+    _write(tmp_path)
+    lic = readme_licences(tmp_path)
+    assert lic["a"] == "MIT"
+    assert {"b", "c"} <= noncommercial_sources(tmp_path)
+    assert "a" not in noncommercial_sources(tmp_path)
+    kept = read_examples([tmp_path], exclude_sources=noncommercial_sources(tmp_path))
+    assert set(kept.sources.tolist()) == {"a"}
+    man = {m["source"]: m for m in manifest(kept, tmp_path)}
+    assert man["a"]["license"] == "MIT" and man["a"]["train"] == 1 and man["a"]["dev"] == 1
