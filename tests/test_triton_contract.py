@@ -66,7 +66,9 @@ def test_encoder_and_heads_tensors(configs: dict[str, mc.ModelConfig]) -> None:
     enc, heads = configs[repository.ENCODER_MODEL], configs[repository.HEADS_MODEL]
     assert _tensors(enc.input) == {build.INPUT_IDS: (INT64, [-1]), build.ATTENTION_MASK: (INT64, [-1])}
     assert _tensors(enc.output) == {build.POOLED: (FP32, [build.N_POOLED, build.HIDDEN])}
-    assert _tensors(heads.input) == {build.POOLED: (FP32, [build.N_POOLED, build.HIDDEN])}
+    assert _tensors(heads.input) == {build.POOLED: (FP32, [build.N_POOLED, build.HIDDEN]),
+                                     build.INPUT_IDS: (INT64, [-1])}
+    assert all(i.allow_ragged_batch for i in heads.input if i.name == build.INPUT_IDS)
     assert _tensors(heads.output) == {semantic.OUTPUT: (FP32, [len(CATEGORIES)])}
     assert list(enc.dynamic_batching.preferred_batch_size) == [8, 16, 32]
     assert enc.dynamic_batching.max_queue_delay_microseconds == 2000

@@ -110,7 +110,7 @@ class LocalDetector:
         for start in range(0, len(order), self._batch_size):
             idx = order[start:start + self._batch_size]
             pooled[idx] = self._encoder.run(*pad_batch([seqs[i] for i in idx]))
-        return self._heads.predict(pooled).astype(np.float32, copy=False)
+        return self._heads.predict(pooled, seqs).astype(np.float32, copy=False)
 
     async def score(self, windows: Sequence[Window]) -> np.ndarray:
         if not windows:

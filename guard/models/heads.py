@@ -15,15 +15,21 @@ File format (``heads.npz``), written by ``guard models train``:
 - ``n_dense``: int; ``w{i}`` float32 ``[in, out]`` and ``b{i}`` float32 ``[out]`` for each dense layer
 - ``calib_x``, ``calib_y``: float32 ``[C, K]`` per-category calibration knots (x increasing)
 - ``version``: str
+- optional n-gram head (``guard.models.ngrams``): ``ngram_index`` int64 ``[K]``, ``ngram_weight``
+  float16 ``[K, C]``, ``ngram_bias`` float32 ``[C]``, ``ngram_dim`` int, ``ngram_mix`` float32 ``[C]``
+  — the window's logit is ``mlp + ngram_mix * ngram`` before calibration, so heads with an n-gram part
+  need the window's token ids as well as its pooled features.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from guard.models.ngrams import NgramHead
 from guard.types import CATEGORIES
 
 
@@ -38,6 +44,8 @@ class Heads:
     calib_y: np.ndarray
     version: str
     categories: tuple[str, ...] = CATEGORIES
+    ngram: NgramHead | None = None
+    mix: np.ndarray | None = None  # float32 [C]: weight of the n-gram logit per category
 
     @classmethod
     def load(cls, path: str | Path) -> Heads:
@@ -46,6 +54,11 @@ class Heads:
             if cats != CATEGORIES:
                 raise ValueError(f"{path}: categories {cats} do not match {CATEGORIES}")
             n = int(z["n_dense"])
+            ngram = mix = None
+            if "ngram_index" in z.files:
+                ngram = NgramHead(z["ngram_index"].astype(np.int64), z["ngram_weight"].astype(np.float32),
+                                  z["ngram_bias"].astype(np.float32), dim=int(z["ngram_dim"]))
+                mix = z["ngram_mix"].astype(np.float32)
             return cls(
                 feature_layers=z["feature_layers"].astype(np.int64),
                 mean=z["mean"].astype(np.float32),
@@ -55,6 +68,8 @@ class Heads:
                 calib_x=z["calib_x"].astype(np.float32),
                 calib_y=z["calib_y"].astype(np.float32),
                 version=str(z["version"]),
+                ngram=ngram,
+                mix=mix,
             )
 
     def save(self, path: str | Path) -> None:
@@ -71,6 +86,12 @@ class Heads:
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             arrays[f"w{i}"] = w
             arrays[f"b{i}"] = b
+        if self.ngram is not None:
+            assert self.mix is not None
+            arrays.update(ngram_index=self.ngram.index.astype(np.int32),
+                          ngram_weight=self.ngram.weight.astype(np.float16),
+                          ngram_bias=self.ngram.bias.astype(np.float32),
+                          ngram_dim=np.array(self.ngram.dim), ngram_mix=self.mix.astype(np.float32))
         np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
 
     def features(self, pooled: np.ndarray) -> np.ndarray:
@@ -80,19 +101,32 @@ class Heads:
         flat = sel.reshape(sel.shape[0], -1)
         return (flat - self.mean) / self.scale
 
-    def raw(self, pooled: np.ndarray) -> np.ndarray:
-        """Uncalibrated sigmoid probabilities ``[n, C]``."""
+    @property
+    def needs_ids(self) -> bool:
+        """True when the heads read the windows' token ids as well as their pooled features."""
+        return self.ngram is not None
+
+    def logits(self, pooled: np.ndarray, token_ids: Sequence[np.ndarray] | np.ndarray | None = None) -> np.ndarray:
+        """Uncalibrated logits ``[n, C]``; ``token_ids`` (rows of ids, padding allowed) when ``needs_ids``."""
         h = self.features(pooled)
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             h = h @ w + b
             if i < last:
                 h = np.maximum(h, 0.0)
-        return 1.0 / (1.0 + np.exp(-np.clip(h, -40.0, 40.0)))
+        if self.ngram is not None:
+            if token_ids is None or len(token_ids) != len(h):
+                raise ValueError("these heads have an n-gram part: pass one row of token ids per window")
+            h = h + self.mix * self.ngram.logits(token_ids)
+        return h
 
-    def predict(self, pooled: np.ndarray) -> np.ndarray:
+    def raw(self, pooled: np.ndarray, token_ids: Sequence[np.ndarray] | np.ndarray | None = None) -> np.ndarray:
+        """Uncalibrated sigmoid probabilities ``[n, C]``."""
+        return 1.0 / (1.0 + np.exp(-np.clip(self.logits(pooled, token_ids), -40.0, 40.0)))
+
+    def predict(self, pooled: np.ndarray, token_ids: Sequence[np.ndarray] | np.ndarray | None = None) -> np.ndarray:
         """Calibrated probabilities ``[n, C]`` float32."""
-        raw = self.raw(pooled)
+        raw = self.raw(pooled, token_ids)
         out = np.empty_like(raw, dtype=np.float32)
         for c in range(raw.shape[1]):
             out[:, c] = np.interp(raw[:, c], self.calib_x[c], self.calib_y[c])

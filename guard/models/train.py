@@ -55,6 +55,7 @@ from guard.models.features import (
     window_texts,
 )
 from guard.models.heads import Heads
+from guard.models.ngrams import DEFAULT_DIM, NgramHead, sparse_features
 from guard.types import CATEGORIES
 
 C = len(CATEGORIES)
@@ -79,6 +80,9 @@ class TrainConfig:
     source_power: float = 0.5  # example weight ∝ (rows of its source) ** -power
     benign_llm_weight: float = 2.0
     seed: int = 0
+    ngram: bool = True  # add the word-piece n-gram head (guard.models.ngrams)
+    ngram_c: float = 4.0  # inverse L2 strength of its logistic regressions
+    ngram_keep: int = 20_000  # feature rows stored (by max |weight|); 20k lost nothing on dev vs all
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,6 +143,39 @@ def text_logits(model: Mlp, x: np.ndarray, offsets: np.ndarray, batch: int = 819
     z = np.concatenate([model.logits(x[i:i + batch]) for i in range(0, len(x), batch)] or
                        [np.zeros((0, C), np.float32)])
     return np.maximum.reduceat(z, offsets[:-1], axis=0) if len(offsets) > 1 else np.zeros((0, C))
+
+
+#: candidate weights of the n-gram logit in ``mlp + mix * ngram``; chosen per category out of fold
+MIX_GRID = (0.0, 0.5, 1.0, 1.5)
+
+
+def fit_ngram(xs: Any, windows: Windowed, y: np.ndarray, w: np.ndarray, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per-category L2 logistic regression on window n-grams → dense ``[dim, C]`` weights, ``[C]`` bias.
+
+    A window inherits its text's label and ``1 / windows`` of its text's weight, so a long text
+    counts as much as a short one. Linear and convex: no multiple-instance max here (the MLP does
+    that); the sum is calibrated as a whole afterwards.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    owner = windows.owner
+    per_text = np.bincount(owner, minlength=len(y)).astype(np.float64)
+    coef = np.zeros((xs.shape[1], C), np.float32)
+    bias = np.zeros(C, np.float32)
+    for j in range(C):
+        sw = w[owner, j] / np.maximum(per_text[owner], 1.0)
+        k = sw > 0
+        yj = y[owner, j][k]
+        if yj.min() == yj.max():
+            continue
+        lr = LogisticRegression(C=cfg.ngram_c, solver="liblinear", max_iter=300)
+        lr.fit(xs[k], yj, sample_weight=sw[k] / sw[k].mean())
+        coef[:, j], bias[j] = lr.coef_[0], lr.intercept_[0]
+    return coef, bias
+
+
+def ngram_window_logits(xs: Any, coef: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return np.asarray(xs @ coef, dtype=np.float32) + bias
 
 
 def example_weights(data: LabeledSet, cfg: TrainConfig) -> np.ndarray:
@@ -315,6 +352,15 @@ class Prepared:
     dev_obf: LabeledSet | None = None  # obfuscated copies of short dev texts (robustness check)
     wdv_obf: Windowed | None = None
     pooled_dv_obf: np.ndarray | None = None
+    _ngram: dict[str, Any] = field(default_factory=dict)  # sparse n-gram features, built on first use
+
+    def ngram_features(self, which: str) -> Any:
+        """``train`` / ``dev`` / ``dev_obf`` window n-gram matrices (scipy CSR), computed once."""
+        if which not in self._ngram:
+            win = {"train": self.wtr, "dev": self.wdv, "dev_obf": self.wdv_obf}[which]
+            assert win is not None
+            self._ngram[which] = sparse_features(win.ids, DEFAULT_DIM)
+        return self._ngram[which]
 
 
 def fold_of(texts: Sequence[str], k: int) -> np.ndarray:
@@ -397,6 +443,9 @@ class Trained:
     oof_raw: np.ndarray  # [n_train, C] out-of-fold raw probabilities
     thresholds: np.ndarray
     oof_metrics: dict[str, Any]
+    ngram: NgramHead | None = None
+    mix: np.ndarray | None = None  # [C] weight of the n-gram logit
+    mix_oof_auprc: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def train_heads(prep: Prepared, cfg: TrainConfig, n_folds: int, log: Any,
@@ -406,7 +455,9 @@ def train_heads(prep: Prepared, cfg: TrainConfig, n_folds: int, log: Any,
     x = (x - mean) / scale
     w = example_weights(prep.train, cfg)
     y = prep.train.y
-    oof = np.zeros((len(prep.train), C), np.float32)
+    xs = prep.ngram_features("train") if cfg.ngram else None
+    mixes = MIX_GRID if cfg.ngram else (0.0,)
+    oof_z = np.zeros((len(mixes), len(prep.train), C), np.float32)  # out-of-fold text logits per mix
     if calibrate:
         for f in range(n_folds):
             t0 = time.perf_counter()
@@ -415,14 +466,38 @@ def train_heads(prep: Prepared, cfg: TrainConfig, n_folds: int, log: Any,
             m = fit(x[idx], wsub, y[tr_mask], w[tr_mask], replace(cfg, seed=cfg.seed + 1 + f))
             ho = ~tr_mask
             hidx, wh = _subset_windows(prep.wtr, ho)
-            oof[ho] = _sigmoid(text_logits(m, x[hidx], wh.offsets))
+            zm = np.concatenate([m.logits(x[hidx][i:i + 8192]) for i in range(0, len(hidx), 8192)])
+            zn = np.zeros_like(zm)
+            if xs is not None:
+                coef, bias = fit_ngram(xs[idx], wsub, y[tr_mask], w[tr_mask], cfg)
+                zn = ngram_window_logits(xs[hidx], coef, bias)
+            for a, mix in enumerate(mixes):
+                oof_z[a][ho] = np.maximum.reduceat(zm + mix * zn, wh.offsets[:-1], axis=0)
             log(f"  fold {f + 1}/{n_folds} done in {time.perf_counter() - t0:.0f}s")
     t0 = time.perf_counter()
     model = fit(x, prep.wtr, y, w, cfg, log=None)
     # store weights as float16 (the committed file); calibrate what will actually be served
     model = Mlp([wt.astype(np.float16).astype(np.float32) for wt in model.weights],
                 [bb.astype(np.float32) for bb in model.biases])
+    ngram = None
+    if xs is not None:
+        coef, bias = fit_ngram(xs, prep.wtr, y, w, cfg)
+        ngram = NgramHead.from_dense(coef, bias, cfg.ngram_keep)
     log(f"  final fit {time.perf_counter() - t0:.0f}s")
+    # the n-gram weight per category: best out-of-fold AUPRC on original (not augmented) texts
+    mix = np.ones(C, np.float32) if ngram is not None else None
+    mix_auprc: dict[str, dict[str, float]] = {}
+    choice = np.zeros(C, np.int64)
+    if calibrate and ngram is not None:
+        orig = ~prep.is_aug
+        for j, cat in enumerate(CATEGORIES):
+            k = prep.train.known[:, j] & orig
+            aps = [average_precision(y[k, j], oof_z[a][k, j]) or 0.0 for a in range(len(mixes))]
+            mix_auprc[cat] = {str(m): round(v, 4) for m, v in zip(mixes, aps, strict=True)}
+            choice[j] = int(np.argmax(aps))
+        mix = np.asarray([mixes[a] for a in choice], np.float32)
+        log("  n-gram mix per category: " + " ".join(f"{c}={m}" for c, m in zip(CATEGORIES, mix, strict=True)))
+    oof = _sigmoid(oof_z[choice, np.arange(len(prep.train))[:, None], np.arange(C)[None, :]])
     cx = np.tile(np.linspace(0, 1, CALIB_KNOTS, dtype=np.float32), (C, 1))
     cy = cx.copy()
     methods = ["identity"] * C
@@ -442,15 +517,23 @@ def train_heads(prep: Prepared, cfg: TrainConfig, n_folds: int, log: Any,
                                 "positives": int(y[k, j].sum()), "calibration": methods[j]}
         rep = evaluate_scores(oof_cal[orig], y[orig], prep.train.known[orig], thr)
         oof_metrics["any"] = rep["any"]
-    return Trained(cfg, mean, scale, model, cx, cy, methods, oof, thr, oof_metrics)
+    return Trained(cfg, mean, scale, model, cx, cy, methods, oof, thr, oof_metrics, ngram, mix, mix_auprc)
 
 
-def dev_scores(tr: Trained, prep: Prepared, calibrated: bool = True, obfuscated: bool = False) -> np.ndarray:
+def dev_scores(tr: Trained, prep: Prepared, calibrated: bool = True, obfuscated: bool = False,
+               parts: str = "both") -> np.ndarray:
+    """Dev text scores; ``parts`` = ``mlp`` / ``ngram`` / ``both`` (ablation: raw, uncalibrated)."""
     pooled, win = (prep.pooled_dv_obf, prep.wdv_obf) if obfuscated else (prep.pooled_dv, prep.wdv)
     assert pooled is not None and win is not None
     x = (layer_features(pooled, tr.cfg.layers) - tr.mean) / tr.scale
-    raw = _sigmoid(text_logits(tr.model, x, win.offsets))
-    return apply_calibration(raw, tr.calib_x, tr.calib_y) if calibrated else raw
+    z = np.concatenate([tr.model.logits(x[i:i + 8192]) for i in range(0, len(x), 8192)])
+    if tr.ngram is not None and parts != "mlp":
+        assert tr.mix is not None
+        zn = ngram_window_logits(prep.ngram_features("dev_obf" if obfuscated else "dev"), tr.ngram.dense(),
+                                 tr.ngram.bias)
+        z = zn if parts == "ngram" else z + tr.mix * zn
+    raw = _sigmoid(np.maximum.reduceat(z, win.offsets[:-1], axis=0))
+    return apply_calibration(raw, tr.calib_x, tr.calib_y) if calibrated and parts == "both" else raw
 
 
 def to_heads(tr: Trained, version: str) -> Heads:
@@ -459,7 +542,7 @@ def to_heads(tr: Trained, version: str) -> Heads:
         mean=tr.mean, scale=tr.scale,
         weights=tuple(w.astype(np.float16) for w in tr.model.weights),
         biases=tuple(b.astype(np.float32) for b in tr.model.biases),
-        calib_x=tr.calib_x, calib_y=tr.calib_y, version=version,
+        calib_x=tr.calib_x, calib_y=tr.calib_y, version=version, ngram=tr.ngram, mix=tr.mix,
     )
 
 
@@ -471,10 +554,11 @@ def dev_figures(scores: np.ndarray, prep: Prepared, thr: np.ndarray) -> dict[str
 # command
 
 COMPARE: dict[str, TrainConfig] = {
-    "logistic-last": TrainConfig(layers=(6,), hidden=0, dropout=0.0, input_dropout=0.0, epochs=20),
-    "logistic-multi": TrainConfig(layers=(2, 4, 6), hidden=0, dropout=0.0, input_dropout=0.0, epochs=20),
-    "mlp-last": TrainConfig(layers=(6,), hidden=64),
-    "mlp-multi": TrainConfig(layers=(2, 4, 6), hidden=64),
+    "logistic-last": TrainConfig(layers=(6,), hidden=0, dropout=0.0, input_dropout=0.0, epochs=20, ngram=False),
+    "logistic-multi": TrainConfig(layers=(2, 4, 6), hidden=0, dropout=0.0, input_dropout=0.0, epochs=20,
+                                  ngram=False),
+    "mlp-last": TrainConfig(layers=(6,), hidden=64, ngram=False),
+    "mlp-multi": TrainConfig(layers=(2, 4, 6), hidden=64, ngram=False),
 }
 
 
@@ -500,6 +584,8 @@ def _parser() -> argparse.ArgumentParser:
                         "of short train texts, same labels")
     p.add_argument("--obf-dev", type=float, default=0.3,
                    help="also report dev figures on obfuscated copies of this fraction of short dev texts")
+    p.add_argument("--no-ngram", dest="ngram", action="store_false",
+                   help="MLP over pooled features only (no word-piece n-gram head)")
     p.add_argument("--compare", action="store_true",
                    help="also train the comparison grid (logistic vs MLP, last vs several layers) and "
                         "write compare.json next to the heads; dev figures with raw scores")
@@ -524,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
                    obf_dev=args.obf_dev, train_windows=args.train_windows)
 
     cfg = TrainConfig(layers=tuple(int(v) for v in args.layers.split(",")), hidden=args.hidden,
-                      epochs=args.epochs, seed=args.seed)
+                      epochs=args.epochs, seed=args.seed, ngram=args.ngram)
     if args.hidden == 0:
         cfg = replace(cfg, dropout=0.0, input_dropout=0.0)
 
@@ -555,6 +641,14 @@ def main(argv: list[str] | None = None) -> int:
         if k.any() and prep.dev.y[k, j].sum():
             t, f1 = best_f1_threshold(prep.dev.y[k, j], sc[k, j])
             dev_best[cat] = {"threshold": round(t, 4), "f1": round(f1, 4)}
+
+    ablation: dict[str, Any] = {}
+    if tr.ngram is not None:  # each part alone vs the sum, raw scores on dev (AUPRC is rank-based)
+        for parts in ("mlp", "ngram", "both"):
+            rep_p = dev_figures(dev_scores(tr, prep, calibrated=False, parts=parts), prep, np.full(C, 0.5))
+            ablation[parts] = {c: v["auprc"] for c, v in rep_p["categories"].items()}
+        log("dev AUPRC mlp / ngram / both: " + " ".join(
+            f"{c}={ablation['mlp'][c]}/{ablation['ngram'][c]}/{ablation['both'][c]}" for c in CATEGORIES))
 
     dev_obf = None
     if prep.dev_obf is not None:
@@ -594,6 +688,12 @@ def main(argv: list[str] | None = None) -> int:
         "dev_obfuscated": dev_obf,
         "augmentation": {"fraction": args.augment, "train_copies": int(prep.is_aug.sum())},
         "comparison": comparison,
+        "ngram": None if tr.ngram is None else {
+            "features": "word pieces + hashed word-piece bigrams (guard.models.ngrams)",
+            "dim": tr.ngram.dim, "stored_rows": len(tr.ngram.index), "c": tr.cfg.ngram_c,
+            "mix": {c: float(m) for c, m in zip(CATEGORIES, tr.mix if tr.mix is not None else [], strict=True)},
+            "mix_rule": "per category, the MIX_GRID value with the best out-of-fold train AUPRC",
+            "mix_oof_auprc": tr.mix_oof_auprc, "dev_auprc_raw_ablation": ablation},
         "data": {"dir": str(data_dir), "excluded_sources": sorted(exclude),
                  "sources": manifest(all_rows, data_dir)},
         "seconds": round(time.perf_counter() - t_start, 1),

@@ -27,9 +27,15 @@ def _pooled(n: int, seed: int = 0) -> np.ndarray:
     return rng.standard_normal((n, 7, 384)).astype(np.float32) * 0.3
 
 
+def _ids(n: int, seed: int = 0) -> list[np.ndarray]:
+    """``[CLS] word pieces [SEP]`` rows of varied length."""
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([[101], rng.integers(999, 30522, int(k)), [102]]) for k in rng.integers(0, 64, n)]
+
+
 def test_committed_heads_load_and_are_small(heads: Heads) -> None:
     assert heads.categories == CATEGORIES
-    assert HEADS.stat().st_size < 600 * 1024
+    assert HEADS.stat().st_size < 1024 * 1024
     assert all(0 <= int(i) < 7 for i in heads.feature_layers)
     f = len(heads.feature_layers) * 384
     assert heads.mean.shape == heads.scale.shape == (f,)
@@ -37,11 +43,25 @@ def test_committed_heads_load_and_are_small(heads: Heads) -> None:
 
 
 def test_predictions_are_probabilities(heads: Heads) -> None:
-    p = heads.predict(_pooled(64))
+    p = heads.predict(_pooled(64), _ids(64))
     assert p.shape == (64, len(CATEGORIES)) and p.dtype == np.float32
     assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
     # extreme inputs stay in range
-    assert ((0 <= heads.predict(_pooled(4) * 1e4)) & (heads.predict(_pooled(4) * 1e4) <= 1)).all()
+    big = heads.predict(_pooled(4) * 1e4, _ids(4))
+    assert ((0 <= big) & (big <= 1)).all()
+
+
+def test_committed_heads_read_token_ids(heads: Heads) -> None:
+    """The shipped heads carry the n-gram part; without ids they refuse rather than guess."""
+    assert heads.needs_ids and heads.mix is not None and heads.mix.shape == (len(CATEGORIES),)
+    with pytest.raises(ValueError, match="token ids"):
+        heads.predict(_pooled(2))
+    # padding (id 0) after [SEP] does not change a score
+    rows = _ids(3, seed=5)
+    padded = np.zeros((3, 70), np.int64)
+    for i, r in enumerate(rows):
+        padded[i, : len(r)] = r
+    np.testing.assert_allclose(heads.predict(_pooled(3), rows), heads.predict(_pooled(3), padded), atol=1e-6)
 
 
 def test_calibration_is_monotone(heads: Heads) -> None:
@@ -79,6 +99,50 @@ def test_trainer_forward_matches_heads_predictor() -> None:
     h = T.to_heads(tr, "test")
     expect = T.apply_calibration(T._sigmoid(model.logits((x - mean) / scale)), cx, cy)
     np.testing.assert_allclose(h.predict(pooled), expect, atol=1e-5)
+
+
+def test_trainer_ngram_path_matches_heads_predictor(tmp_path: Path) -> None:
+    """MLP + mix * n-gram, as the trainer scores dev windows, equals the saved heads' serving path."""
+    from guard.models.ngrams import DEFAULT_DIM, NgramHead, sparse_features
+
+    rng = np.random.default_rng(7)
+    pooled, ids = _pooled(40, seed=8), _ids(40, seed=9)
+    cfg = T.TrainConfig(layers=(2, 4, 6), hidden=8)
+    x = T.layer_features(pooled, cfg.layers)
+    mean, scale = T.standardiser(x)
+    model = T._init(x.shape[1], cfg.hidden, rng)
+    model = T.Mlp([w.astype(np.float16).astype(np.float32) for w in model.weights], model.biases)
+    coef = np.zeros((DEFAULT_DIM, len(CATEGORIES)), np.float32)
+    feats = sparse_features(ids)
+    coef[np.unique(feats.indices)] = rng.standard_normal((len(np.unique(feats.indices)), len(CATEGORIES)))
+    ngram = NgramHead.from_dense(coef, rng.standard_normal(len(CATEGORIES)).astype(np.float32), keep=500)
+    mix = np.linspace(0, 1.5, len(CATEGORIES)).astype(np.float32)
+    cx = np.tile(np.array([0, 0.5, 1], np.float32), (len(CATEGORIES), 1))
+    cy = np.tile(np.array([0, 0.2, 1], np.float32), (len(CATEGORIES), 1))
+    tr = T.Trained(cfg, mean, scale, model, cx, cy, ["x"] * 8, np.zeros(0), np.full(8, 0.5), {}, ngram, mix)
+    T.to_heads(tr, "test").save(tmp_path / "h.npz")
+    h = Heads.load(tmp_path / "h.npz")
+    z = model.logits((x - mean) / scale) + mix * T.ngram_window_logits(feats, ngram.dense(), ngram.bias)
+    np.testing.assert_allclose(h.predict(pooled, ids), T.apply_calibration(T._sigmoid(z), cx, cy), atol=1e-5)
+
+
+def test_fit_ngram_learns_a_decisive_word() -> None:
+    """One word piece marks the positives; the n-gram regression ranks them first."""
+    from guard.evaluation import average_precision
+    from guard.models.features import Windowed
+    from guard.models.ngrams import sparse_features
+
+    rng = np.random.default_rng(2)
+    rows = [rng.integers(2000, 29000, 20) for _ in range(300)]
+    y = np.zeros((300, len(CATEGORIES)), np.float32)
+    for i in range(0, 300, 3):
+        rows[i][5] = 4000  # the decisive word piece
+        y[i, 2] = 1
+    win = Windowed(rows, np.arange(300), [(0, 0)] * 300)
+    coef, bias = T.fit_ngram(sparse_features(rows), win, y, np.ones_like(y), T.TrainConfig())
+    z = T.ngram_window_logits(sparse_features(rows), coef, bias)
+    assert average_precision(y[:, 2], z[:, 2]) == 1.0
+    assert coef[4000, 2] == coef[:, 2].max()
 
 
 def test_calibration_curve_is_strictly_increasing_and_fits() -> None:

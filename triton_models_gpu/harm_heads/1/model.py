@@ -1,6 +1,7 @@
 """Harm heads (numpy) inside Triton's python backend.
 
-Runs ``guard.models.heads.Heads.predict`` — the same code the in-process detector uses, so the two
+Runs ``guard.models.heads.Heads.predict`` on the pooled features and, for the n-gram part, the
+window's token ids — the same code the in-process detector uses, so the two
 paths cannot drift. The stub imports ``guard`` from the interpreter's environment: the local server
 puts the virtualenv (where guard is installed) first on PATH; a GPU image must ``pip install``
 guard (numpy is its only import here).
@@ -16,7 +17,7 @@ import triton_python_backend_utils as pb_utils
 
 from guard.models.heads import Heads
 
-POOLED, PROBS = "POOLED", "PROBS"
+POOLED, INPUT_IDS, PROBS = "POOLED", "INPUT_IDS", "PROBS"
 
 
 class TritonPythonModel:
@@ -31,7 +32,12 @@ class TritonPythonModel:
 
     def execute(self, requests):
         pooled = [pb_utils.get_input_tensor_by_name(r, POOLED).as_numpy() for r in requests]
-        probs = self.heads.predict(np.concatenate(pooled)).astype(np.float32)
+        rows: list[np.ndarray] = []
+        if self.heads.needs_ids:
+            for r in requests:
+                ids = pb_utils.get_input_tensor_by_name(r, INPUT_IDS).as_numpy()
+                rows.extend(ids[None, :] if ids.ndim == 1 else ids)  # ragged: may lack the batch dim
+        probs = self.heads.predict(np.concatenate(pooled), rows or None).astype(np.float32)
         responses, at = [], 0
         for p in pooled:
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(PROBS, probs[at:at + len(p)])]))
