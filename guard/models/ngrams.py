@@ -10,7 +10,8 @@ the sum is calibrated as one score. Measured on the dev split, the sum beats eit
 Features must be computed the same way at training time (``sparse_features``, scipy) and at
 serving time (``NgramHead.logits``, numpy only, in Triton's python backend): both go through
 ``row_features``. Ids below ``FIRST_WORD_ID`` ([PAD], [CLS], [SEP], [UNK], [MASK] and the
-``[unused*]`` rows of the BERT vocabulary) are dropped, so padding and special tokens never count.
+``[unused*]`` rows of the BERT vocabulary) are dropped, so padding and special tokens never count;
+so are a few tweet-platform artefacts (``ARTEFACT_TOKENS``).
 Features are binary and L2-normalised per window. Bigram ids are hashed into ``dim - VOCAB`` slots;
 only the ``keep`` rows with the largest weights are stored (a few hundred KB).
 """
@@ -24,6 +25,14 @@ import numpy as np
 
 VOCAB = 30522
 FIRST_WORD_ID = 999
+#: Platform artefacts of the tweet corpora, not content: ``@``, ``user`` (OLID's ``@USER``), ``rt``,
+#: ``&`` ``amp`` (HTML-escaped tweets), ``http`` ``https`` ``www``, ``#``. Left in, the regression
+#: learns the sources' formatting (e.g. ``@`` → profanity from Davidson, ``user`` → not hate from
+#: OLID), which says nothing about an LLM's answer. Ids of the MiniLM (BERT uncased) vocabulary;
+#: ``tests/models/test_ngrams.py`` checks them against the shipped tokenizer.
+ARTEFACT_TOKENS = {"@": 1030, "user": 5310, "rt": 19387, "&": 1004, "amp": 23713, "http": 8299,
+                   "https": 16770, "www": 7479, "#": 1001}
+_ARTEFACT_IDS = np.array(sorted(ARTEFACT_TOKENS.values()), dtype=np.int64)
 DEFAULT_DIM = 1 << 18
 _P1, _P2 = 1_000_003, 7_919
 
@@ -31,7 +40,7 @@ _P1, _P2 = 1_000_003, 7_919
 def row_features(ids: np.ndarray, dim: int = DEFAULT_DIM) -> np.ndarray:
     """Sorted unique feature ids of one window: word pieces and hashed word-piece bigrams."""
     a = np.asarray(ids, dtype=np.int64)
-    a = a[a >= FIRST_WORD_ID]
+    a = a[(a >= FIRST_WORD_ID) & ~np.isin(a, _ARTEFACT_IDS)]
     if len(a) < 2:
         return np.unique(a)
     bigrams = VOCAB + (a[:-1] * _P1 + a[1:] * _P2) % (dim - VOCAB)

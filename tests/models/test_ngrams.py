@@ -6,7 +6,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guard.models.ngrams import DEFAULT_DIM, FIRST_WORD_ID, VOCAB, NgramHead, row_features, sparse_features
+from guard.models.ngrams import (
+    ARTEFACT_TOKENS,
+    DEFAULT_DIM,
+    FIRST_WORD_ID,
+    VOCAB,
+    NgramHead,
+    row_features,
+    sparse_features,
+)
 
 ids_rows = st.lists(st.lists(st.integers(0, VOCAB - 1), max_size=70), min_size=1, max_size=12)
 
@@ -16,6 +24,17 @@ def test_special_tokens_and_padding_do_not_count() -> None:
     with_specials = np.array([101, 2023, 2003, 1037, 3231, 102, 0, 0])
     np.testing.assert_array_equal(row_features(words), row_features(with_specials))
     assert len(row_features(np.array([101, 102, 0, 100]))) == 0
+
+
+def test_platform_artefacts_are_dropped_and_their_ids_match_the_tokenizer() -> None:
+    from guard.models.tokenizer import WindowTokenizer
+
+    tok = WindowTokenizer.from_file(max_tokens=512)._tok
+    for text, token_id in ARTEFACT_TOKENS.items():
+        assert tok.token_to_id(text) == token_id, text
+    tweet = tok.encode("@USER RT you are a genius & #winning", add_special_tokens=False).ids
+    plain = tok.encode("you are a genius winning", add_special_tokens=False).ids
+    np.testing.assert_array_equal(row_features(np.array(tweet)), row_features(np.array(plain)))
 
 
 def test_unigrams_are_the_ids_and_bigrams_live_above_the_vocabulary() -> None:
