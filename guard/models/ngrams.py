@@ -33,6 +33,9 @@ FIRST_WORD_ID = 999
 ARTEFACT_TOKENS = {"@": 1030, "user": 5310, "rt": 19387, "&": 1004, "amp": 23713, "http": 8299,
                    "https": 16770, "www": 7479, "#": 1001}
 _ARTEFACT_IDS = np.array(sorted(ARTEFACT_TOKENS.values()), dtype=np.int64)
+#: Names the feature definition; part of the heads' version hash, so heads trained on different
+#: features never share a version. Change it whenever ``row_features`` changes.
+NGRAM_FEATURES = "wordpiece-uni+bigram-hash/v2-no-artefacts"
 DEFAULT_DIM = 1 << 18
 _P1, _P2 = 1_000_003, 7_919
 

@@ -55,7 +55,7 @@ from guard.models.features import (
     window_texts,
 )
 from guard.models.heads import Heads
-from guard.models.ngrams import DEFAULT_DIM, NgramHead, sparse_features
+from guard.models.ngrams import DEFAULT_DIM, NGRAM_FEATURES, NgramHead, sparse_features
 from guard.types import CATEGORIES
 
 C = len(CATEGORIES)
@@ -662,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
 
     version = f"heads-{time.strftime('%Y%m%d')}-" + hashlib.sha1(
         json.dumps(asdict(cfg), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
-        + str(args.augment).encode()).hexdigest()[:8]
+        + str(args.augment).encode() + NGRAM_FEATURES.encode()).hexdigest()[:8]
     heads = to_heads(tr, version)
     out_dir.mkdir(parents=True, exist_ok=True)
     heads.save(out_dir / "heads.npz")
