@@ -7,7 +7,6 @@ function (no module-level app, no import-time side effects), and ``main`` runs o
 from __future__ import annotations
 
 import asyncio
-import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -16,14 +15,13 @@ import mode
 import structlog
 
 from guard import assemble
-from guard.logging import configure
 from guard.metrics import Metrics
 from guard.pipeline import Pipeline
 from guard.settings import Settings
 from guard.thresholds import Thresholds
 from streams.agents import guard as guard_agent
 from streams.follower import ThresholdFollower, policy_defaults
-from streams.topics import Topics, declare, declare_thresholds, new_app
+from streams.topics import Topics, declare, declare_thresholds, new_app, run
 
 log = structlog.get_logger(__name__)
 
@@ -117,19 +115,5 @@ def create_app(s: Settings) -> Worker:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one worker until interrupted. Configuration comes from ``GUARD_*`` variables."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="guard worker", description=main.__doc__)
-    parser.add_argument("--bootstrap", help="Kafka bootstrap (overrides GUARD_KAFKA_BOOTSTRAP)")
-    parser.add_argument("--triton-url", help="Triton gRPC host:port (overrides GUARD_TRITON_URL)")
-    parser.add_argument("--loglevel", default="warning", help="Faust/mode log level")
-    args = parser.parse_args(argv)
-    overrides = {k: v for k, v in {"kafka_bootstrap": args.bootstrap,
-                                   "triton_url": args.triton_url}.items() if v}
-    s = Settings(**overrides)
-    configure(json=s.log_json, level=s.log_level)
-    w = create_app(s)
-    worker = faust.Worker(w.app, loglevel=args.loglevel, quiet=True)
-    sys.argv = sys.argv[:1]  # faust's worker reads argv; keep it from seeing ours
-    worker.execute_from_commandline()
-    return 0
+    return run("guard worker", main.__doc__, lambda s: create_app(s).app, argv,
+               "Triton gRPC host:port (overrides GUARD_TRITON_URL)")

@@ -1,15 +1,50 @@
-"""Dead-letter records: the raw bytes, where they came from, and why they were refused."""
+"""Dead-letter records: the raw bytes, where they came from, and why they were refused.
+
+``consume`` is the loop every guard agent runs: a batch is handled, or — if handling raises — each of
+its records is dead-lettered with the error, so nothing is lost and the agent keeps consuming.
+"""
 
 from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import faust
 
 from guard.messages import DeadLetter, encode
 
 
+def code_of(error: Exception) -> str:
+    return str(getattr(error, "code", "internal-error"))
+
+
 def record(error: Exception, topic: str, partition: int, offset: int, raw: bytes | None) -> bytes:
-    code = getattr(error, "code", "internal-error")
-    return encode(DeadLetter(error=str(error)[:2000], code=code, topic=topic, partition=partition,
+    return encode(DeadLetter(error=str(error)[:2000], code=code_of(error), topic=topic, partition=partition,
                              offset=offset, raw_b64=base64.b64encode(raw or b"").decode("ascii"),
                              ts_ms=int(time.time() * 1000)))
+
+
+async def send(topic: faust.TopicT, event: faust.EventT, error: Exception, log: Any) -> None:
+    """Dead-letter one consumed record (logged by position and code, never by content)."""
+    msg = event.message
+    log.warning("record_deadlettered", code=code_of(error), topic=msg.topic, partition=msg.partition,
+                offset=msg.offset)
+    await topic.send(key=msg.key, value=record(error, msg.topic, msg.partition, msg.offset, event.value))
+
+
+async def consume(stream: faust.StreamT, batch_max: int, within_s: float,
+                  handle: Callable[[Sequence[faust.EventT]], Awaitable[None]],
+                  dead: Callable[[faust.EventT, Exception], Awaitable[None]], log: Any,
+                  failed_event: str = "batch_failed") -> None:
+    async for events in stream.take_events(batch_max, within=within_s):
+        try:
+            await handle(events)
+        except Exception as exc:  # noqa: BLE001 - the agent must survive anything
+            log.exception(failed_event, size=len(events))
+            for ev in events:
+                try:
+                    await dead(ev, exc)
+                except Exception:  # noqa: BLE001
+                    log.exception("deadletter_failed")

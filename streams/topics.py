@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faust
@@ -39,6 +40,29 @@ def new_app(s: Settings, app_id: str) -> faust.App:
         broker_commit_interval=1.0,
         table_cleanup_interval=30.0,
     )
+
+
+def run(prog: str, description: str | None, build: Callable[[Settings], faust.App], argv: list[str] | None,
+        triton_help: str) -> int:
+    """Command-line entry of a guard Faust app (worker or tuner): flags over ``GUARD_*``, logging, run."""
+    import argparse
+    import sys
+
+    from guard.logging import configure
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--bootstrap", help="Kafka bootstrap (overrides GUARD_KAFKA_BOOTSTRAP)")
+    parser.add_argument("--triton-url", help=triton_help)
+    parser.add_argument("--loglevel", default="warning", help="Faust/mode log level")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in {"kafka_bootstrap": args.bootstrap,
+                                   "triton_url": args.triton_url}.items() if v}
+    s = Settings(**overrides)
+    configure(json=s.log_json, level=s.log_level)
+    worker = faust.Worker(build(s), loglevel=args.loglevel, quiet=True)
+    sys.argv = sys.argv[:1]  # faust's worker reads argv; keep it from seeing ours
+    worker.execute_from_commandline()
+    return 0
 
 
 def declare(app: faust.App, s: Settings) -> Topics:

@@ -29,7 +29,6 @@ Triton when ``GUARD_TRITON_URL`` is set), window by window, a text's score the m
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -57,7 +56,7 @@ from guard.types import CATEGORIES
 from streams import deadletter
 from streams.feedback_cli import validate_feedback
 from streams.follower import ThresholdFollower, policy_defaults
-from streams.topics import Topics, declare, declare_thresholds, new_app
+from streams.topics import Topics, declare, declare_thresholds, new_app, run
 
 log = structlog.get_logger(__name__)
 
@@ -377,12 +376,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     app.service(Lifecycle)
 
     async def dead(event: faust.EventT, error: Exception) -> None:
-        msg = event.message
         brain.deadlettered += 1
-        log.warning("record_deadlettered", code=getattr(error, "code", "internal-error"),
-                    topic=msg.topic, partition=msg.partition, offset=msg.offset)
-        await topics.deadletter.send(key=msg.key, value=deadletter.record(
-            error, msg.topic, msg.partition, msg.offset, event.value))
+        await deadletter.send(topics.deadletter, event, error, log)
 
     @app.agent(topics.decisions, name="tuner-decisions", concurrency=1)
     async def index_decisions(stream: faust.StreamT) -> None:
@@ -446,16 +441,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
 
     @app.agent(topics.feedback, name="tuner-feedback", concurrency=1)
     async def tune_feedback(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(ts.feedback_batch_max, within=ts.feedback_batch_within_s):
-            try:
-                await handle(events)
-            except Exception as exc:  # noqa: BLE001 - the tuner must survive anything
-                log.exception("feedback_batch_failed", size=len(events))
-                for ev in events:
-                    try:
-                        await dead(ev, exc)
-                    except Exception:  # noqa: BLE001
-                        log.exception("deadletter_failed")
+        await deadletter.consume(stream, ts.feedback_batch_max, ts.feedback_batch_within_s, handle, dead, log,
+                                 failed_event="feedback_batch_failed")
 
     @app.timer(interval=s.policy_reload_s)
     async def reload_policies() -> None:
@@ -492,24 +479,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the tuner (one instance) until interrupted. Configuration: ``GUARD_*`` and ``GUARD_TUNER_*``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="guard tuner", description=main.__doc__)
-    parser.add_argument("--bootstrap", help="Kafka bootstrap (overrides GUARD_KAFKA_BOOTSTRAP)")
-    parser.add_argument("--triton-url", help="score shadow sets on Triton (overrides GUARD_TRITON_URL)")
-    parser.add_argument("--loglevel", default="warning", help="Faust/mode log level")
-    args = parser.parse_args(argv)
-    overrides = {k: v for k, v in {"kafka_bootstrap": args.bootstrap,
-                                   "triton_url": args.triton_url}.items() if v}
-    s = Settings(**overrides)
-    from guard.logging import configure
-
-    configure(json=s.log_json, level=s.log_level)
-    t = create_tuner(s, TunerSettings())
-    worker = faust.Worker(t.app, loglevel=args.loglevel, quiet=True)
-    sys.argv = sys.argv[:1]  # faust's worker reads argv; keep it from seeing ours
-    worker.execute_from_commandline()
-    return 0
+    return run("guard tuner", main.__doc__, lambda s: create_tuner(s, TunerSettings()).app, argv,
+               "score shadow sets on Triton (overrides GUARD_TRITON_URL)")
 
 
 if __name__ == "__main__":

@@ -138,10 +138,15 @@ def _segment_max(z: np.ndarray, starts: np.ndarray, owner_local: np.ndarray) -> 
     return zt, hit / np.maximum(cnt, 1.0)[owner_local]
 
 
+def window_logits(model: Mlp, x: np.ndarray, batch: int = 8192) -> np.ndarray:
+    """``[n_windows, C]`` logits, in slices (the hidden activations of all windows at once are large)."""
+    return np.concatenate([model.logits(x[i:i + batch]) for i in range(0, len(x), batch)] or
+                          [np.zeros((0, C), np.float32)])
+
+
 def text_logits(model: Mlp, x: np.ndarray, offsets: np.ndarray, batch: int = 8192) -> np.ndarray:
     """Max-over-windows logits ``[n_texts, C]`` (windows grouped by text, ``offsets`` [n+1])."""
-    z = np.concatenate([model.logits(x[i:i + batch]) for i in range(0, len(x), batch)] or
-                       [np.zeros((0, C), np.float32)])
+    z = window_logits(model, x, batch)
     return np.maximum.reduceat(z, offsets[:-1], axis=0) if len(offsets) > 1 else np.zeros((0, C))
 
 
@@ -466,7 +471,7 @@ def train_heads(prep: Prepared, cfg: TrainConfig, n_folds: int, log: Any,
             m = fit(x[idx], wsub, y[tr_mask], w[tr_mask], replace(cfg, seed=cfg.seed + 1 + f))
             ho = ~tr_mask
             hidx, wh = _subset_windows(prep.wtr, ho)
-            zm = np.concatenate([m.logits(x[hidx][i:i + 8192]) for i in range(0, len(hidx), 8192)])
+            zm = window_logits(m, x[hidx])
             zn = np.zeros_like(zm)
             if xs is not None:
                 coef, bias = fit_ngram(xs[idx], wsub, y[tr_mask], w[tr_mask], cfg)
@@ -526,7 +531,7 @@ def dev_scores(tr: Trained, prep: Prepared, calibrated: bool = True, obfuscated:
     pooled, win = (prep.pooled_dv_obf, prep.wdv_obf) if obfuscated else (prep.pooled_dv, prep.wdv)
     assert pooled is not None and win is not None
     x = (layer_features(pooled, tr.cfg.layers) - tr.mean) / tr.scale
-    z = np.concatenate([tr.model.logits(x[i:i + 8192]) for i in range(0, len(x), 8192)])
+    z = window_logits(tr.model, x)
     if tr.ngram is not None and parts != "mlp":
         assert tr.mix is not None
         zn = ngram_window_logits(prep.ngram_features("dev_obf" if obfuscated else "dev"), tr.ngram.dense(),

@@ -31,12 +31,8 @@ def register(app: faust.App, topics: Topics, table: faust.Table,
              pipeline: Callable[[], Awaitable[Pipeline]], metrics: Metrics,
              batch_max: int, batch_within_s: float) -> Any:
     async def dead(event: faust.EventT, error: Exception) -> None:
-        msg = event.message
-        metrics.deadletters.labels(getattr(error, "code", "internal-error")).inc()
-        log.warning("record_deadlettered", code=getattr(error, "code", "internal-error"),
-                    topic=msg.topic, partition=msg.partition, offset=msg.offset)
-        await topics.deadletter.send(key=msg.key, value=deadletter.record(
-            error, msg.topic, msg.partition, msg.offset, event.value))
+        metrics.deadletters.labels(deadletter.code_of(error)).inc()
+        await deadletter.send(topics.deadletter, event, error, log)
 
     async def handle(events: Sequence[faust.EventT]) -> None:
         pipe = await pipeline()
@@ -82,16 +78,7 @@ def register(app: faust.App, topics: Topics, table: faust.Table,
 
     @app.agent(topics.chunks, name="guard-chunks", concurrency=1)
     async def moderate(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(batch_max, within=batch_within_s):
-            try:
-                await handle(events)
-            except Exception as exc:  # noqa: BLE001 - the worker must survive anything
-                log.exception("batch_failed", size=len(events))
-                for ev in events:
-                    try:
-                        await dead(ev, exc)
-                    except Exception:  # noqa: BLE001
-                        log.exception("deadletter_failed")
+        await deadletter.consume(stream, batch_max, batch_within_s, handle, dead, log)
 
     return moderate
 
