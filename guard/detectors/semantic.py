@@ -28,7 +28,7 @@ import numpy as np
 import structlog
 
 from guard.errors import DetectorError, DetectorTimeout, DetectorUnavailable
-from guard.models.build import ENCODER_ID, HIDDEN, N_POOLED
+from guard.models.build import HIDDEN, N_POOLED, encoder_id
 from guard.models.heads import Heads
 from guard.models.tokenizer import MAX_CONTENT_TOKENS, add_special_tokens, pad_batch
 from guard.types import CATEGORIES, Window
@@ -53,8 +53,8 @@ Mode = Literal["per_window", "batch"]
 
 
 def model_version_of(heads_version: str) -> str:
-    """What decisions record: the heads and the encoder they were trained on."""
-    return f"{heads_version}+{ENCODER_ID}"
+    """What decisions record: the heads and the encoder (base + adapter) they were trained on."""
+    return f"{heads_version}+{encoder_id()}"
 
 
 def heads_version(path: str | Path) -> str:

@@ -60,8 +60,16 @@ PAD_ID = 0
 
 #: Bump when the graph or quantization changes, so ``guard models build`` rebuilds stale files.
 BUILDER_VERSION = "2"
-#: Identifies the encoder in ``model_version`` strings (what the heads were trained on).
+#: Identifies the base encoder graph in ``model_version`` strings; ``encoder_id`` adds the adapter.
 ENCODER_ID = f"minilm-l6-v2-pooled7-b{BUILDER_VERSION}"
+
+
+def encoder_id(adapter: Path | None = None) -> str:
+    """What the heads were trained on: the base graph plus the committed adapter's version, if any."""
+    from guard.models.adapter import adapter_version
+
+    path = paths.adapter_path() if adapter is None else adapter
+    return f"{ENCODER_ID}+{adapter_version(path)}" if path.exists() else ENCODER_ID
 
 
 class _Graph:
@@ -136,10 +144,14 @@ def _quantize_rows(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.round(m / scale[:, None]), -127, 127).astype(np.int8), scale
 
 
-def _load_weights(weights_dir: Path) -> dict[str, np.ndarray]:
+def _load_weights(weights_dir: Path, adapter: Path | None = None) -> dict[str, np.ndarray]:
+    """The packaged weights, with the adapter's low-rank updates merged in when there is one."""
     from safetensors.numpy import load_file
 
-    return load_file(str(weights_dir / "model.safetensors"))
+    from guard.models.adapter import Adapter
+
+    weights = load_file(str(weights_dir / "model.safetensors"))
+    return Adapter.load(adapter).merge(weights) if adapter is not None and adapter.exists() else weights
 
 
 def build_graph(w: dict[str, np.ndarray], int8: bool = False) -> onnx.ModelProto:
@@ -257,30 +269,35 @@ class BuildResult:
     timings_s: dict[str, float]
 
 
-def _source_key(weights_dir: Path) -> str:
+def _source_key(weights_dir: Path, adapter: Path | None) -> str:
     """Cheap fingerprint of everything the outputs depend on (not a content hash of 90 MB)."""
     import onnxruntime
+
+    from guard.models.adapter import file_digest
 
     st = (weights_dir / "model.safetensors").stat()
     tok = (weights_dir / paths.TOKENIZER).stat()
     parts = [BUILDER_VERSION, onnx.__version__, onnxruntime.__version__,
-             str(st.st_size), str(st.st_mtime_ns), str(tok.st_size), str(tok.st_mtime_ns)]
+             str(st.st_size), str(st.st_mtime_ns), str(tok.st_size), str(tok.st_mtime_ns),
+             file_digest(adapter) if adapter is not None and adapter.exists() else "no-adapter"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 
 def build_encoders(out_dir: Path | None = None, weights_dir: Path | None = None,
-                   force: bool = False) -> BuildResult:
+                   force: bool = False, adapter: Path | None = None) -> BuildResult:
     """Write ``encoder.onnx`` (fp32), ``encoder-int8.onnx`` and ``tokenizer.json`` to ``out_dir``.
 
-    Skips the work when a manifest with the same source fingerprint is there and the files exist.
+    The committed adapter (``paths.adapter_path()``, or ``adapter``) is merged into the weights
+    first when it exists; without one the encoder is the packaged all-MiniLM-L6-v2. Skips the work when a manifest with the same source fingerprint is there and the files exist.
     Files are written under temporary names and renamed, so a concurrent reader never sees half a file.
     """
     out_dir = paths.build_dir() if out_dir is None else out_dir
     weights_dir = paths.weights_dir() if weights_dir is None else weights_dir
+    adapter = paths.adapter_path() if adapter is None else adapter
     fp32, int8 = out_dir / paths.ENCODER_FP32, out_dir / paths.ENCODER_INT8
     tok, manifest = out_dir / paths.TOKENIZER, out_dir / paths.MANIFEST
-    key = _source_key(weights_dir)
+    key = _source_key(weights_dir, adapter)
     timings: dict[str, float] = {}
 
     if not force and all(p.exists() for p in (fp32, int8, tok, manifest)):
@@ -294,7 +311,7 @@ def build_encoders(out_dir: Path | None = None, weights_dir: Path | None = None,
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp_s:
         tmp = Path(tmp_s)
         t0 = time.perf_counter()
-        weights = _load_weights(weights_dir)
+        weights = _load_weights(weights_dir, adapter)
         timings["load_s"] = round(time.perf_counter() - t0, 2)
         for name, quantized in ((paths.ENCODER_FP32, False), (paths.ENCODER_INT8, True)):
             t0 = time.perf_counter()
@@ -305,7 +322,7 @@ def build_encoders(out_dir: Path | None = None, weights_dir: Path | None = None,
         for name in (paths.ENCODER_FP32, paths.ENCODER_INT8, paths.TOKENIZER):
             os.replace(tmp / name, out_dir / name)
 
-    manifest.write_text(json.dumps({"key": key, "encoder_id": ENCODER_ID, "opset": OPSET,
+    manifest.write_text(json.dumps({"key": key, "encoder_id": encoder_id(adapter), "opset": OPSET,
                                     "inputs": [INPUT_IDS, ATTENTION_MASK], "output": POOLED,
                                     "timings_s": timings}, indent=2) + "\n")
     log.info("encoder_built", out_dir=str(out_dir), **timings)

@@ -1,4 +1,4 @@
-"""``guard models build|train``.
+"""``guard models build|train|finetune``.
 
 ``build`` turns the packaged weights into the ONNX encoders and fills the Triton model
 repositories with the generated files (which git ignores). It is idempotent: when the sources have
@@ -50,11 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--heads", help="heads.npz to install (default: the committed guard/models/heads/heads.npz)")
     b.add_argument("--force", action="store_true", help="rebuild even if up to date")
     sub.add_parser("train", help="train the heads (guard.models.train)", add_help=False)
+    sub.add_parser("finetune", help="train the encoder adapter (guard.models.finetune; needs the "
+                                    "'finetune' extra: torch)", add_help=False)
 
     args_in = sys.argv[1:] if argv is None else argv
-    if args_in[:1] == ["train"]:
-        train = importlib.import_module("guard.models.train")  # heavy deps, only when asked
-        return int(train.main(args_in[1:]) or 0)
+    if args_in[:1] in (["train"], ["finetune"]):
+        # heavy deps (scikit-learn; torch for finetune), only when asked
+        module = importlib.import_module(f"guard.models.{args_in[0]}")
+        return int(module.main(args_in[1:]) or 0)
     args = parser.parse_args(args_in)
     return _build(args)
 

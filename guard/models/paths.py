@@ -56,3 +56,8 @@ def tokenizer_path(env: Mapping[str, str] | None = None) -> Path:
     """The built copy of tokenizer.json if present, else the packaged one (same bytes)."""
     built = build_dir(env) / TOKENIZER
     return built if built.exists() else weights_dir() / TOKENIZER
+
+
+def adapter_path() -> Path:
+    """The committed encoder adapter (written by ``guard models finetune``, merged by ``build``)."""
+    return Path(__file__).resolve().parent / "adapter" / "adapter.npz"

@@ -14,7 +14,7 @@ import pytest
 
 from guard.detectors.base import SemanticDetector
 from guard.detectors.semantic import LocalDetector, encode_windows
-from guard.models.build import ENCODER_ID, HIDDEN, build_encoders
+from guard.models.build import HIDDEN, build_encoders, encoder_id
 from guard.models.heads import Heads
 from guard.models.tokenizer import MAX_CONTENT_TOKENS, WindowTokenizer
 from guard.types import CATEGORIES, Window
@@ -56,7 +56,7 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDetector
 
 async def test_scores_shape_order_and_protocol(detector: LocalDetector) -> None:
     assert isinstance(detector, SemanticDetector)
-    assert detector.model_version == f"random-0+{ENCODER_ID}"
+    assert detector.model_version == f"random-0+{encoder_id()}"
     ws = windows_of(TEXTS)
     probs = await detector.score(ws)
     assert probs.shape == (len(TEXTS), len(CATEGORIES)) and probs.dtype == np.float32

