@@ -23,6 +23,10 @@ Pipeline (deterministic for a seed):
    is only *reported*.
 5. Write ``guard/models/heads/heads.npz`` (weights stored float16) and ``calibration.json``
    (thresholds, dev and out-of-fold figures, command, data manifest).
+
+With an encoder adapter that has a head (``guard models finetune``; ``--mlp auto`` picks it up),
+step 3 is skipped: that head, trained together with the adapter, is the MLP, and step 4 uses the
+train fold the fine-tuning held out instead of cross-fitting (``heads_from_adapter`` says why).
 """
 
 from __future__ import annotations
@@ -490,39 +494,130 @@ def train_heads(prep: Prepared, cfg: TrainConfig, n_folds: int, log: Any,
         ngram = NgramHead.from_dense(coef, bias, cfg.ngram_keep)
     log(f"  final fit {time.perf_counter() - t0:.0f}s")
     # the n-gram weight per category: best out-of-fold AUPRC on original (not augmented) texts
-    mix = np.ones(C, np.float32) if ngram is not None else None
-    mix_auprc: dict[str, dict[str, float]] = {}
-    choice = np.zeros(C, np.int64)
-    if calibrate and ngram is not None:
-        orig = ~prep.is_aug
-        for j, cat in enumerate(CATEGORIES):
-            k = prep.train.known[:, j] & orig
-            aps = [average_precision(y[k, j], oof_z[a][k, j]) or 0.0 for a in range(len(mixes))]
-            mix_auprc[cat] = {str(m): round(v, 4) for m, v in zip(mixes, aps, strict=True)}
-            choice[j] = int(np.argmax(aps))
-        mix = np.asarray([mixes[a] for a in choice], np.float32)
+    orig = ~prep.is_aug
+    mix, choice, mix_auprc = choose_mix(oof_z, y, prep.train.known, orig, mixes) if calibrate and ngram is not None \
+        else (np.ones(C, np.float32) if ngram is not None else None, np.zeros(C, np.int64), {})
+    if mix is not None and mix_auprc:
         log("  n-gram mix per category: " + " ".join(f"{c}={m}" for c, m in zip(CATEGORIES, mix, strict=True)))
     oof = _sigmoid(oof_z[choice, np.arange(len(prep.train))[:, None], np.arange(C)[None, :]])
-    cx = np.tile(np.linspace(0, 1, CALIB_KNOTS, dtype=np.float32), (C, 1))
-    cy = cx.copy()
-    methods = ["identity"] * C
-    thr = np.full(C, 0.5)
-    oof_metrics: dict[str, Any] = {}
     if calibrate:
-        orig = ~prep.is_aug
-        for j, cat in enumerate(CATEGORIES):
-            k = prep.train.known[:, j] & orig
-            cx[j], cy[j], methods[j] = calibration_curve(oof[k, j], y[k, j])
-        oof_cal = apply_calibration(oof, cx, cy)
-        for j, cat in enumerate(CATEGORIES):
-            k = prep.train.known[:, j] & orig
-            thr[j], f1 = best_f1_threshold(y[k, j], oof_cal[k, j])
-            oof_metrics[cat] = {"auprc": round(average_precision(y[k, j], oof_cal[k, j]) or 0, 4),
-                                "best_f1": round(f1, 4), "n": int(k.sum()),
-                                "positives": int(y[k, j].sum()), "calibration": methods[j]}
-        rep = evaluate_scores(oof_cal[orig], y[orig], prep.train.known[orig], thr)
-        oof_metrics["any"] = rep["any"]
+        cx, cy, methods, thr, oof_metrics = calibrate_on(oof, y, prep.train.known, orig)
+    else:
+        cx = np.tile(np.linspace(0, 1, CALIB_KNOTS, dtype=np.float32), (C, 1))
+        cy, methods, thr, oof_metrics = cx.copy(), ["identity"] * C, np.full(C, 0.5), {}
     return Trained(cfg, mean, scale, model, cx, cy, methods, oof, thr, oof_metrics, ngram, mix, mix_auprc)
+
+
+def choose_mix(z: np.ndarray, y: np.ndarray, known: np.ndarray, rows: np.ndarray,
+               mixes: Sequence[float]) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, float]]]:
+    """Per category, the n-gram weight whose held-out text logits ``z[mix]`` rank best (AUPRC on ``rows``)."""
+    choice = np.zeros(C, np.int64)
+    auprc: dict[str, dict[str, float]] = {}
+    for j, cat in enumerate(CATEGORIES):
+        k = known[:, j] & rows
+        aps = [average_precision(y[k, j], z[a][k, j]) or 0.0 for a in range(len(mixes))]
+        auprc[cat] = {str(m): round(v, 4) for m, v in zip(mixes, aps, strict=True)}
+        choice[j] = int(np.argmax(aps))
+    return np.asarray([mixes[a] for a in choice], np.float32), choice, auprc
+
+
+def calibrate_on(raw: np.ndarray, y: np.ndarray, known: np.ndarray, rows: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, dict[str, Any]]:
+    """Calibration curves and max-F1 thresholds fitted on held-out scores of ``rows``; their figures."""
+    cx = np.zeros((C, CALIB_KNOTS), np.float32)
+    cy = np.zeros((C, CALIB_KNOTS), np.float32)
+    methods = [""] * C
+    one_class = np.zeros(C, bool)
+    for j in range(C):
+        k = known[:, j] & rows
+        one_class[j] = not k.any() or y[k, j].min() == y[k, j].max()
+        if one_class[j]:  # nothing to fit a map on: keep the raw score
+            cx[j] = cy[j] = np.linspace(0, 1, CALIB_KNOTS, dtype=np.float32)
+            methods[j] = "identity"
+            continue
+        cx[j], cy[j], methods[j] = calibration_curve(raw[k, j], y[k, j])
+    cal = apply_calibration(raw, cx, cy)
+    thr = np.full(C, 0.5)
+    metrics: dict[str, Any] = {}
+    for j, cat in enumerate(CATEGORIES):
+        k = known[:, j] & rows
+        if one_class[j]:
+            continue
+        thr[j], f1 = best_f1_threshold(y[k, j], cal[k, j])
+        metrics[cat] = {"auprc": round(average_precision(y[k, j], cal[k, j]) or 0, 4),
+                        "best_f1": round(f1, 4), "n": int(k.sum()),
+                        "positives": int(y[k, j].sum()), "calibration": methods[j]}
+    metrics["any"] = evaluate_scores(cal[rows], y[rows], known[rows], thr)["any"]
+    return cx, cy, methods, thr, metrics
+
+
+@dataclass(frozen=True)
+class AdapterHead:
+    """The head trained with the encoder adapter (``guard models finetune``), served as the MLP."""
+
+    version: str
+    layers: tuple[int, ...]
+    feature_scale: float
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    holdout_fold: int
+    holdout_folds: int
+
+    @classmethod
+    def load(cls, head: Path, meta: Path) -> AdapterHead:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        with np.load(head, allow_pickle=False) as z:
+            n = int(z["n_dense"])
+            out = cls(str(z["version"]), tuple(int(v) for v in z["layers"]), float(z["feature_scale"]),
+                      tuple(z[f"w{i}"].astype(np.float32) for i in range(n)),
+                      tuple(z[f"b{i}"].astype(np.float32) for i in range(n)),
+                      int(info["holdout"]["fold"]), int(info["holdout"]["folds"]))
+        if out.version != info["version"]:
+            raise ValueError(f"{head}: head {out.version} does not belong to adapter {info['version']}")
+        return out
+
+
+def heads_from_adapter(prep: Prepared, cfg: TrainConfig, head: AdapterHead, log: Any) -> Trained:
+    """The adapter's head as the MLP; n-gram part, mix, calibration and thresholds around it.
+
+    The encoder has fitted the texts it was fine-tuned on, so scores of those texts are optimistic
+    (out-of-fold AUPRC of a head refit on them: hate 0.80, against 0.74 on dev). Everything that must
+    see honest scores -- the n-gram mix, the calibration curves and the thresholds -- is therefore
+    fitted on the train fold that fine-tuning held out, and the n-gram part is fitted on the rest
+    (what the encoder saw), so dev stays untouched.
+    """
+    holdout = prep.folds == head.holdout_fold  # prepare(folds=head.holdout_folds): copies share their original's fold
+    if head.holdout_fold < 0 or not holdout.any():
+        raise ValueError("the adapter held out no train fold: nothing honest to calibrate on")
+    y, known = prep.train.y, prep.train.known
+    mean = np.zeros(len(head.layers) * 384, np.float32)
+    scale = np.full_like(mean, 1.0 / head.feature_scale)
+    model = Mlp(list(head.weights), list(head.biases))
+    x = (layer_features(prep.pooled_tr, head.layers) - mean) / scale
+    cal_rows = holdout & ~prep.is_aug
+    hidx, wh = _subset_windows(prep.wtr, cal_rows)
+    zm = window_logits(model, x[hidx])
+    ngram, mixes = None, (0.0,)
+    zn = np.zeros_like(zm)
+    if cfg.ngram:
+        t0 = time.perf_counter()
+        xs = prep.ngram_features("train")
+        idx, wsub = _subset_windows(prep.wtr, ~holdout)
+        coef, bias = fit_ngram(xs[idx], wsub, y[~holdout], example_weights(prep.train, cfg)[~holdout], cfg)
+        ngram = NgramHead.from_dense(coef, bias, cfg.ngram_keep)
+        zn = ngram_window_logits(xs[hidx], ngram.dense(), ngram.bias)  # as served: stored rows only
+        mixes = MIX_GRID
+        log(f"  n-gram part fitted on {int((~holdout).sum())} texts in {time.perf_counter() - t0:.0f}s")
+    z = np.stack([np.maximum.reduceat(zm + m * zn, wh.offsets[:-1], axis=0) for m in mixes])
+    yc, kc, rows = y[cal_rows], known[cal_rows], np.ones(int(cal_rows.sum()), bool)
+    mix, choice, mix_auprc = choose_mix(z, yc, kc, rows, mixes)
+    if ngram is not None:
+        log("  n-gram mix per category: " + " ".join(f"{c}={m}" for c, m in zip(CATEGORIES, mix, strict=True)))
+    raw = _sigmoid(z[choice, np.arange(len(yc))[:, None], np.arange(C)[None, :]])
+    cx, cy, methods, thr, metrics = calibrate_on(raw, yc, kc, rows)
+    log(f"  calibrated on {len(yc)} held-out train texts (fold {head.holdout_fold} of {head.holdout_folds})")
+    return Trained(cfg, mean, scale, model, cx, cy, methods, raw, thr, metrics, ngram,
+                   mix if ngram is not None else None, mix_auprc)
 
 
 def dev_scores(tr: Trained, prep: Prepared, calibrated: bool = True, obfuscated: bool = False,
@@ -591,6 +686,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="also report dev figures on obfuscated copies of this fraction of short dev texts")
     p.add_argument("--no-ngram", dest="ngram", action="store_false",
                    help="MLP over pooled features only (no word-piece n-gram head)")
+    p.add_argument("--mlp", choices=["auto", "fit", "adapter"], default="auto",
+                   help="adapter: serve the head trained with the encoder adapter (guard models finetune) and "
+                        "calibrate on the train fold it held out; fit: fit the MLP here, calibrate out of fold; "
+                        "auto: adapter when the committed adapter has a head")
     p.add_argument("--compare", action="store_true",
                    help="also train the comparison grid (logistic vs MLP, last vs several layers) and "
                         "write compare.json next to the heads; dev figures with raw scores")
@@ -611,7 +710,11 @@ def main(argv: list[str] | None = None) -> int:
     exclude = list(args.exclude_source)
     if "noncommercial" in args.exclude_license:
         exclude += sorted(noncommercial_sources(data_dir))
-    prep = prepare(data_dir, cache_dir, exclude, args.folds, log, augment=args.augment,
+    head_file = paths.adapter_path().with_name(paths.adapter_path().stem + "-head.npz")
+    mode = args.mlp if args.mlp != "auto" else ("adapter" if head_file.exists() else "fit")
+    adapter_head = AdapterHead.load(head_file, paths.adapter_path().with_suffix(".json")) if mode == "adapter" else None
+    n_folds = adapter_head.holdout_folds if adapter_head is not None else args.folds
+    prep = prepare(data_dir, cache_dir, exclude, n_folds, log, augment=args.augment,
                    obf_dev=args.obf_dev, train_windows=args.train_windows)
 
     cfg = TrainConfig(layers=tuple(int(v) for v in args.layers.split(",")), hidden=args.hidden,
@@ -636,8 +739,12 @@ def main(argv: list[str] | None = None) -> int:
                 comparison[name]["dev_obfuscated_auprc"] = {c: v["auprc"] for c, v in ro["categories"].items()}
             log(f"  {name}: " + " ".join(f"{c}={v}" for c, v in comparison[name]["dev_auprc"].items()))
 
-    log(f"training {cfg}")
-    tr = train_heads(prep, cfg, args.folds, log)
+    log(f"training {cfg} (MLP: {mode})")
+    if adapter_head is not None:
+        cfg = replace(cfg, layers=adapter_head.layers, hidden=int(adapter_head.weights[0].shape[1]))
+        tr = heads_from_adapter(prep, cfg, adapter_head, log)
+    else:
+        tr = train_heads(prep, cfg, args.folds, log)
     sc = dev_scores(tr, prep)
     dev_rep = dev_figures(sc, prep, tr.thresholds)
     dev_best = {}
@@ -667,12 +774,14 @@ def main(argv: list[str] | None = None) -> int:
 
     version = f"heads-{time.strftime('%Y%m%d')}-" + hashlib.sha1(
         json.dumps(asdict(cfg), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
-        + str(args.augment).encode() + NGRAM_FEATURES.encode()).hexdigest()[:8]
+        + str(args.augment).encode() + NGRAM_FEATURES.encode()
+        + (adapter_head.version.encode() if adapter_head is not None else b"")).hexdigest()[:8]
     heads = to_heads(tr, version)
     out_dir.mkdir(parents=True, exist_ok=True)
     heads.save(out_dir / "heads.npz")
 
     all_rows = read_examples([data_dir], exclude_sources=exclude)
+    held_key = "train_holdout" if adapter_head is not None else "train_oof"
     calib = {
         "version": version,
         "command": "guard models train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
@@ -680,16 +789,23 @@ def main(argv: list[str] | None = None) -> int:
         "windows": {"tokens": WINDOW_TOKENS, "train_stride": TRAIN_STRIDE, "dev_stride": STREAM_STRIDE,
                     "text_score": "max over windows"},
         "config": asdict(cfg),
-        "threshold_rule": "max F1 on cross-fitted (out-of-fold) calibrated train scores",
-        "calibration_rule": (f"{args.folds}-fold out-of-fold train scores; isotonic when a category has "
-                             f">= {MIN_POS_ISOTONIC} positives and negatives, else Platt on the logit"),
+        "mlp": ("the head trained with the encoder adapter " + adapter_head.version) if adapter_head is not None
+               else "fitted by guard models train",
+        "threshold_rule": ("max F1 on calibrated scores of the train fold fine-tuning held out"
+                           if adapter_head is not None else
+                           "max F1 on cross-fitted (out-of-fold) calibrated train scores"),
+        "calibration_rule": ((f"scores of the held-out train fold {adapter_head.holdout_fold} of "
+                              f"{adapter_head.holdout_folds} (never seen by the adapter or the n-gram part)")
+                             if adapter_head is not None else f"{args.folds}-fold out-of-fold train scores")
+                            + f"; isotonic when a category has >= {MIN_POS_ISOTONIC} positives and negatives, "
+                              "else Platt on the logit",
         "categories": {
             cat: {"threshold": round(float(tr.thresholds[j]), 4), "calibration": tr.methods[j],
                   "dev": dev_rep["categories"].get(cat), "dev_best_f1": dev_best.get(cat),
-                  "train_oof": tr.oof_metrics.get(cat)}
+                  held_key: tr.oof_metrics.get(cat)}
             for j, cat in enumerate(CATEGORIES)
         },
-        "any": {"dev": dev_rep["any"], "train_oof": tr.oof_metrics.get("any")},
+        "any": {"dev": dev_rep["any"], held_key: tr.oof_metrics.get("any")},
         "dev_obfuscated": dev_obf,
         "augmentation": {"fraction": args.augment, "train_copies": int(prep.is_aug.sum())},
         "comparison": comparison,
@@ -697,7 +813,8 @@ def main(argv: list[str] | None = None) -> int:
             "features": "word pieces + hashed word-piece bigrams (guard.models.ngrams)",
             "dim": tr.ngram.dim, "stored_rows": len(tr.ngram.index), "c": tr.cfg.ngram_c,
             "mix": {c: float(m) for c, m in zip(CATEGORIES, tr.mix if tr.mix is not None else [], strict=True)},
-            "mix_rule": "per category, the MIX_GRID value with the best out-of-fold train AUPRC",
+            "mix_rule": "per category, the MIX_GRID value with the best AUPRC on "
+                        + ("the held-out train fold" if adapter_head is not None else "out-of-fold train scores"),
             "mix_oof_auprc": tr.mix_oof_auprc, "dev_auprc_raw_ablation": ablation},
         "data": {"dir": str(data_dir), "excluded_sources": sorted(exclude),
                  "sources": manifest(all_rows, data_dir)},

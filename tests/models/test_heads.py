@@ -191,3 +191,63 @@ def test_fit_is_deterministic_for_a_seed() -> None:
     a, b = (T.fit(x, win, y, np.ones_like(y), cfg) for _ in range(2))
     for wa, wb in zip(a.weights + a.biases, b.weights + b.biases, strict=True):
         np.testing.assert_array_equal(wa, wb)
+
+
+def _prepared(n: int, seed: int = 0) -> T.Prepared:
+    """A tiny synthetic training set: one window per text, category 0 decided by feature 0."""
+    from guard.models.data import Example, LabeledSet
+    from guard.models.features import Windowed
+
+    rng = np.random.default_rng(seed)
+    pooled = _pooled(n, seed)
+    y = np.zeros((n, len(CATEGORIES)), np.float32)
+    y[:, 0] = (pooled[:, 6, 0] > 0.1).astype(np.float32)
+    known = np.ones_like(y, bool)
+    ex = tuple(Example(f"text {i}", {}, "synthetic", "train") for i in range(n))
+    data = LabeledSet(ex, y, known)
+    ids = _ids(n, seed)
+    win = Windowed(ids, np.arange(n, dtype=np.int64), [(0, 1)] * n)
+    return T.Prepared(data, data, win, win, pooled.astype(np.float16), pooled.astype(np.float16),
+                      rng.integers(0, 5, n), np.zeros(n, bool))
+
+
+def _adapter_head(rng: np.random.Generator, hidden: int = 8, holdout_fold: int = 0) -> T.AdapterHead:
+    w0 = (rng.standard_normal((3 * 384, hidden)) * 0.05).astype(np.float16).astype(np.float32)
+    w1 = rng.standard_normal((hidden, len(CATEGORIES))).astype(np.float16).astype(np.float32)
+    return T.AdapterHead("lora-test", (2, 4, 6), float(np.sqrt(384)), (w0, w1),
+                         (np.zeros(hidden, np.float32), np.zeros(len(CATEGORIES), np.float32)), holdout_fold, 5)
+
+
+def test_heads_from_adapter_serve_its_head_and_calibrate_on_the_held_out_fold(tmp_path: Path) -> None:
+    """The adapter's head is the served MLP as is; labels outside the held-out fold do not move
+    the calibration or thresholds (without the n-gram part, which is fitted on the other folds)."""
+    rng = np.random.default_rng(11)
+    prep = _prepared(600)
+    head = _adapter_head(rng)
+    cfg = T.TrainConfig(layers=head.layers, hidden=8, ngram=False)
+    tr = T.heads_from_adapter(prep, cfg, head, lambda _m: None)
+    assert all(np.array_equal(a, b) for a, b in zip(tr.model.weights, head.weights, strict=True))
+    assert tr.oof_raw.shape[0] == int((prep.folds == 0).sum())
+
+    flipped = T.Prepared(T.LabeledSet(prep.train.examples, np.where((prep.folds != 0)[:, None], 1 - prep.train.y,
+                                                                    prep.train.y), prep.train.known),
+                         prep.dev, prep.wtr, prep.wdv, prep.pooled_tr, prep.pooled_dv, prep.folds, prep.is_aug)
+    tr2 = T.heads_from_adapter(flipped, cfg, head, lambda _m: None)
+    np.testing.assert_array_equal(tr.calib_y, tr2.calib_y)
+    np.testing.assert_array_equal(tr.thresholds, tr2.thresholds)
+
+    # what the trainer reports on dev is what the saved heads serve
+    T.to_heads(tr, "test").save(tmp_path / "h.npz")
+    saved = Heads.load(tmp_path / "h.npz")
+    pooled = prep.pooled_dv.astype(np.float32)
+    np.testing.assert_allclose(saved.raw(pooled, prep.wdv.ids), T.dev_scores(tr, prep, calibrated=False), atol=1e-5)
+    np.testing.assert_allclose(saved.predict(pooled, prep.wdv.ids), T.dev_scores(tr, prep), atol=1e-5)
+
+
+def test_heads_from_adapter_with_ngram_part_and_without_a_holdout() -> None:
+    rng = np.random.default_rng(12)
+    prep = _prepared(600, seed=3)
+    tr = T.heads_from_adapter(prep, T.TrainConfig(layers=(2, 4, 6), hidden=8), _adapter_head(rng), lambda _m: None)
+    assert tr.ngram is not None and tr.mix is not None and set(tr.mix.tolist()) <= set(T.MIX_GRID)
+    with pytest.raises(ValueError, match="held out no train fold"):
+        T.heads_from_adapter(prep, T.TrainConfig(), _adapter_head(rng, holdout_fold=-1), lambda _m: None)
