@@ -398,7 +398,10 @@ def obfuscated_copies(data: LabeledSet, fraction: float, salt: str, max_chars: i
 
 
 def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int, log: Any,
-            augment: float = 0.0, obf_dev: float = 0.0, train_windows: str = "stream") -> Prepared:
+            augment: float = 0.0, obf_dev: float = 0.0, train_windows: str = "stream",
+            encode_folds: Sequence[int] | None = None) -> Prepared:
+    """Texts, windows and cached features. ``encode_folds``: only those train folds get pooled
+    features (the others zeros) -- with an adapter's head nothing is fitted on the rest's features."""
     data = read_examples([data_dir], exclude_sources=exclude)
     split = np.array([e.split for e in data.examples])
     train, dev = data.subset(split == "train"), data.subset(split == "dev")
@@ -416,7 +419,8 @@ def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int,
     else:
         wtr = window_texts(train.texts, WINDOW_TOKENS, TRAIN_STRIDE)
     wdv = stream_windows(dev.texts, WINDOW_TOKENS, STREAM_STRIDE)
-    all_ids = wtr.ids + wdv.ids
+    enc_tr = np.ones(len(wtr.ids), bool) if encode_folds is None else np.isin(fold[wtr.owner], list(encode_folds))
+    all_ids = [wtr.ids[i] for i in np.flatnonzero(enc_tr)] + wdv.ids
     dev_obf = wdv_obf = None
     if obf_dev > 0:
         dev_obf, _ = obfuscated_copies(dev, obf_dev, "dev")
@@ -426,7 +430,10 @@ def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int,
     cache = FeatureCache(cache_dir)
     n_new = cache.fill(all_ids, progress=log)
     log(f"feature cache {cache.dir}: {len(cache)} windows ({n_new} newly encoded)")
-    return Prepared(train, dev, wtr, wdv, cache.get(wtr.ids), cache.get(wdv.ids), fold, is_aug,
+    pooled_tr = np.zeros((len(wtr.ids), 7, 384), np.float16)
+    if enc_tr.any():
+        pooled_tr[enc_tr] = cache.get([wtr.ids[i] for i in np.flatnonzero(enc_tr)])
+    return Prepared(train, dev, wtr, wdv, pooled_tr, cache.get(wdv.ids), fold, is_aug,
                     list(exclude), dev_obf, wdv_obf,
                     cache.get(wdv_obf.ids) if wdv_obf is not None else None)
 
@@ -593,10 +600,9 @@ def heads_from_adapter(prep: Prepared, cfg: TrainConfig, head: AdapterHead, log:
     mean = np.zeros(len(head.layers) * 384, np.float32)
     scale = np.full_like(mean, 1.0 / head.feature_scale)
     model = Mlp(list(head.weights), list(head.biases))
-    x = (layer_features(prep.pooled_tr, head.layers) - mean) / scale
     cal_rows = holdout & ~prep.is_aug
     hidx, wh = _subset_windows(prep.wtr, cal_rows)
-    zm = window_logits(model, x[hidx])
+    zm = window_logits(model, (layer_features(prep.pooled_tr[hidx], head.layers) - mean) / scale)
     ngram, mixes = None, (0.0,)
     zn = np.zeros_like(zm)
     if cfg.ngram:
@@ -715,7 +721,8 @@ def main(argv: list[str] | None = None) -> int:
     adapter_head = AdapterHead.load(head_file, paths.adapter_path().with_suffix(".json")) if mode == "adapter" else None
     n_folds = adapter_head.holdout_folds if adapter_head is not None else args.folds
     prep = prepare(data_dir, cache_dir, exclude, n_folds, log, augment=args.augment,
-                   obf_dev=args.obf_dev, train_windows=args.train_windows)
+                   obf_dev=args.obf_dev, train_windows=args.train_windows,
+                   encode_folds=[adapter_head.holdout_fold] if adapter_head is not None and not args.compare else None)
 
     cfg = TrainConfig(layers=tuple(int(v) for v in args.layers.split(",")), hidden=args.hidden,
                       epochs=args.epochs, seed=args.seed, ngram=args.ngram)
