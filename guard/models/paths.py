@@ -61,3 +61,8 @@ def tokenizer_path(env: Mapping[str, str] | None = None) -> Path:
 def adapter_path() -> Path:
     """The committed encoder adapter (written by ``guard models finetune``, merged by ``build``)."""
     return Path(__file__).resolve().parent / "adapter" / "adapter.npz"
+
+
+def adapter_head_path() -> Path:
+    """The head trained together with the adapter (served as the heads' MLP by ``guard models train``)."""
+    return adapter_path().with_name("adapter-head.npz")

@@ -716,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     exclude = list(args.exclude_source)
     if "noncommercial" in args.exclude_license:
         exclude += sorted(noncommercial_sources(data_dir))
-    head_file = paths.adapter_path().with_name(paths.adapter_path().stem + "-head.npz")
+    head_file = paths.adapter_head_path()
     mode = args.mlp if args.mlp != "auto" else ("adapter" if head_file.exists() else "fit")
     adapter_head = AdapterHead.load(head_file, paths.adapter_path().with_suffix(".json")) if mode == "adapter" else None
     n_folds = adapter_head.holdout_folds if adapter_head is not None else args.folds

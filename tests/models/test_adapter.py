@@ -148,6 +148,19 @@ class TestCommitted:
         assert meta["command"].startswith("guard models finetune")
         assert encoder_id() == f"{ENCODER_ID}+{ad.version}"
 
+    def test_served_mlp_is_the_adapters_head(self, committed: Path) -> None:
+        from guard.models.heads import Heads
+        from guard.models.train import AdapterHead
+
+        if not paths.adapter_head_path().exists():
+            pytest.skip("the committed adapter has no head: the heads' MLP was fitted by guard models train")
+        head = AdapterHead.load(paths.adapter_head_path(), committed.with_suffix(".json"))
+        served = Heads.load(paths.heads_path())
+        assert tuple(int(v) for v in served.feature_layers) == head.layers
+        assert all(np.array_equal(a, b) for a, b in zip(served.weights, head.weights, strict=True))
+        calib = json.loads((paths.heads_path().parent / "calibration.json").read_text())
+        assert head.version in calib["mlp"] and "held-out" in calib["calibration_rule"]
+
     def test_build_dir_was_built_with_it(self, committed: Path) -> None:
         built = build_encoders()  # fast when up to date
         manifest = json.loads((built.out_dir / paths.MANIFEST).read_text())
