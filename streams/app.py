@@ -96,6 +96,18 @@ def create_app(s: Settings) -> Worker:
             await resources.stop()
 
     app.service(Lifecycle)
+
+    # Which chunk partitions this worker serves, after every rebalance: the first thing an operator
+    # (or a failing test) needs when some streams get no decisions.
+    @app.on_partitions_assigned.connect
+    async def log_assignment(sender: faust.App, assigned: set, **_: object) -> None:
+        log.info("partitions_assigned",
+                 chunks=sorted(tp.partition for tp in assigned if tp.topic == s.topic_chunks))
+
+    @app.on_rebalance_complete.connect
+    async def log_rebalanced(sender: faust.App, **_: object) -> None:
+        log.info("rebalance_complete")
+
     guard_agent.register(app, topics, table, resources.get, metrics, s.batch_max, s.batch_within_s)
 
     @app.timer(interval=s.policy_reload_s)

@@ -295,7 +295,14 @@ async def _wait_started(s: System) -> None:
             ChunkProducer(s.bootstrap, s.settings.topic_chunks) as prod:
         for sid in sids:
             await prod.send(Chunk(stream_id=sid, seq=0, text="Hello there.", final=True))
-        await col.wait_for(lambda c: all(c.final(x) for x in sids), timeout=240)
+        try:
+            await col.wait_for(lambda c: all(c.final(x) for x in sids), timeout=240)
+        except TimeoutError:
+            unserved = [p for p, sid in enumerate(sids) if not col.final(sid)]
+            said = {str(w.log_path.name): [e.get("chunks") for e in log_events(w.log_path, 0, "partitions_assigned")]
+                    for w in s.workers}
+            pytest.fail(f"no decision from chunk partitions {unserved} in 240 s; each worker's "
+                        f"partitions_assigned events: {said}")
     await poll(lambda: alive() or s.tuner.events("tuner_ready"), 240, "the tuner to be ready")
 
 
