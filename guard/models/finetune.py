@@ -14,8 +14,9 @@ The pipeline, deterministic for a seed:
    GELU, masked mean of every layer), with a rank-``r`` update on every dense layer of every
    transformer layer; the packaged weights stay frozen.
 3. A training head over the same pooled layers the served heads read (L2-normalised, concatenated,
-   a ReLU layer): it is only a device for shaping the encoder and is thrown away; ``guard models
-   train`` fits the served heads, n-gram part and calibration on the new int8 features afterwards.
+   a ReLU layer). It is saved beside the adapter and served as the heads' MLP: a head refitted on
+   the adapted features of texts the adapter trained on came out over-confident. ``guard models
+   train`` then fits the n-gram part, the mix and the calibration on the held-out fold.
 4. The same loss as the heads: a text's logit is the max over its windows (multiple-instance), a
    masked multi-label BCE (unknown labels add nothing) with the same source, class and
    hard-negative weights (``guard.models.train.example_weights``).
@@ -64,7 +65,7 @@ class FinetuneConfig:
     epochs: int = 2
     batch_texts: int = 64
     max_windows_per_text: int = 4  # per step, sampled from a text's training windows
-    lr: float = 5e-4  # adapters
+    lr: float = 5e-4  # adapters; 0 freezes the encoder (the frozen baseline of benchmarks.transfer)
     head_lr: float = 2e-3
     weight_decay: float = 0.01
     warmup: float = 0.05  # fraction of steps
@@ -270,9 +271,13 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
     rng = np.random.default_rng(cfg.seed)
     model = make_model(weights, cfg)
     lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    if cfg.lr == 0:  # frozen encoder: no gradient through it at all
+        for p in lora:
+            p.requires_grad_(False)
+        lora = []
     head = list(model.head.parameters())
-    opt = torch.optim.AdamW([{"params": lora, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
-                            weight_decay=cfg.weight_decay)
+    groups = ([{"params": lora, "lr": cfg.lr}] if lora else []) + [{"params": head, "lr": cfg.head_lr}]
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     y = torch.from_numpy(prep.train.y)
     w = torch.from_numpy(example_weights(prep.train, TrainConfig()))
     offsets = prep.wtr.offsets
@@ -329,15 +334,50 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
     return model, history
 
 
-def dev_report(model: Any, prep: Any) -> dict[str, Any]:
-    """Dev figures with the training head (raw sigmoid scores, max over the stream windows)."""
+def report(model: Any, windows: Any, labeled: Any) -> dict[str, Any]:
+    """AUPRC of the training head on ``labeled`` texts (raw sigmoid scores, max over ``windows``)."""
     from guard.evaluation import evaluate_scores
 
-    z = score_windows(model, prep.wdv.ids)
-    zt = np.maximum.reduceat(z, prep.wdv.offsets[:-1], axis=0)
+    z = score_windows(model, windows.ids)
+    zt = np.maximum.reduceat(z, windows.offsets[:-1], axis=0)
     s = 1.0 / (1.0 + np.exp(-np.clip(zt, -40, 40)))
-    rep = evaluate_scores(s, prep.dev.y, prep.dev.known, np.full(C, 0.5))
+    rep = evaluate_scores(s, labeled.y, labeled.known, np.full(C, 0.5))
     return {"any_auprc": rep["any"]["auprc"], "auprc": {c: v["auprc"] for c, v in rep["categories"].items()}}
+
+
+def dev_report(model: Any, prep: Any) -> dict[str, Any]:
+    """Dev figures with the training head."""
+    return report(model, prep.wdv, prep.dev)
+
+
+def prepare(data_dir: Path, exclude: Sequence[str], cfg: FinetuneConfig, limit: int,
+            log: Any) -> tuple[Any, int, int]:
+    """Train (less the held-out fold, plus obfuscated copies) and dev, cut into stream windows.
+
+    Returns the ``guard.models.train.Prepared`` bundle, the train size before the hold-out and
+    the number of texts held out."""
+    from guard.models.data import read_examples
+    from guard.models.features import STREAM_STRIDE, WINDOW_TOKENS, stream_windows, train_stream_windows
+    from guard.models.train import Prepared, concat, fold_of, obfuscated_copies
+
+    data = read_examples([data_dir], exclude_sources=exclude)
+    split = np.array([e.split for e in data.examples])
+    train_set, dev = data.subset(split == "train"), data.subset(split == "dev")
+    n_train_all = len(train_set)
+    if cfg.holdout_fold >= 0:  # before augmenting: no obfuscated copy of a held-out text is seen
+        train_set = train_set.subset(fold_of(train_set.texts, HOLDOUT_FOLDS) != cfg.holdout_fold)
+    n_held_out = n_train_all - len(train_set)
+    if limit:
+        train_set = train_set.subset(np.arange(len(train_set)) < limit)
+    if cfg.augment > 0:
+        aug, _ = obfuscated_copies(train_set, cfg.augment, "train")
+        train_set = concat(train_set, aug)
+    wtr = train_stream_windows(train_set.texts, WINDOW_TOKENS, STREAM_STRIDE)
+    wdv = stream_windows(dev.texts, WINDOW_TOKENS, STREAM_STRIDE)
+    log(f"data: {len(train_set)} train texts ({len(wtr.ids)} windows), {len(dev)} dev texts ({len(wdv.ids)} windows)")
+    prep = Prepared(train_set, dev, wtr, wdv, np.zeros(0), np.zeros(0), fold_of(train_set.texts, 5),
+                    np.zeros(len(train_set), bool), list(exclude))
+    return prep, n_train_all, n_held_out
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,9 +415,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from safetensors.numpy import load_file
 
-    from guard.models.data import noncommercial_sources, read_examples
-    from guard.models.features import STREAM_STRIDE, WINDOW_TOKENS, stream_windows, train_stream_windows
-    from guard.models.train import Prepared, concat, fold_of, obfuscated_copies
+    from guard.models.data import noncommercial_sources
 
     cfg = FinetuneConfig(rank=args.rank, alpha=args.alpha, epochs=args.epochs, lr=args.lr,
                          batch_texts=args.batch_texts, augment=args.augment, seed=args.seed, threads=args.threads,
@@ -389,23 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     if "noncommercial" in args.exclude_license:
         exclude += sorted(noncommercial_sources(data_dir))
 
-    data = read_examples([data_dir], exclude_sources=exclude)
-    split = np.array([e.split for e in data.examples])
-    train_set, dev = data.subset(split == "train"), data.subset(split == "dev")
-    n_train_all = len(train_set)
-    if cfg.holdout_fold >= 0:  # before augmenting: no obfuscated copy of a held-out text is seen
-        train_set = train_set.subset(fold_of(train_set.texts, HOLDOUT_FOLDS) != cfg.holdout_fold)
-    n_held_out = n_train_all - len(train_set)
-    if args.limit:
-        train_set = train_set.subset(np.arange(len(train_set)) < args.limit)
-    if cfg.augment > 0:
-        aug, _ = obfuscated_copies(train_set, cfg.augment, "train")
-        train_set = concat(train_set, aug)
-    wtr = train_stream_windows(train_set.texts, WINDOW_TOKENS, STREAM_STRIDE)
-    wdv = stream_windows(dev.texts, WINDOW_TOKENS, STREAM_STRIDE)
-    log(f"data: {len(train_set)} train texts ({len(wtr.ids)} windows), {len(dev)} dev texts ({len(wdv.ids)} windows)")
-    prep = Prepared(train_set, dev, wtr, wdv, np.zeros(0), np.zeros(0), fold_of(train_set.texts, 5),
-                    np.zeros(len(train_set), bool), exclude)
+    prep, n_train_all, n_held_out = prepare(data_dir, exclude, cfg, args.limit, log)
+    train_set, wtr, dev = prep.train, prep.wtr, prep.dev
 
     weights = load_file(str(paths.weights_dir() / "model.safetensors"))
     log(f"fine-tuning {cfg}")

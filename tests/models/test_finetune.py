@@ -1,0 +1,63 @@
+"""guard.models.finetune: data preparation (numpy only) and, where torch is installed, training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from guard.models.finetune import HOLDOUT_FOLDS, FinetuneConfig, prepare
+from guard.models.train import fold_of
+
+WORDS = "the river kept its slow course past the mill while the town slept on".split()
+
+
+def _data(tmp_path: Path, n: int = 60) -> Path:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        text = " ".join(rng.choice(WORDS, size=int(rng.integers(4, 30))))
+        hate = i % 3 == 0
+        rows.append({"text": ("you vile people " if hate else "") + text + f" {i}",
+                     "labels": {"hate": int(hate)}, "source": "a" if i % 2 else "b",
+                     "split": "dev" if i % 5 == 0 else "train"})
+    (tmp_path / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return tmp_path
+
+
+def test_prepare_holds_a_fold_out_before_augmenting(tmp_path: Path) -> None:
+    data = _data(tmp_path)
+    prep, n_all, n_held = prepare(data, [], FinetuneConfig(augment=0.5), 0, lambda _m: None)
+    originals = [e.text for e in prep.train.examples[: n_all - n_held]]  # concat keeps them first
+    assert n_all == 48 and 0 < n_held < n_all
+    assert not (fold_of(originals, HOLDOUT_FOLDS) == 0).any()
+    assert len(prep.train) > len(originals)  # obfuscated copies added
+    assert len(prep.wtr.offsets) == len(prep.train) + 1 and len(prep.dev) == 12
+
+
+def test_prepare_drops_excluded_sources(tmp_path: Path) -> None:
+    prep, _, _ = prepare(_data(tmp_path), ["a"], FinetuneConfig(augment=0.0), 0, lambda _m: None)
+    assert set(prep.train.sources) | set(prep.dev.sources) == {"b"}
+
+
+def test_zero_lr_trains_the_head_only(tmp_path: Path) -> None:
+    """``lr=0`` is the frozen-encoder baseline of benchmarks.transfer: the adapter stays exactly zero."""
+    pytest.importorskip("torch")
+    from safetensors.numpy import load_file
+
+    from guard.models import paths
+    from guard.models.finetune import adapter_of, make_model, report, train
+
+    cfg = FinetuneConfig(lr=0.0, epochs=1, batch_texts=16, augment=0.0)
+    prep, _, _ = prepare(_data(tmp_path), [], cfg, 0, lambda _m: None)
+    weights = load_file(str(paths.weights_dir() / "model.safetensors"))
+    head0 = [p.detach().clone() for p in make_model(weights, cfg).head.parameters()]
+    model, history = train(prep, weights, cfg, lambda _m: None)
+    assert all(not np.any(b) for b in adapter_of(model, cfg, "t").b.values())
+    assert any(not np.allclose(a.numpy(), b.detach().numpy()) for a, b in zip(head0, model.head.parameters(),
+                                                                                strict=True))
+    fig = report(model, prep.wdv, prep.dev)
+    assert set(fig["auprc"]) == {"hate"} and 0.0 <= fig["any_auprc"] <= 1.0
+    assert history[0]["epoch"] == 1
