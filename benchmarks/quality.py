@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,19 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import REPO, git_sha
 from guard import evaluation as ev
 from guard.models.data import read_examples
 from guard.types import CATEGORIES
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def lexical_scorer() -> Callable[[Sequence[str]], np.ndarray] | None:
@@ -220,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                  "in-distribution; held-out benchmarks judge generalisation.")
 
     res = {"command": "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "git": _git_sha(), "split": args.split, "texts": len(texts), "windows": n_windows,
+           "git": git_sha(), "split": args.split, "texts": len(texts), "windows": n_windows,
            "systems": systems, "notes": notes}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
@@ -35,19 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import REPO, git_sha
 from guard.models import paths
 from guard.types import CATEGORIES
 
-REPO = Path(__file__).resolve().parents[1]
 HELD_OUT = ("ethos", "kaggle_insults", "suicide_tweets", "toxigen_seed")
-
-
-def _git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -103,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"held out: {held}: {len(unseen)} texts, {len(w_unseen.ids)} windows")
     weights = load_file(str(paths.weights_dir() / "model.safetensors"))
     command = "python -m benchmarks.transfer " + " ".join(argv if argv is not None else sys.argv[1:])
-    res: dict[str, Any] = {"command": command.strip(), "git_sha": _git_sha(), "held_out": list(held),
+    res: dict[str, Any] = {"command": command.strip(), "git_sha": git_sha(), "held_out": list(held),
                            "unseen_texts": len(unseen), "runs": [], "configs": {}}
     def save() -> None:
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")

@@ -788,7 +788,15 @@ def main(argv: list[str] | None = None) -> int:
     heads.save(out_dir / "heads.npz")
 
     all_rows = read_examples([data_dir], exclude_sources=exclude)
-    held_key = "train_holdout" if adapter_head is not None else "train_oof"
+    if adapter_head is not None:  # what the calibration, thresholds and mix were fitted on
+        held_key, held_rows = "train_holdout", "the held-out train fold"
+        threshold_rule = "max F1 on calibrated scores of the train fold fine-tuning held out"
+        calib_basis = (f"scores of the held-out train fold {adapter_head.holdout_fold} of "
+                       f"{adapter_head.holdout_folds} (never seen by the adapter or the n-gram part)")
+    else:
+        held_key, held_rows = "train_oof", "out-of-fold train scores"
+        threshold_rule = "max F1 on cross-fitted (out-of-fold) calibrated train scores"
+        calib_basis = f"{args.folds}-fold out-of-fold train scores"
     calib = {
         "version": version,
         "command": "guard models train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
@@ -798,14 +806,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": asdict(cfg),
         "mlp": ("the head trained with the encoder adapter " + adapter_head.version) if adapter_head is not None
                else "fitted by guard models train",
-        "threshold_rule": ("max F1 on calibrated scores of the train fold fine-tuning held out"
-                           if adapter_head is not None else
-                           "max F1 on cross-fitted (out-of-fold) calibrated train scores"),
-        "calibration_rule": ((f"scores of the held-out train fold {adapter_head.holdout_fold} of "
-                              f"{adapter_head.holdout_folds} (never seen by the adapter or the n-gram part)")
-                             if adapter_head is not None else f"{args.folds}-fold out-of-fold train scores")
-                            + f"; isotonic when a category has >= {MIN_POS_ISOTONIC} positives and negatives, "
-                              "else Platt on the logit",
+        "threshold_rule": threshold_rule,
+        "calibration_rule": calib_basis + f"; isotonic when a category has >= {MIN_POS_ISOTONIC} positives "
+                                          "and negatives, else Platt on the logit",
         "categories": {
             cat: {"threshold": round(float(tr.thresholds[j]), 4), "calibration": tr.methods[j],
                   "dev": dev_rep["categories"].get(cat), "dev_best_f1": dev_best.get(cat),
@@ -820,8 +823,7 @@ def main(argv: list[str] | None = None) -> int:
             "features": "word pieces + hashed word-piece bigrams (guard.models.ngrams)",
             "dim": tr.ngram.dim, "stored_rows": len(tr.ngram.index), "c": tr.cfg.ngram_c,
             "mix": {c: float(m) for c, m in zip(CATEGORIES, tr.mix if tr.mix is not None else [], strict=True)},
-            "mix_rule": "per category, the MIX_GRID value with the best AUPRC on "
-                        + ("the held-out train fold" if adapter_head is not None else "out-of-fold train scores"),
+            "mix_rule": "per category, the MIX_GRID value with the best AUPRC on " + held_rows,
             "mix_oof_auprc": tr.mix_oof_auprc, "dev_auprc_raw_ablation": ablation},
         "data": {"dir": str(data_dir), "excluded_sources": sorted(exclude),
                  "sources": manifest(all_rows, data_dir)},
