@@ -303,6 +303,9 @@ async def _wait_started(s: System) -> None:
                     for w in s.workers}
             pytest.fail(f"no decision from chunk partitions {unserved} in 240 s; each worker's "
                         f"partitions_assigned events: {said}")
+    # each worker says which chunk partitions it serves; together, after the last rebalance, all of them
+    last = [log_events(w.log_path, 0, "partitions_assigned")[-1]["chunks"] for w in s.workers]
+    assert sorted(p for chunks in last for p in chunks) == list(range(PARTITIONS)), last
     await poll(lambda: alive() or s.tuner.events("tuner_ready"), 240, "the tuner to be ready")
 
 
