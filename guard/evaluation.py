@@ -320,7 +320,10 @@ def markdown(report: dict[str, Any]) -> str:
                   f"- split: {meta.get('split') or 'all'}; texts: {meta.get('texts')}; windows: "
                   f"{meta.get('windows')} ({meta.get('window_tokens')} tokens, stride {meta.get('stride')})",
                   f"- model: {meta.get('model_version', '?')}; thresholds: {meta.get('thresholds_file')}",
-                  f"- any rule: {ANY_RULE}", ""]
+                  f"- any rule: {ANY_RULE}"]
+    if meta.get("implied_labels"):
+        lines.append("- labels implied as in training: " + "; ".join(meta["implied_labels"]))
+    lines.append("")
     cols = ["auprc", "precision", "recall", "f1", "threshold", "n", "positives",
             "recall_at_1pct_fpr", "recall_at_5pct_fpr"]
     lines.append("| category | " + " | ".join(cols) + " |")
@@ -375,6 +378,9 @@ def _parser() -> argparse.ArgumentParser:
                                         "(default: the committed heads' calibration.json)")
     p.add_argument("--heads", help="heads.npz for the in-process detector (default: the committed heads)")
     p.add_argument("--exclude-source", action="append", default=[], help="drop a source (repeatable)")
+    p.add_argument("--implied-labels", action="store_true",
+                   help="also fill in the labels training implies (guard.models.data.IMPLIED_RULES), "
+                        "e.g. violence=0 on hateful EDOS/HatemojiBuild posts that are no threat")
     p.add_argument("--window-tokens", type=int, default=64)
     p.add_argument("--stride", type=int, default=16, help="new tokens between windows (policy default 16)")
     p.add_argument("--batch", type=int, default=64)
@@ -384,11 +390,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from guard.models.data import jsonl_files, read_examples
+    from guard.models.data import implied_labels, implied_rules_doc, jsonl_files, read_examples
 
     files = jsonl_files(args.data)
     data = read_examples(files, splits=[args.split] if args.split else None,
                          exclude_sources=args.exclude_source)
+    if args.implied_labels:
+        data = implied_labels(data)
     if args.limit:
         data = data.subset(np.arange(len(data)) < args.limit)
     if len(data) == 0:
@@ -423,6 +431,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "model_version": str(getattr(detector, "model_version", "?")),
         "thresholds_file": args.thresholds or "committed calibration.json",
         "any_rule": ANY_RULE,
+        "implied_labels": implied_rules_doc() if args.implied_labels else [],
         "thresholds": dict(zip(CATEGORIES, thresholds, strict=True)),
         "scoring_seconds": round(elapsed, 1),
     }

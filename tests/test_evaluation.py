@@ -156,3 +156,22 @@ def test_cli_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert rep["any"]["recall"] == 1.0 and rep["any"]["precision"] == 1.0
     assert "| any |" in md.read_text()
     assert (plots / "calibration_hate.png").stat().st_size > 0
+
+
+def test_cli_implied_labels_add_the_negatives_training_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [
+        {"text": "awful threat", "labels": {"hate": 1, "violence": 1}, "source": "edos", "split": "dev"},
+        {"text": "awful but no threat", "labels": {"hate": 1}, "source": "edos", "split": "dev"},
+        {"text": "a calm note", "labels": {c: 0 for c in CATEGORIES}, "source": "b", "split": "dev"},
+    ]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    monkeypatch.setattr(ev, "make_local_detector", lambda heads=None: FakeDetector())
+    base = ["--data", str(tmp_path), "--no-throughput"]
+    ev.main([*base, "--out", str(tmp_path / "given.json")])
+    ev.main([*base, "--implied-labels", "--out", str(tmp_path / "implied.json"),
+             "--markdown", str(tmp_path / "implied.md")])
+    given = json.loads((tmp_path / "given.json").read_text())
+    implied = json.loads((tmp_path / "implied.json").read_text())
+    assert given["categories"]["violence"]["n"] == 2 and given["meta"]["implied_labels"] == []
+    assert implied["categories"]["violence"]["n"] == 3
+    assert implied["meta"]["implied_labels"] and "implied as in training" in (tmp_path / "implied.md").read_text()

@@ -48,6 +48,7 @@ import numpy as np
 from guard.models import paths
 from guard.models.adapter import DENSE, Adapter, file_digest
 from guard.models.build import CLS_ID, HIDDEN, N_HEADS, N_LAYERS, PAD_ID, SEP_ID
+from guard.models.data import IMPLIED_RULES, implied_labels, implied_rules_doc
 from guard.types import CATEGORIES
 
 C = len(CATEGORIES)
@@ -342,7 +343,13 @@ def report(model: Any, windows: Any, labeled: Any) -> dict[str, Any]:
     zt = np.maximum.reduceat(z, windows.offsets[:-1], axis=0)
     s = 1.0 / (1.0 + np.exp(-np.clip(zt, -40, 40)))
     rep = evaluate_scores(s, labeled.y, labeled.known, np.full(C, 0.5))
-    return {"any_auprc": rep["any"]["auprc"], "auprc": {c: v["auprc"] for c, v in rep["categories"].items()}}
+    out = {"any_auprc": rep["any"]["auprc"], "auprc": {c: v["auprc"] for c, v in rep["categories"].items()}}
+    implied = implied_labels(labeled)
+    changed = [j for j in range(C) if (implied.known[:, j] != labeled.known[:, j]).any()]
+    if changed:  # the same scores against the labels training implies (e.g. violence among hate)
+        rep = evaluate_scores(s, implied.y, implied.known, np.full(C, 0.5))
+        out["implied_auprc"] = {CATEGORIES[j]: rep["categories"][CATEGORIES[j]]["auprc"] for j in changed}
+    return out
 
 
 def dev_report(model: Any, prep: Any) -> dict[str, Any]:
@@ -362,7 +369,7 @@ def prepare(data_dir: Path, exclude: Sequence[str], cfg: FinetuneConfig, limit: 
 
     data = read_examples([data_dir], exclude_sources=exclude)
     split = np.array([e.split for e in data.examples])
-    train_set, dev = data.subset(split == "train"), data.subset(split == "dev")
+    train_set, dev = implied_labels(data.subset(split == "train")), data.subset(split == "dev")
     n_train_all = len(train_set)
     if cfg.holdout_fold >= 0:  # before augmenting: no obfuscated copy of a held-out text is seen
         train_set = train_set.subset(fold_of(train_set.texts, HOLDOUT_FOLDS) != cfg.holdout_fold)
@@ -435,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_epoch(model: Any, epoch: int) -> dict[str, Any]:
         fig = dev_report(model, prep)
         log(f"epoch {epoch} dev any AUPRC {fig['any_auprc']} (training head): "
-            + " ".join(f"{c}={v}" for c, v in fig["auprc"].items()))
+            + " ".join(f"{c}={v}" for c, v in fig["auprc"].items())
+            + "".join(f"; implied labels {c}={v}" for c, v in fig.get("implied_auprc", {}).items()))
         if epoch < cfg.epochs:  # a snapshot, in case a long run is cut short
             adapter_of(model, cfg, f"snapshot-epoch{epoch}").save(out.with_name(f"{out.stem}.epoch{epoch}.npz"))
         return fig
@@ -445,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
 
     version = f"lora-{time.strftime('%Y%m%d')}-" + hashlib.sha1(
         json.dumps(asdict(cfg), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
-        + str(args.limit).encode()).hexdigest()[:8]
+        + str(args.limit).encode() + repr(IMPLIED_RULES).encode()).hexdigest()[:8]
     adapter = adapter_of(model, cfg, version)
     adapter.save(out)
     head_path = out.with_name(f"{out.stem}-head.npz")
@@ -463,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
                  "features": "pooled layers, each L2-normalised and scaled by sqrt(384), concatenated"},
         "holdout": {"folds": HOLDOUT_FOLDS, "fold": cfg.holdout_fold, "texts": n_held_out,
                     "rule": "train texts with fold_of(text, folds) == fold (guard.models.train.fold_of)"},
-        "data": {"dir": str(data_dir), "excluded_sources": sorted(exclude), "train_texts": len(train_set),
+        "data": {"dir": str(data_dir), "excluded_sources": sorted(exclude),
+                 "implied_train_labels": implied_rules_doc(), "train_texts": len(train_set),
                  "train_texts_before_holdout": n_train_all,
                  "train_windows": len(wtr.ids), "dev_texts": len(dev)},
         "history": history,

@@ -46,7 +46,15 @@ import numpy as np
 
 from guard.evaluation import average_precision, best_f1_threshold, evaluate_scores
 from guard.models import paths
-from guard.models.data import LabeledSet, manifest, noncommercial_sources, read_examples
+from guard.models.data import (
+    IMPLIED_RULES,
+    LabeledSet,
+    implied_labels,
+    implied_rules_doc,
+    manifest,
+    noncommercial_sources,
+    read_examples,
+)
 from guard.models.features import (
     STREAM_STRIDE,
     TRAIN_STRIDE,
@@ -404,7 +412,7 @@ def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int,
     features (the others zeros) -- with an adapter's head nothing is fitted on the rest's features."""
     data = read_examples([data_dir], exclude_sources=exclude)
     split = np.array([e.split for e in data.examples])
-    train, dev = data.subset(split == "train"), data.subset(split == "dev")
+    train, dev = implied_labels(data.subset(split == "train")), data.subset(split == "dev")
     log(f"data: {len(train)} train / {len(dev)} dev texts from {len(set(data.sources.tolist()))} sources")
     fold = fold_of(train.texts, folds)
     is_aug = np.zeros(len(train), bool)
@@ -781,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
 
     version = f"heads-{time.strftime('%Y%m%d')}-" + hashlib.sha1(
         json.dumps(asdict(cfg), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
-        + str(args.augment).encode() + NGRAM_FEATURES.encode()
+        + str(args.augment).encode() + NGRAM_FEATURES.encode() + repr(IMPLIED_RULES).encode()
         + (adapter_head.version.encode() if adapter_head is not None else b"")).hexdigest()[:8]
     heads = to_heads(tr, version)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -826,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
             "mix_rule": "per category, the MIX_GRID value with the best AUPRC on " + held_rows,
             "mix_oof_auprc": tr.mix_oof_auprc, "dev_auprc_raw_ablation": ablation},
         "data": {"dir": str(data_dir), "excluded_sources": sorted(exclude),
-                 "sources": manifest(all_rows, data_dir)},
+                 "implied_train_labels": implied_rules_doc(), "sources": manifest(all_rows, data_dir)},
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     (out_dir / "calibration.json").write_text(json.dumps(calib, indent=2) + "\n", encoding="utf-8")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from guard.models.data import manifest, noncommercial_sources, read_examples, readme_licences
+from guard.models.data import (
+    IMPLIED_RULES,
+    implied_labels,
+    implied_rules_doc,
+    manifest,
+    noncommercial_sources,
+    read_examples,
+    readme_licences,
+)
 from guard.types import CATEGORIES
 
 README = """# data
@@ -50,3 +58,35 @@ def test_licences_and_noncommercial_exclusion(tmp_path: Path) -> None:
     assert set(kept.sources.tolist()) == {"a"}
     man = {m["source"]: m for m in manifest(kept, tmp_path)}
     assert man["a"]["license"] == "MIT" and man["a"]["train"] == 1 and man["a"]["dev"] == 1
+
+
+def test_implied_labels_fill_only_unknown_labels_of_the_named_sources(tmp_path: Path) -> None:
+    def write(path: Path, rows: list[dict[str, object]]) -> None:
+        path.write_text("".join(json.dumps({**r, "split": "train"}) + "\n" for r in rows))
+
+    write(tmp_path / "edos.jsonl", [
+        {"text": "sexist, no threat", "labels": {"hate": 1}, "source": "edos"},
+        {"text": "sexist threat", "labels": {"hate": 1, "violence": 1}, "source": "edos"},
+        {"text": "not sexist", "labels": {"hate": 0}, "source": "edos"},  # violence not judged: stays unknown
+    ])
+    write(tmp_path / "ethos.jsonl", [{"text": "hateful", "labels": {"hate": 1}, "source": "ethos"}])
+    data = read_examples([tmp_path])
+    v = CATEGORIES.index("violence")
+    rules = (("edos", ("hate", 1), "violence", 0),)
+    out = implied_labels(data, rules)
+    by_text = {e.text: i for i, e in enumerate(out.examples)}
+    i = by_text["sexist, no threat"]
+    assert out.known[i, v] and out.y[i, v] == 0 and out.examples[i].labels == {"hate": 1, "violence": 0}
+    i = by_text["sexist threat"]
+    assert out.known[i, v] and out.y[i, v] == 1
+    assert not out.known[by_text["not sexist"], v]
+    assert not out.known[by_text["hateful"], v]  # another source: untouched
+    # known labels never change, and the input set is not modified
+    assert (out.y[data.known] == data.y[data.known]).all()
+    assert int(data.known[:, v].sum()) == 1 and int(out.known[:, v].sum()) == 2
+
+
+def test_implied_rules_are_documented_for_manifests() -> None:
+    doc = implied_rules_doc()
+    assert len(doc) == len(IMPLIED_RULES)
+    assert "edos: hate=1 and violence unknown -> violence=0" in doc

@@ -10,6 +10,7 @@ import pytest
 
 from guard.models.finetune import HOLDOUT_FOLDS, FinetuneConfig, prepare
 from guard.models.train import fold_of
+from guard.types import CATEGORIES
 
 WORDS = "the river kept its slow course past the mill while the town slept on".split()
 
@@ -40,6 +41,18 @@ def test_prepare_holds_a_fold_out_before_augmenting(tmp_path: Path) -> None:
 def test_prepare_drops_excluded_sources(tmp_path: Path) -> None:
     prep, _, _ = prepare(_data(tmp_path), ["a"], FinetuneConfig(augment=0.0), 0, lambda _m: None)
     assert set(prep.train.sources) | set(prep.dev.sources) == {"b"}
+
+
+def test_prepare_implies_labels_on_train_only(tmp_path: Path) -> None:
+    """Training sees the labels EDOS's scheme implies; dev keeps the labels as given (as guard eval)."""
+    rows = [{"text": f"sexist post number {i}", "labels": {"hate": 1}, "source": "edos",
+             "split": "dev" if i % 4 == 0 else "train"} for i in range(40)]
+    (tmp_path / "edos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = FinetuneConfig(augment=0.0, holdout_fold=-1)
+    prep, _, _ = prepare(tmp_path, [], cfg, 0, lambda _m: None)
+    v = CATEGORIES.index("violence")
+    assert prep.train.known[:, v].all() and (prep.train.y[:, v] == 0).all()
+    assert len(prep.dev) == 10 and not prep.dev.known[:, v].any()
 
 
 def test_zero_lr_trains_the_head_only(tmp_path: Path) -> None:
