@@ -117,6 +117,8 @@ def read_examples(
 #: negatives the violence head never sees hate that is not violent and fires on most of it (dev
 #: EDOS + HatemojiBuild hate: violence AUPRC 0.36 against a base rate of 0.085).
 #: Each rule: (source, (category, value) the row has, category unknown on the row, value implied).
+#: Whether ``guard models finetune`` and ``guard models train`` apply them unless told otherwise.
+IMPLIED_DEFAULT = False
 IMPLIED_RULES: tuple[tuple[str, tuple[str, int], str, int], ...] = (
     ("edos", ("hate", 1), "violence", 0),
     ("hatemoji_build", ("hate", 1), "violence", 0),
@@ -127,8 +129,9 @@ def implied_labels(data: LabeledSet, rules: Sequence[tuple[str, tuple[str, int],
                    categories: Sequence[str] = CATEGORIES) -> LabeledSet:
     """``data`` with the labels of ``rules`` filled in where unknown (known labels never change).
 
-    Training applies it; ``guard eval`` scores the labels as the data gives them unless asked
-    (``--implied-labels``), so the headline dev figures stay comparable with other detectors'."""
+    Training applies it to train only, when asked (``--implied-labels``); ``guard eval`` scores
+    the labels as the data gives them unless asked the same, so the headline dev figures stay
+    comparable with other detectors'."""
     index = {cat: j for j, cat in enumerate(categories)}
     y, known = data.y.copy(), data.known.copy()
     src = data.sources

@@ -48,7 +48,7 @@ import numpy as np
 from guard.models import paths
 from guard.models.adapter import DENSE, Adapter, file_digest
 from guard.models.build import CLS_ID, HIDDEN, N_HEADS, N_LAYERS, PAD_ID, SEP_ID
-from guard.models.data import IMPLIED_RULES, implied_labels, implied_rules_doc
+from guard.models.data import IMPLIED_DEFAULT, implied_labels, implied_rules_doc
 from guard.types import CATEGORIES
 
 C = len(CATEGORIES)
@@ -74,6 +74,7 @@ class FinetuneConfig:
     holdout_fold: int = 0  # this fold of train (of HOLDOUT_FOLDS) is never trained on: it calibrates
     seed: int = 0
     threads: int = 2
+    implied_labels: bool = IMPLIED_DEFAULT  # train on the labels IMPLIED_RULES fill in
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,11 +366,9 @@ def prepare(data_dir: Path, exclude: Sequence[str], cfg: FinetuneConfig, limit: 
     the number of texts held out."""
     from guard.models.data import read_examples
     from guard.models.features import STREAM_STRIDE, WINDOW_TOKENS, stream_windows, train_stream_windows
-    from guard.models.train import Prepared, concat, fold_of, obfuscated_copies
+    from guard.models.train import Prepared, concat, fold_of, obfuscated_copies, train_dev
 
-    data = read_examples([data_dir], exclude_sources=exclude)
-    split = np.array([e.split for e in data.examples])
-    train_set, dev = implied_labels(data.subset(split == "train")), data.subset(split == "dev")
+    train_set, dev = train_dev(read_examples([data_dir], exclude_sources=exclude), cfg.implied_labels)
     n_train_all = len(train_set)
     if cfg.holdout_fold >= 0:  # before augmenting: no obfuscated copy of a held-out text is seen
         train_set = train_set.subset(fold_of(train_set.texts, HOLDOUT_FOLDS) != cfg.holdout_fold)
@@ -409,6 +408,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout-fold", type=int, default=d.holdout_fold,
                    help=f"train fold (of {HOLDOUT_FOLDS}) kept out of fine-tuning; `guard models train` calibrates "
                         "on it (-1: train on everything)")
+    p.add_argument("--implied-labels", action=argparse.BooleanOptionalAction, default=d.implied_labels,
+                   help="train on the labels the sources' schemes imply (guard.models.data.IMPLIED_RULES)")
     p.add_argument("--limit", type=int, default=0, help="train on the first N train texts only (smoke runs)")
     return p
 
@@ -426,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = FinetuneConfig(rank=args.rank, alpha=args.alpha, epochs=args.epochs, lr=args.lr,
                          batch_texts=args.batch_texts, augment=args.augment, seed=args.seed, threads=args.threads,
-                         holdout_fold=args.holdout_fold)
+                         holdout_fold=args.holdout_fold, implied_labels=args.implied_labels)
     root = paths.repo_root()
     data_dir = Path(args.data) if args.data else (root.parent / "shared" / "data")
     out = Path(args.out) if args.out else paths.adapter_path()
@@ -453,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
 
     version = f"lora-{time.strftime('%Y%m%d')}-" + hashlib.sha1(
         json.dumps(asdict(cfg), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
-        + str(args.limit).encode() + repr(IMPLIED_RULES).encode()).hexdigest()[:8]
+        + str(args.limit).encode()).hexdigest()[:8]
     adapter = adapter_of(model, cfg, version)
     adapter.save(out)
     head_path = out.with_name(f"{out.stem}-head.npz")
@@ -472,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         "holdout": {"folds": HOLDOUT_FOLDS, "fold": cfg.holdout_fold, "texts": n_held_out,
                     "rule": "train texts with fold_of(text, folds) == fold (guard.models.train.fold_of)"},
         "data": {"dir": str(data_dir), "excluded_sources": sorted(exclude),
-                 "implied_train_labels": implied_rules_doc(), "train_texts": len(train_set),
+                 "implied_train_labels": implied_rules_doc() if cfg.implied_labels else [], "train_texts": len(train_set),
                  "train_texts_before_holdout": n_train_all,
                  "train_windows": len(wtr.ids), "dev_texts": len(dev)},
         "history": history,

@@ -47,6 +47,7 @@ import numpy as np
 from guard.evaluation import average_precision, best_f1_threshold, evaluate_scores
 from guard.models import paths
 from guard.models.data import (
+    IMPLIED_DEFAULT,
     IMPLIED_RULES,
     LabeledSet,
     implied_labels,
@@ -405,15 +406,21 @@ def obfuscated_copies(data: LabeledSet, fraction: float, salt: str, max_chars: i
     return LabeledSet(ex, data.y[idx], data.known[idx]), idx
 
 
+def train_dev(data: LabeledSet, implied: bool = IMPLIED_DEFAULT) -> tuple[LabeledSet, LabeledSet]:
+    """The train split (with the labels its sources imply when ``implied``: ``implied_labels``),
+    and dev as given, so dev figures stay comparable with ``guard eval`` and other detectors'."""
+    split = np.array([e.split for e in data.examples])
+    train = data.subset(split == "train")
+    return (implied_labels(train) if implied else train), data.subset(split == "dev")
+
+
 def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int, log: Any,
             augment: float = 0.0, obf_dev: float = 0.0, train_windows: str = "stream",
-            encode_folds: Sequence[int] | None = None) -> Prepared:
+            encode_folds: Sequence[int] | None = None, implied: bool = IMPLIED_DEFAULT) -> Prepared:
     """Texts, windows and cached features. ``encode_folds``: only those train folds get pooled
     features (the others zeros) -- with an adapter's head nothing is fitted on the rest's features."""
-    data = read_examples([data_dir], exclude_sources=exclude)
-    split = np.array([e.split for e in data.examples])
-    train, dev = implied_labels(data.subset(split == "train")), data.subset(split == "dev")
-    log(f"data: {len(train)} train / {len(dev)} dev texts from {len(set(data.sources.tolist()))} sources")
+    train, dev = train_dev(read_examples([data_dir], exclude_sources=exclude), implied)
+    log(f"data: {len(train)} train / {len(dev)} dev texts from {len(set(train.sources.tolist()) | set(dev.sources.tolist()))} sources")
     fold = fold_of(train.texts, folds)
     is_aug = np.zeros(len(train), bool)
     if augment > 0:
@@ -693,6 +700,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-windows", choices=["stream", "blocks"], default="stream",
                    help="stream: a bounded subset of each text's stream windows (prefixes, overlaps); "
                         "blocks: non-overlapping 64-token blocks")
+    p.add_argument("--implied-labels", action=argparse.BooleanOptionalAction, default=IMPLIED_DEFAULT,
+                   help="train on the labels the sources' schemes imply (guard.models.data.IMPLIED_RULES; "
+                        "use the same setting as the adapter's fine-tuning)")
     p.add_argument("--augment", type=float, default=0.15,
                    help="add obfuscated copies (leetspeak, spacing, homoglyphs, ...) of this fraction "
                         "of short train texts, same labels")
@@ -730,7 +740,8 @@ def main(argv: list[str] | None = None) -> int:
     n_folds = adapter_head.holdout_folds if adapter_head is not None else args.folds
     prep = prepare(data_dir, cache_dir, exclude, n_folds, log, augment=args.augment,
                    obf_dev=args.obf_dev, train_windows=args.train_windows,
-                   encode_folds=[adapter_head.holdout_fold] if adapter_head is not None and not args.compare else None)
+                   encode_folds=[adapter_head.holdout_fold] if adapter_head is not None and not args.compare else None,
+                   implied=args.implied_labels)
 
     cfg = TrainConfig(layers=tuple(int(v) for v in args.layers.split(",")), hidden=args.hidden,
                       epochs=args.epochs, seed=args.seed, ngram=args.ngram)
@@ -762,6 +773,11 @@ def main(argv: list[str] | None = None) -> int:
         tr = train_heads(prep, cfg, args.folds, log)
     sc = dev_scores(tr, prep)
     dev_rep = dev_figures(sc, prep, tr.thresholds)
+    implied = implied_labels(prep.dev)
+    dev_implied = {c: blk["auprc"] for c, blk in
+                   evaluate_scores(sc, implied.y, implied.known, tr.thresholds)["categories"].items()
+                   if implied.known[:, CATEGORIES.index(c)].sum() != prep.dev.known[:, CATEGORIES.index(c)].sum()}
+    log("dev AUPRC with the labels training implies: " + " ".join(f"{c}={v}" for c, v in dev_implied.items()))
     dev_best = {}
     for j, cat in enumerate(CATEGORIES):
         k = prep.dev.known[:, j]
@@ -789,7 +805,8 @@ def main(argv: list[str] | None = None) -> int:
 
     version = f"heads-{time.strftime('%Y%m%d')}-" + hashlib.sha1(
         json.dumps(asdict(cfg), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
-        + str(args.augment).encode() + NGRAM_FEATURES.encode() + repr(IMPLIED_RULES).encode()
+        + str(args.augment).encode() + NGRAM_FEATURES.encode()
+        + (repr(IMPLIED_RULES).encode() if args.implied_labels else b"")
         + (adapter_head.version.encode() if adapter_head is not None else b"")).hexdigest()[:8]
     heads = to_heads(tr, version)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -824,6 +841,7 @@ def main(argv: list[str] | None = None) -> int:
             for j, cat in enumerate(CATEGORIES)
         },
         "any": {"dev": dev_rep["any"], held_key: tr.oof_metrics.get("any")},
+        "dev_implied_labels_auprc": dev_implied,
         "dev_obfuscated": dev_obf,
         "augmentation": {"fraction": args.augment, "train_copies": int(prep.is_aug.sum())},
         "comparison": comparison,
@@ -834,7 +852,7 @@ def main(argv: list[str] | None = None) -> int:
             "mix_rule": "per category, the MIX_GRID value with the best AUPRC on " + held_rows,
             "mix_oof_auprc": tr.mix_oof_auprc, "dev_auprc_raw_ablation": ablation},
         "data": {"dir": str(data_dir), "excluded_sources": sorted(exclude),
-                 "implied_train_labels": implied_rules_doc(), "sources": manifest(all_rows, data_dir)},
+                 "implied_train_labels": implied_rules_doc() if args.implied_labels else [], "sources": manifest(all_rows, data_dir)},
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     (out_dir / "calibration.json").write_text(json.dumps(calib, indent=2) + "\n", encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,15 +45,17 @@ def test_prepare_drops_excluded_sources(tmp_path: Path) -> None:
 
 
 def test_prepare_implies_labels_on_train_only(tmp_path: Path) -> None:
-    """Training sees the labels EDOS's scheme implies; dev keeps the labels as given (as guard eval)."""
+    """Asked to, training sees the labels EDOS's scheme implies; dev keeps them as given (as guard eval)."""
     rows = [{"text": f"sexist post number {i}", "labels": {"hate": 1}, "source": "edos",
              "split": "dev" if i % 4 == 0 else "train"} for i in range(40)]
     (tmp_path / "edos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    cfg = FinetuneConfig(augment=0.0, holdout_fold=-1)
+    cfg = FinetuneConfig(augment=0.0, holdout_fold=-1, implied_labels=True)
     prep, _, _ = prepare(tmp_path, [], cfg, 0, lambda _m: None)
     v = CATEGORIES.index("violence")
     assert prep.train.known[:, v].all() and (prep.train.y[:, v] == 0).all()
     assert len(prep.dev) == 10 and not prep.dev.known[:, v].any()
+    plain, _, _ = prepare(tmp_path, [], replace(cfg, implied_labels=False), 0, lambda _m: None)
+    assert not plain.train.known[:, v].any()
 
 
 def test_zero_lr_trains_the_head_only(tmp_path: Path) -> None:
