@@ -117,12 +117,12 @@ def read_examples(
 #: negatives the violence head never sees hate that is not violent and fires on most of it (dev
 #: EDOS + HatemojiBuild hate: violence AUPRC 0.36 against a base rate of 0.085).
 #: Each rule: (source, (category, value) the row has, category unknown on the row, value implied).
-#: Whether ``guard models finetune`` and ``guard models train`` apply them unless told otherwise.
-IMPLIED_DEFAULT = False
 IMPLIED_RULES: tuple[tuple[str, tuple[str, int], str, int], ...] = (
     ("edos", ("hate", 1), "violence", 0),
     ("hatemoji_build", ("hate", 1), "violence", 0),
 )
+#: Whether ``guard models finetune`` and ``guard models train`` apply them unless told otherwise.
+IMPLIED_DEFAULT = False
 
 
 def implied_labels(data: LabeledSet, rules: Sequence[tuple[str, tuple[str, int], str, int]] = IMPLIED_RULES,
