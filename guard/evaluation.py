@@ -322,7 +322,7 @@ def markdown(report: dict[str, Any]) -> str:
                   f"- model: {meta.get('model_version', '?')}; thresholds: {meta.get('thresholds_file')}",
                   f"- any rule: {ANY_RULE}"]
     if meta.get("implied_labels"):
-        lines.append("- labels implied as in training: " + "; ".join(meta["implied_labels"]))
+        lines.append("- labels filled in by --implied-labels: " + "; ".join(meta["implied_labels"]))
     lines.append("")
     cols = ["auprc", "precision", "recall", "f1", "threshold", "n", "positives",
             "recall_at_1pct_fpr", "recall_at_5pct_fpr"]

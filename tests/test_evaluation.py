@@ -174,4 +174,4 @@ def test_cli_implied_labels_add_the_negatives_training_uses(tmp_path: Path, monk
     implied = json.loads((tmp_path / "implied.json").read_text())
     assert given["categories"]["violence"]["n"] == 2 and given["meta"]["implied_labels"] == []
     assert implied["categories"]["violence"]["n"] == 3
-    assert implied["meta"]["implied_labels"] and "implied as in training" in (tmp_path / "implied.md").read_text()
+    assert implied["meta"]["implied_labels"] and "filled in by --implied-labels" in (tmp_path / "implied.md").read_text()
