@@ -42,10 +42,11 @@ from guard.models import paths
 from guard.types import CATEGORIES
 
 HELD_OUT = ("ethos", "kaggle_insults", "suicide_tweets", "toxigen_seed")
-#: the models it can train, as changes to ``FinetuneConfig``'s defaults
+#: the models it can train, as changes to ``FinetuneConfig``'s defaults (the label setting explicit,
+#: so a change of default does not change what a committed result means)
 MODELS: dict[str, dict[str, Any]] = {
-    "frozen": {"lr": 0.0},
-    "adapter": {},
+    "frozen": {"lr": 0.0, "implied_labels": False},
+    "adapter": {"implied_labels": False},
     "adapter-implied": {"implied_labels": True},  # + the labels guard.models.data.IMPLIED_RULES fill in
 }
 
