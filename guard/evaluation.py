@@ -311,6 +311,19 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def implied_auprc(scores: np.ndarray, data: Any, thresholds: Sequence[float]) -> dict[str, float | None]:
+    """AUPRC of ``scores`` against the labels ``implied_labels`` fills into ``data``, for the
+    categories it changes (e.g. violence among hateful posts); empty when it changes none."""
+    from guard.models.data import implied_labels
+
+    implied = implied_labels(data)
+    changed = [j for j in range(len(CATEGORIES)) if (implied.known[:, j] != data.known[:, j]).any()]
+    if not changed:
+        return {}
+    rep = evaluate_scores(scores, implied.y, implied.known, thresholds)
+    return {CATEGORIES[j]: rep["categories"][CATEGORIES[j]]["auprc"] for j in changed}
+
+
 def markdown(report: dict[str, Any]) -> str:
     meta = report.get("meta", {})
     lines = [f"# guard eval — {meta.get('detector', '')}", ""]

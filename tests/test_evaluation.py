@@ -175,3 +175,20 @@ def test_cli_implied_labels_add_the_negatives_training_uses(tmp_path: Path, monk
     assert given["categories"]["violence"]["n"] == 2 and given["meta"]["implied_labels"] == []
     assert implied["categories"]["violence"]["n"] == 3
     assert implied["meta"]["implied_labels"] and "filled in by --implied-labels" in (tmp_path / "implied.md").read_text()
+
+
+def test_implied_auprc_scores_only_the_categories_the_rules_change() -> None:
+    from guard.models.data import Example, LabeledSet
+
+    v, h = CATEGORIES.index("violence"), CATEGORIES.index("hate")
+    y, k = np.zeros((3, len(CATEGORIES)), np.float32), np.zeros((3, len(CATEGORIES)), bool)
+    k[:, h] = True
+    y[:2, h] = 1
+    y[0, v], k[0, v] = 1, True  # a threat; row 1 is hate without one; row 2 is no hate
+    ex = tuple(Example(f"t{i}", {}, "edos", "dev") for i in range(3))
+    scores = np.zeros_like(y)
+    scores[:, v] = [0.9, 0.2, 0.5]
+    out = ev.implied_auprc(scores, LabeledSet(ex, y, k), [0.5] * len(CATEGORIES))
+    assert out == {"violence": 1.0}  # row 1 became a violence negative; row 2 stayed unknown
+    other = LabeledSet(tuple(Example(e.text, {}, "ethos", "dev") for e in ex), y, k)
+    assert ev.implied_auprc(scores, other, [0.5] * len(CATEGORIES)) == {}

@@ -110,8 +110,8 @@ def read_examples(
     return LabeledSet(tuple(examples), y, known)
 
 
-#: Labels a source's annotation scheme settles though its mapping leaves them unknown, used for
-#: training only (``implied_labels``). EDOS files every sexist post under one vector, and
+#: Labels a source's annotation scheme settles though its mapping leaves them unknown
+#: (``implied_labels``; opt-in for training and for ``guard eval``). EDOS files every sexist post under one vector, and
 #: HatemojiBuild gives every hateful entry a type; in both, ``violence=1`` was set exactly for the
 #: threat vectors/types, so a hateful post without it was judged to be no threat. Without these
 #: negatives the violence head never sees hate that is not violent and fires on most of it (dev

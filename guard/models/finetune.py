@@ -48,7 +48,7 @@ import numpy as np
 from guard.models import paths
 from guard.models.adapter import DENSE, Adapter, file_digest
 from guard.models.build import CLS_ID, HIDDEN, N_HEADS, N_LAYERS, PAD_ID, SEP_ID
-from guard.models.data import IMPLIED_DEFAULT, implied_labels, implied_rules_doc
+from guard.models.data import IMPLIED_DEFAULT, implied_rules_doc
 from guard.types import CATEGORIES
 
 C = len(CATEGORIES)
@@ -338,18 +338,16 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
 
 def report(model: Any, windows: Any, labeled: Any) -> dict[str, Any]:
     """AUPRC of the training head on ``labeled`` texts (raw sigmoid scores, max over ``windows``)."""
-    from guard.evaluation import evaluate_scores
+    from guard.evaluation import evaluate_scores, implied_auprc
 
     z = score_windows(model, windows.ids)
     zt = np.maximum.reduceat(z, windows.offsets[:-1], axis=0)
     s = 1.0 / (1.0 + np.exp(-np.clip(zt, -40, 40)))
     rep = evaluate_scores(s, labeled.y, labeled.known, np.full(C, 0.5))
     out = {"any_auprc": rep["any"]["auprc"], "auprc": {c: v["auprc"] for c, v in rep["categories"].items()}}
-    implied = implied_labels(labeled)
-    changed = [j for j in range(C) if (implied.known[:, j] != labeled.known[:, j]).any()]
-    if changed:  # the same scores against the labels training implies (e.g. violence among hate)
-        rep = evaluate_scores(s, implied.y, implied.known, np.full(C, 0.5))
-        out["implied_auprc"] = {CATEGORIES[j]: rep["categories"][CATEGORIES[j]]["auprc"] for j in changed}
+    implied = implied_auprc(s, labeled, np.full(C, 0.5))
+    if implied:
+        out["implied_auprc"] = implied
     return out
 
 

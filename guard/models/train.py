@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from guard.evaluation import average_precision, best_f1_threshold, evaluate_scores
+from guard.evaluation import average_precision, best_f1_threshold, evaluate_scores, implied_auprc
 from guard.models import paths
 from guard.models.data import (
     IMPLIED_DEFAULT,
@@ -419,8 +419,9 @@ def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int,
             encode_folds: Sequence[int] | None = None, implied: bool = IMPLIED_DEFAULT) -> Prepared:
     """Texts, windows and cached features. ``encode_folds``: only those train folds get pooled
     features (the others zeros) -- with an adapter's head nothing is fitted on the rest's features."""
-    train, dev = train_dev(read_examples([data_dir], exclude_sources=exclude), implied)
-    log(f"data: {len(train)} train / {len(dev)} dev texts from {len(set(train.sources.tolist()) | set(dev.sources.tolist()))} sources")
+    data = read_examples([data_dir], exclude_sources=exclude)
+    train, dev = train_dev(data, implied)
+    log(f"data: {len(train)} train / {len(dev)} dev texts from {len(set(data.sources.tolist()))} sources")
     fold = fold_of(train.texts, folds)
     is_aug = np.zeros(len(train), bool)
     if augment > 0:
@@ -773,10 +774,7 @@ def main(argv: list[str] | None = None) -> int:
         tr = train_heads(prep, cfg, args.folds, log)
     sc = dev_scores(tr, prep)
     dev_rep = dev_figures(sc, prep, tr.thresholds)
-    implied = implied_labels(prep.dev)
-    dev_implied = {c: blk["auprc"] for c, blk in
-                   evaluate_scores(sc, implied.y, implied.known, tr.thresholds)["categories"].items()
-                   if implied.known[:, CATEGORIES.index(c)].sum() != prep.dev.known[:, CATEGORIES.index(c)].sum()}
+    dev_implied = implied_auprc(sc, prep.dev, tr.thresholds)
     log("dev AUPRC with the labels training implies: " + " ".join(f"{c}={v}" for c, v in dev_implied.items()))
     dev_best = {}
     for j, cat in enumerate(CATEGORIES):
