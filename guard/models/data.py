@@ -42,6 +42,13 @@ class LabeledSet:
     examples: tuple[Example, ...]
     y: np.ndarray  # float32 [n, C]
     known: np.ndarray  # bool [n, C]
+    #: bool [n, C]: the known labels that ``implied_labels`` filled in (None: none were), so
+    #: training can weight them apart from the labels the sources give (``--implied-weight``)
+    implied: np.ndarray | None = None
+
+    @property
+    def implied_cells(self) -> np.ndarray:
+        return self.implied if self.implied is not None else np.zeros_like(self.known)
 
     @property
     def texts(self) -> list[str]:
@@ -56,7 +63,8 @@ class LabeledSet:
 
     def subset(self, mask: np.ndarray) -> LabeledSet:
         idx = np.flatnonzero(mask)
-        return LabeledSet(tuple(self.examples[i] for i in idx), self.y[idx], self.known[idx])
+        return LabeledSet(tuple(self.examples[i] for i in idx), self.y[idx], self.known[idx],
+                          None if self.implied is None else self.implied[idx])
 
 
 def jsonl_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -145,7 +153,7 @@ def implied_labels(data: LabeledSet, rules: Sequence[tuple[str, tuple[str, int],
         else Example(e.text, {**e.labels, **{c: int(y[k, index[c]]) for c in categories
                                              if known[k, index[c]] and c not in e.labels}}, e.source, e.split)
         for k, e in enumerate(data.examples))
-    return LabeledSet(examples, y, known)
+    return LabeledSet(examples, y, known, data.implied_cells | (known & ~data.known))
 
 
 def implied_rules_doc(rules: Sequence[tuple[str, tuple[str, int], str, int]] = IMPLIED_RULES) -> list[str]:

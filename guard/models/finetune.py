@@ -75,6 +75,7 @@ class FinetuneConfig:
     seed: int = 0
     threads: int = 2
     implied_labels: bool = IMPLIED_DEFAULT  # train on the labels IMPLIED_RULES fill in
+    implied_weight: float = 1.0  # their loss weight, against 1 for a label the source gives
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,7 +282,7 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
     groups = ([{"params": lora, "lr": cfg.lr}] if lora else []) + [{"params": head, "lr": cfg.head_lr}]
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     y = torch.from_numpy(prep.train.y)
-    w = torch.from_numpy(example_weights(prep.train, TrainConfig()))
+    w = torch.from_numpy(example_weights(prep.train, TrainConfig(implied_weight=cfg.implied_weight)))
     offsets = prep.wtr.offsets
     n_texts = len(prep.train)
     lengths = np.array([len(prep.wtr.ids[offsets[t + 1] - 1]) for t in range(n_texts)])
@@ -408,6 +409,8 @@ def _parser() -> argparse.ArgumentParser:
                         "on it (-1: train on everything)")
     p.add_argument("--implied-labels", action=argparse.BooleanOptionalAction, default=d.implied_labels,
                    help="train on the labels the sources' schemes imply (guard.models.data.IMPLIED_RULES)")
+    p.add_argument("--implied-weight", type=float, default=d.implied_weight,
+                   help="loss weight of an implied label, against 1 for a label the source gives")
     p.add_argument("--limit", type=int, default=0, help="train on the first N train texts only (smoke runs)")
     return p
 
@@ -422,10 +425,12 @@ def main(argv: list[str] | None = None) -> int:
     from safetensors.numpy import load_file
 
     from guard.models.data import noncommercial_sources
+    from guard.models.train import config_key
 
     cfg = FinetuneConfig(rank=args.rank, alpha=args.alpha, epochs=args.epochs, lr=args.lr,
                          batch_texts=args.batch_texts, augment=args.augment, seed=args.seed, threads=args.threads,
-                         holdout_fold=args.holdout_fold, implied_labels=args.implied_labels)
+                         holdout_fold=args.holdout_fold, implied_labels=args.implied_labels,
+                         implied_weight=args.implied_weight)
     root = paths.repo_root()
     data_dir = Path(args.data) if args.data else (root.parent / "shared" / "data")
     out = Path(args.out) if args.out else paths.adapter_path()
@@ -451,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     dev_fig = history[-1]["dev_training_head"]
 
     version = f"lora-{time.strftime('%Y%m%d')}-" + hashlib.sha1(
-        json.dumps(asdict(cfg), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
+        json.dumps(config_key(asdict(cfg), cfg.implied_labels), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
         + str(args.limit).encode()).hexdigest()[:8]
     adapter = adapter_of(model, cfg, version)
     adapter.save(out)

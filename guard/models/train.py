@@ -92,6 +92,7 @@ class TrainConfig:
     max_pos_weight: float = 10.0
     source_power: float = 0.5  # example weight ∝ (rows of its source) ** -power
     benign_llm_weight: float = 2.0
+    implied_weight: float = 1.0  # loss weight of a label implied_labels filled in, against 1 for a given one
     seed: int = 0
     ngram: bool = True  # add the word-piece n-gram head (guard.models.ngrams)
     ngram_c: float = 4.0  # inverse L2 strength of its logistic regressions
@@ -197,13 +198,14 @@ def ngram_window_logits(xs: Any, coef: np.ndarray, bias: np.ndarray) -> np.ndarr
 
 
 def example_weights(data: LabeledSet, cfg: TrainConfig) -> np.ndarray:
-    """``[n, C]`` loss weights: 0 where unknown; source balance × class weight × LLM-benign boost."""
+    """``[n, C]`` loss weights: 0 where unknown; source balance × class weight × LLM-benign boost,
+    × ``implied_weight`` on implied labels (a rule is a weaker witness than an annotator)."""
     src = data.sources
     names, inv, counts = np.unique(src, return_inverse=True, return_counts=True)
     sw = counts[inv].astype(np.float64) ** -cfg.source_power
     benign = (data.known.sum(1) == C) & (data.y.sum(1) == 0)
     boost = np.where(np.isin(src, LLM_BENIGN_SOURCES) & benign, cfg.benign_llm_weight, 1.0)
-    w = (sw * boost)[:, None] * data.known
+    w = (sw * boost)[:, None] * data.known * np.where(data.implied_cells, cfg.implied_weight, 1.0)
     pw = np.ones(C)
     for j in range(C):
         pos = float((w[:, j] * data.y[:, j]).sum())
@@ -387,7 +389,9 @@ def fold_of(texts: Sequence[str], k: int) -> np.ndarray:
 
 
 def concat(a: LabeledSet, b: LabeledSet) -> LabeledSet:
-    return LabeledSet(a.examples + b.examples, np.concatenate([a.y, b.y]), np.concatenate([a.known, b.known]))
+    implied = (None if a.implied is None and b.implied is None
+               else np.concatenate([a.implied_cells, b.implied_cells]))
+    return LabeledSet(a.examples + b.examples, np.concatenate([a.y, b.y]), np.concatenate([a.known, b.known]), implied)
 
 
 def obfuscated_copies(data: LabeledSet, fraction: float, salt: str, max_chars: int = 400) -> tuple[LabeledSet, np.ndarray]:
@@ -403,7 +407,13 @@ def obfuscated_copies(data: LabeledSet, fraction: float, salt: str, max_chars: i
     idx = np.asarray(picked, dtype=np.int64)
     ex = tuple(Example(obfuscate(data.examples[i].text, salt + data.examples[i].text), data.examples[i].labels,
                        data.examples[i].source, data.examples[i].split) for i in idx)
-    return LabeledSet(ex, data.y[idx], data.known[idx]), idx
+    return LabeledSet(ex, data.y[idx], data.known[idx], None if data.implied is None else data.implied[idx]), idx
+
+
+def config_key(config: dict[str, Any], implied: bool) -> dict[str, Any]:
+    """The config that names a trained file: ``implied_weight`` only counts when implied labels are
+    used, so a run without them keeps the version it had before the weight existed."""
+    return config if implied else {k: v for k, v in config.items() if k != "implied_weight"}
 
 
 def train_dev(data: LabeledSet, implied: bool = IMPLIED_DEFAULT) -> tuple[LabeledSet, LabeledSet]:
@@ -704,6 +714,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--implied-labels", action=argparse.BooleanOptionalAction, default=IMPLIED_DEFAULT,
                    help="train on the labels the sources' schemes imply (guard.models.data.IMPLIED_RULES; "
                         "use the same setting as the adapter's fine-tuning)")
+    p.add_argument("--implied-weight", type=float, default=TrainConfig.implied_weight,
+                   help="loss weight of an implied label, against 1 for a label the source gives "
+                        "(with --implied-labels; use the adapter's setting)")
     p.add_argument("--augment", type=float, default=0.15,
                    help="add obfuscated copies (leetspeak, spacing, homoglyphs, ...) of this fraction "
                         "of short train texts, same labels")
@@ -745,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
                    implied=args.implied_labels)
 
     cfg = TrainConfig(layers=tuple(int(v) for v in args.layers.split(",")), hidden=args.hidden,
-                      epochs=args.epochs, seed=args.seed, ngram=args.ngram)
+                      epochs=args.epochs, seed=args.seed, ngram=args.ngram, implied_weight=args.implied_weight)
     if args.hidden == 0:
         cfg = replace(cfg, dropout=0.0, input_dropout=0.0)
 
@@ -802,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{c}={v}" for c, v in dev_obf["auprc"].items()))
 
     version = f"heads-{time.strftime('%Y%m%d')}-" + hashlib.sha1(
-        json.dumps(asdict(cfg), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
+        json.dumps(config_key(asdict(cfg), args.implied_labels), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
         + str(args.augment).encode() + NGRAM_FEATURES.encode()
         + (repr(IMPLIED_RULES).encode() if args.implied_labels else b"")
         + (adapter_head.version.encode() if adapter_head is not None else b"")).hexdigest()[:8]
@@ -850,7 +863,9 @@ def main(argv: list[str] | None = None) -> int:
             "mix_rule": "per category, the MIX_GRID value with the best AUPRC on " + held_rows,
             "mix_oof_auprc": tr.mix_oof_auprc, "dev_auprc_raw_ablation": ablation},
         "data": {"dir": str(data_dir), "excluded_sources": sorted(exclude),
-                 "implied_train_labels": implied_rules_doc() if args.implied_labels else [], "sources": manifest(all_rows, data_dir)},
+                 "implied_train_labels": implied_rules_doc() if args.implied_labels else [],
+                 "implied_weight": cfg.implied_weight if args.implied_labels else None,
+                 "sources": manifest(all_rows, data_dir)},
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     (out_dir / "calibration.json").write_text(json.dumps(calib, indent=2) + "\n", encoding="utf-8")

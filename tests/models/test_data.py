@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from guard.models.data import (
     IMPLIED_RULES,
     implied_labels,
@@ -90,3 +93,50 @@ def test_implied_rules_are_documented_for_manifests() -> None:
     doc = implied_rules_doc()
     assert len(doc) == len(IMPLIED_RULES)
     assert "edos: hate=1 and violence unknown -> violence=0" in doc
+
+
+def test_implied_cells_are_marked_and_follow_subsets_copies_and_concat(tmp_path: Path) -> None:
+    from guard.models.train import concat, obfuscated_copies
+
+    rows = [{"text": f"sexist post {i}", "labels": {"hate": 1}, "source": "edos", "split": "train"} for i in range(6)]
+    rows.append({"text": "a threat", "labels": {"hate": 1, "violence": 1}, "source": "edos", "split": "train"})
+    (tmp_path / "edos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = read_examples([tmp_path])
+    assert data.implied is None and not data.implied_cells.any()
+    out = implied_labels(data, (("edos", ("hate", 1), "violence", 0),))
+    v = CATEGORIES.index("violence")
+    # exactly the cells the rule filled in: the six no-threat posts' violence
+    assert out.implied is not None and int(out.implied.sum()) == 6 and out.implied[:, v].sum() == 6
+    assert (out.implied == (out.known & ~data.known)).all()
+    half = out.subset(np.arange(len(out)) % 2 == 0)
+    assert (half.implied == out.implied[::2]).all()
+    copies, idx = obfuscated_copies(out, 1.0, "t")
+    assert (copies.implied_cells == out.implied[idx]).all()
+    both = concat(data, out)  # a set without implied labels contributes none
+    assert both.implied is not None and int(both.implied.sum()) == 6 and not both.implied[: len(data)].any()
+
+
+def test_example_weights_scale_only_implied_labels(tmp_path: Path) -> None:
+    from guard.models.train import TrainConfig, example_weights
+
+    rows = [{"text": f"sexist post {i}", "labels": {"hate": 1}, "source": "edos", "split": "train"} for i in range(4)]
+    rows += [{"text": f"threat {i}", "labels": {"hate": 1, "violence": 1}, "source": "edos", "split": "train"}
+             for i in range(2)]
+    (tmp_path / "edos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = implied_labels(read_examples([tmp_path]), (("edos", ("hate", 1), "violence", 0),))
+    v, h = CATEGORIES.index("violence"), CATEGORIES.index("hate")
+    full = example_weights(out, TrainConfig(implied_weight=1.0, pos_weight_power=0.0))
+    quarter = example_weights(out, TrainConfig(implied_weight=0.25, pos_weight_power=0.0))
+    imp = out.implied_cells
+    # relative to a given label, an implied one weighs a quarter as much; unknown cells stay 0
+    given = out.known & ~imp
+    ratio_full = full[imp].mean() / full[given].mean()
+    ratio_quarter = quarter[imp].mean() / quarter[given].mean()
+    assert ratio_full == pytest.approx(1.0) and ratio_quarter == pytest.approx(0.25)
+    assert (quarter[~out.known] == 0).all() and (quarter[:, h] > 0).all()
+    # the class weight counts implied negatives at their weight, so lighter ones lift positives less
+    # (measured against the same rows' hate label, whose class weight is 1 here)
+    pos = out.y[:, v] > 0
+    lift = {wt: example_weights(out, TrainConfig(implied_weight=wt)) for wt in (1.0, 0.25)}
+    assert (lift[1.0][pos, v] / lift[1.0][pos, h]) == pytest.approx(2 ** 0.5)
+    assert (lift[0.25][pos, v] / lift[0.25][pos, h]) == pytest.approx(1.0)

@@ -49,10 +49,11 @@ def test_prepare_implies_labels_on_train_only(tmp_path: Path) -> None:
     rows = [{"text": f"sexist post number {i}", "labels": {"hate": 1}, "source": "edos",
              "split": "dev" if i % 4 == 0 else "train"} for i in range(40)]
     (tmp_path / "edos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    cfg = FinetuneConfig(augment=0.0, holdout_fold=-1, implied_labels=True)
+    cfg = FinetuneConfig(augment=0.5, holdout_fold=-1, implied_labels=True)
     prep, _, _ = prepare(tmp_path, [], cfg, 0, lambda _m: None)
     v = CATEGORIES.index("violence")
     assert prep.train.known[:, v].all() and (prep.train.y[:, v] == 0).all()
+    assert len(prep.train) > 30 and prep.train.implied_cells[:, v].all()  # obfuscated copies too: --implied-weight reaches them
     assert len(prep.dev) == 10 and not prep.dev.known[:, v].any()
     plain, _, _ = prepare(tmp_path, [], replace(cfg, implied_labels=False), 0, lambda _m: None)
     assert not plain.train.known[:, v].any()
