@@ -20,8 +20,10 @@ The pipeline, deterministic for a seed:
 4. The same loss as the heads: a text's logit is the max over its windows (multiple-instance), a
    masked multi-label BCE (unknown labels add nothing) with the same source, class and
    hard-negative weights (``guard.models.train.example_weights``).
-5. bf16 autocast on CPU (AMX/AVX-512 BF16 where the CPU has them: ~10x fp32 matmul speed on this
-   box's cores), AdamW, linear warm-up then linear decay, a fixed number of epochs.
+5. bf16 autocast where the CPU runs bf16 natively (AMX / AVX-512 BF16: ~10x its fp32 matmul
+   speed), fp32 elsewhere: on an AVX2-only CPU, bf16 is emulated and ~75x *slower* than fp32, so
+   ``--precision auto`` times both once and picks (``resolve_precision``). AdamW, linear warm-up
+   then linear decay, a fixed number of epochs.
 6. Dev (never trained on) is scored with the training head as streams are, to report and compare
    runs; ``adapter.json`` keeps the figures, config, command and timings.
 
@@ -76,6 +78,7 @@ class FinetuneConfig:
     threads: int = 2
     implied_labels: bool = IMPLIED_DEFAULT  # train on the labels IMPLIED_RULES fill in
     implied_weight: float = 1.0  # their loss weight, against 1 for a label the source gives
+    precision: str = "auto"  # "bf16" autocast, "fp32", or "auto": whichever this CPU runs faster
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,6 +91,28 @@ def _torch() -> Any:
     except ImportError as exc:  # pragma: no cover - depends on the extra
         raise SystemExit("guard models finetune needs torch: pip install -e '.[finetune]'") from exc
     return torch
+
+
+def resolve_precision(choice: str, probe: Any = None) -> str:
+    """``bf16`` or ``fp32``: ``choice`` itself, or for ``auto`` whichever runs a layer-sized matmul
+    faster here. bf16 pays only on CPUs with bf16 units; elsewhere torch emulates it and a 60 min
+    run would take days. ``probe(dtype) -> seconds`` is injectable for tests."""
+    if choice in ("bf16", "fp32"):
+        return choice
+    if choice != "auto":
+        raise ValueError(f"precision must be auto, bf16 or fp32, not {choice!r}")
+    torch = _torch()
+
+    def timed(dtype: Any) -> float:
+        a, b = torch.randn(512, HIDDEN, dtype=dtype), torch.randn(HIDDEN, 4 * HIDDEN, dtype=dtype)
+        a @ b  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        return time.perf_counter() - t0
+
+    probe = probe or timed
+    return "bf16" if probe(torch.bfloat16) < probe(torch.float32) else "fp32"
 
 
 def make_model(weights: dict[str, np.ndarray], cfg: FinetuneConfig) -> Any:
@@ -178,8 +203,13 @@ def make_model(weights: dict[str, np.ndarray], cfg: FinetuneConfig) -> Any:
             n_in = len(cfg.layers) * HIDDEN
             self.head = nn.Sequential(nn.Linear(n_in, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.head_dropout),
                                       nn.Linear(cfg.head_hidden, C))
+            self.bf16 = resolve_precision(cfg.precision) == "bf16"
 
         def forward(self, ids: Any, mask: Any) -> Any:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                return self._forward(ids, mask)
+
+        def _forward(self, ids: Any, mask: Any) -> Any:
             pooled = self.encoder(ids, mask)[:, list(cfg.layers)]
             x = F.normalize(pooled, dim=-1) * math.sqrt(HIDDEN)  # ~unit-variance features
             return self.head(x.flatten(1))
@@ -246,12 +276,12 @@ def text_batches(n_texts: int, lengths: np.ndarray, batch: int, rng: np.random.G
 
 
 def score_windows(model: Any, ids: Sequence[np.ndarray], batch: int = 128) -> np.ndarray:
-    """Training-head logits ``[n_windows, C]`` (eval mode, bf16 autocast)."""
+    """Training-head logits ``[n_windows, C]`` (eval mode, in the model's precision)."""
     torch = _torch()
     model.eval()
     order = np.argsort([len(x) for x in ids], kind="stable")
     out = np.zeros((len(ids), C), np.float32)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad():
         for s in range(0, len(order), batch):
             sel = order[s:s + batch]
             i, m = _pad([ids[k] for k in sel])
@@ -307,8 +337,7 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
                 wins.extend(prep.wtr.ids[k] for k in idx)
                 owner.extend([j] * len(idx))
             ids, mask = _pad(wins)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                z = model(torch.from_numpy(ids), torch.from_numpy(mask)).float()
+            z = model(torch.from_numpy(ids), torch.from_numpy(mask)).float()
             own = torch.as_tensor(owner)
             zt = torch.full((len(tb), C), -1e4).scatter_reduce(0, own[:, None].expand(-1, C), z, "amax")
             tbt = torch.from_numpy(tb)
@@ -411,6 +440,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="train on the labels the sources' schemes imply (guard.models.data.IMPLIED_RULES)")
     p.add_argument("--implied-weight", type=float, default=d.implied_weight,
                    help="loss weight of an implied label, against 1 for a label the source gives")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision,
+                   help="bf16 autocast or fp32 (auto: whichever this CPU runs faster; bf16 needs AMX/AVX-512 BF16)")
     p.add_argument("--limit", type=int, default=0, help="train on the first N train texts only (smoke runs)")
     return p
 
@@ -430,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = FinetuneConfig(rank=args.rank, alpha=args.alpha, epochs=args.epochs, lr=args.lr,
                          batch_texts=args.batch_texts, augment=args.augment, seed=args.seed, threads=args.threads,
                          holdout_fold=args.holdout_fold, implied_labels=args.implied_labels,
-                         implied_weight=args.implied_weight)
+                         implied_weight=args.implied_weight, precision=resolve_precision(args.precision))
     root = paths.repo_root()
     data_dir = Path(args.data) if args.data else (root.parent / "shared" / "data")
     out = Path(args.out) if args.out else paths.adapter_path()

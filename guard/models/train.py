@@ -410,10 +410,16 @@ def obfuscated_copies(data: LabeledSet, fraction: float, salt: str, max_chars: i
     return LabeledSet(ex, data.y[idx], data.known[idx], None if data.implied is None else data.implied[idx]), idx
 
 
+#: Config keys added after trained files were first named, with the value those files were trained
+#: with: a run at that value keeps the version it had before the key existed.
+LATER_KEYS: dict[str, Any] = {"precision": "bf16"}
+
+
 def config_key(config: dict[str, Any], implied: bool) -> dict[str, Any]:
-    """The config that names a trained file: ``implied_weight`` only counts when implied labels are
-    used, so a run without them keeps the version it had before the weight existed."""
-    return config if implied else {k: v for k, v in config.items() if k != "implied_weight"}
+    """The config that names a trained file. ``implied_weight`` counts only when implied labels are
+    used, and ``LATER_KEYS`` only when they differ from the value earlier runs had."""
+    drop = {k for k, v in LATER_KEYS.items() if config.get(k) == v} | (set() if implied else {"implied_weight"})
+    return {k: v for k, v in config.items() if k not in drop}
 
 
 def train_dev(data: LabeledSet, implied: bool = IMPLIED_DEFAULT) -> tuple[LabeledSet, LabeledSet]:

@@ -78,3 +78,28 @@ def test_zero_lr_trains_the_head_only(tmp_path: Path) -> None:
     fig = report(model, prep.wdv, prep.dev)
     assert set(fig["auprc"]) == {"hate"} and 0.0 <= fig["any_auprc"] <= 1.0
     assert history[0]["epoch"] == 1
+
+
+def test_precision_auto_picks_the_faster_dtype_and_explicit_choices_stand() -> None:
+    """bf16 autocast pays only where the CPU has bf16 units; elsewhere it is emulated and far slower."""
+    pytest.importorskip("torch")
+    import torch
+
+    from guard.models.finetune import resolve_precision
+
+    assert resolve_precision("auto", lambda dt: 1.0 if dt == torch.bfloat16 else 2.0) == "bf16"
+    assert resolve_precision("auto", lambda dt: 75.0 if dt == torch.bfloat16 else 1.0) == "fp32"
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    assert resolve_precision("auto") in ("bf16", "fp32")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16")
+
+
+def test_version_key_keeps_earlier_names() -> None:
+    """A run with the settings of an earlier one keeps its version, though newer keys exist."""
+    from guard.models.train import config_key
+
+    before = {"rank": 8, "implied_labels": False}
+    assert config_key({**before, "implied_weight": 1.0, "precision": "bf16"}, False) == before
+    assert config_key({**before, "precision": "fp32"}, False) == {**before, "precision": "fp32"}
+    assert config_key({**before, "implied_weight": 0.25}, True) == {**before, "implied_weight": 0.25}
