@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import REPO, git_sha
+from benchmarks.machine import describe
 from guard import evaluation as ev
 from guard.models.data import read_examples
 from guard.types import CATEGORIES
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                  "in-distribution; held-out benchmarks judge generalisation.")
 
     res = {"command": "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "git": git_sha(), "split": args.split, "texts": len(texts), "windows": n_windows,
+           "git": git_sha(), "machine": describe(), "split": args.split, "texts": len(texts), "windows": n_windows,
            "systems": systems, "notes": notes}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

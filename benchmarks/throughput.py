@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.machine import describe
 from guard.detectors.semantic import LocalDetector, TritonDetector
 from guard.models import paths, repository
 from guard.types import Window
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.throughput " + " ".join(argv if argv is not None else sys.argv[1:]),
         "git_sha": sha,
         "config": {k: v for k, v in vars(args).items() if k != "out"},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+        "machine": {**describe(),
                     "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
         "ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
