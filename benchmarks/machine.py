@@ -1,7 +1,7 @@
 """What the benchmark ran on: speed figures mean little without the CPU's instruction sets.
 
 int8 and bf16 speed depend on ISA more than on clock: the same 2-core box type gave 145–198
-windows/s through Triton with AVX-512 VNNI and AMX, and 64–76 with AVX2 only. So every result
+windows/s through Triton with AVX-512 VNNI and AMX, and 71–93 with AVX2 only. So every result
 file records the CPU model and the ISA extensions the int8 (VNNI) and bf16 (AMX, AVX-512 BF16)
 kernels use; compare figures only between runs whose ``isa`` agrees.
 """

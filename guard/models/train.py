@@ -405,9 +405,9 @@ def obfuscated_copies(data: LabeledSet, fraction: float, salt: str, max_chars: i
         if len(e.text) <= max_chars and h < fraction:
             picked.append(i)
     idx = np.asarray(picked, dtype=np.int64)
-    ex = tuple(Example(obfuscate(data.examples[i].text, salt + data.examples[i].text), data.examples[i].labels,
-                       data.examples[i].source, data.examples[i].split) for i in idx)
-    return LabeledSet(ex, data.y[idx], data.known[idx], None if data.implied is None else data.implied[idx]), idx
+    picked_set = data.subset(np.isin(np.arange(len(data)), idx))  # labels, known and implied cells alike
+    ex = tuple(Example(obfuscate(e.text, salt + e.text), e.labels, e.source, e.split) for e in picked_set.examples)
+    return replace(picked_set, examples=ex), idx
 
 
 #: Config keys added after trained files were first named, with the value those files were trained

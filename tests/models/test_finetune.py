@@ -94,12 +94,3 @@ def test_precision_auto_picks_the_faster_dtype_and_explicit_choices_stand() -> N
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16")
 
-
-def test_version_key_keeps_earlier_names() -> None:
-    """A run with the settings of an earlier one keeps its version, though newer keys exist."""
-    from guard.models.train import config_key
-
-    before = {"rank": 8, "implied_labels": False}
-    assert config_key({**before, "implied_weight": 1.0, "precision": "bf16"}, False) == before
-    assert config_key({**before, "precision": "fp32"}, False) == {**before, "precision": "fp32"}
-    assert config_key({**before, "implied_weight": 0.25}, True) == {**before, "implied_weight": 0.25}

@@ -251,3 +251,11 @@ def test_heads_from_adapter_with_ngram_part_and_without_a_holdout() -> None:
     assert tr.ngram is not None and tr.mix is not None and set(tr.mix.tolist()) <= set(T.MIX_GRID)
     with pytest.raises(ValueError, match="held out no train fold"):
         T.heads_from_adapter(prep, T.TrainConfig(), _adapter_head(rng, holdout_fold=-1), lambda _m: None)
+
+
+def test_version_key_keeps_earlier_names() -> None:
+    """A run with the settings of an earlier one keeps its version, though newer keys exist."""
+    before = {"rank": 8, "implied_labels": False}
+    assert T.config_key({**before, "implied_weight": 1.0, "precision": "bf16"}, False) == before
+    assert T.config_key({**before, "precision": "fp32"}, False) == {**before, "precision": "fp32"}
+    assert T.config_key({**before, "implied_weight": 0.25}, True) == {**before, "implied_weight": 0.25}
