@@ -9,6 +9,10 @@ Scenarios (each ``--seconds`` long after a warm-up):
   as a Faust agent with ``stream.take`` would do).
 - ``local``: ``LocalDetector`` in this process, calls of ``--batch`` windows.
 
+``--encoder-instances 1x2,2x1`` repeats the Triton scenarios, in the same run, for each layout of
+the encoder's CPU cores: model instances x ONNX Runtime threads per instance (the committed
+config first, then copies of the repository with only those two settings changed).
+
 Client and server share the machine's cores, as they would in a one-box deployment; the load
 average is recorded because the numbers mean little on a busy box.
 
@@ -21,8 +25,10 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -67,6 +73,28 @@ async def closed_loop(call: Call, concurrency: int, seconds: float, warmup_s: fl
             "p50_ms": round(float(np.percentile(lat, 50)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1)}
 
 
+def layout_repo(src: Path, dst: Path, instances: int, threads: int) -> Path:
+    """A copy of the Triton repository ``src`` whose encoder runs ``instances`` x ``threads``."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    shutil.copytree(src, dst, symlinks=True)
+    cfg_path = dst / repository.ENCODER_MODEL / "config.pbtxt"
+    cfg = text_format.Parse(cfg_path.read_text(), mc.ModelConfig())
+    cfg.instance_group[0].count = instances
+    cfg.parameters["intra_op_threads"].string_value = str(threads)
+    cfg_path.write_text(text_format.MessageToString(cfg))
+    return dst
+
+
+def committed_layout(repo: Path) -> str:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    cfg = text_format.Parse((repo / repository.ENCODER_MODEL / "config.pbtxt").read_text(), mc.ModelConfig())
+    return f"{cfg.instance_group[0].count}x{cfg.parameters['intra_op_threads'].string_value}"
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     windows = make_windows(256, args.tokens)
     heads = paths.triton_repo("cpu") / repository.HEADS_MODEL / "1" / repository.HEADS_FILE
@@ -94,12 +122,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             det.close()
 
+    repo = paths.triton_repo("cpu")
+    committed = committed_layout(repo)
+    layouts = [committed] + [lay for lay in args.encoder_instances if lay != committed]
+    if args.url is not None or not any(s.startswith("triton") for s in args.scenarios):
+        layouts = layouts[:1]
+    with tempfile.TemporaryDirectory(prefix="guard-layouts-") as tmp:
+        for layout in layouts:
+            n, t = (int(v) for v in layout.split("x"))
+            lrepo = repo if layout == committed else layout_repo(repo, Path(tmp) / layout, n, t)
+            results += [{**r, "encoder_instances": layout, "committed": layout == committed}
+                        for r in await _triton(args, cycle, lrepo)]
+    return {"results": results}
+
+
+async def _triton(args: argparse.Namespace, cycle: Callable[[int], Callable[[], Sequence[Window]]],
+                  repo: Path) -> list[dict[str, Any]]:
+    """The Triton scenarios against a server on ``repo`` (or on ``--url``)."""
+    results: list[dict[str, Any]] = []
     server = None
     url = args.url
     if url is None and any(s.startswith("triton") for s in args.scenarios):
         from guard.devenv.triton import TritonServer
 
-        server = TritonServer(paths.triton_repo("cpu"))
+        server = TritonServer(repo)
         url = server.start()
     try:
         for scenario in [s for s in args.scenarios if s.startswith("triton")]:
@@ -121,7 +167,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if server is not None:
             server.stop()
-    return {"results": results}
+    return results
 
 
 def _encoder_stats(url: str) -> dict[str, Any]:
@@ -147,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenarios", type=lambda s: s.split(","),
                    default=["local", "triton-per-window", "triton-batch"])
     p.add_argument("--url", help="an already running Triton (gRPC host:port); default: start one")
+    p.add_argument("--encoder-instances", type=lambda s: s.split(","), default=[],
+                   help="also measure these encoder layouts, INSTANCESxTHREADS comma-separated (e.g. 1x2,2x1)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput.json"))
     args = p.parse_args(argv)
 
