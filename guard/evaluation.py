@@ -139,12 +139,29 @@ def evaluate_scores(scores: np.ndarray, y: np.ndarray, known: np.ndarray,
 
 
 def by_source(scores: np.ndarray, y: np.ndarray, known: np.ndarray, sources: np.ndarray,
-              categories: Sequence[str] = CATEGORIES) -> dict[str, dict[str, Any]]:
-    """AUPRC (or, for one-class sources, mean score) per source and labeled category."""
+              categories: Sequence[str] = CATEGORIES,
+              thresholds: Sequence[float] | None = None) -> dict[str, dict[str, Any]]:
+    """AUPRC (or, for one-class sources, mean score) per source and labeled category.
+
+    With thresholds, each source also gets an ``any`` entry: the share of its harmless rows that
+    the any rule flags (``flagged_negatives``) and of its harmful rows (``flagged_positives``).
+    A benign source's AUPRC is undefined, and a mean score hides a tail, but the share of benign
+    assistant answers or news a policy would stop is what a deployment pays for.
+    """
     out: dict[str, dict[str, Any]] = {}
+    if thresholds is not None:
+        thr = np.asarray(thresholds, dtype=np.float64)
+        flagged = (np.where(known, scores, -np.inf) >= thr[None, :]).any(axis=1)
+        harmful = (np.where(known, y, 0) > 0).any(axis=1)
     for src in sorted(set(sources.tolist())):
         m = sources == src
         row: dict[str, Any] = {}
+        if thresholds is not None:
+            rows = m & known.any(axis=1)
+            neg, pos = rows & ~harmful, rows & harmful
+            row["any"] = {"n": int(rows.sum()), "positives": int(pos.sum()),
+                          "flagged_negatives": _r(float(flagged[neg].mean())) if neg.any() else None,
+                          "flagged_positives": _r(float(flagged[pos].mean())) if pos.any() else None}
         for j, cat in enumerate(categories):
             k = m & known[:, j]
             if not k.any():
@@ -324,6 +341,10 @@ def implied_auprc(scores: np.ndarray, data: Any, thresholds: Sequence[float]) ->
     return {CATEGORIES[j]: rep["categories"][CATEGORIES[j]]["auprc"] for j in changed}
 
 
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{100 * v:.1f} %"
+
+
 def markdown(report: dict[str, Any]) -> str:
     meta = report.get("meta", {})
     lines = [f"# guard eval — {meta.get('detector', '')}", ""]
@@ -350,10 +371,18 @@ def markdown(report: dict[str, Any]) -> str:
                       f"batch {tp.get('batch')}): **{tp.get('windows_per_s')} windows/s**"]
     src = report.get("by_source")
     if src:
-        lines += ["", "## Per source (AUPRC where the source has both classes, else mean score)", "",
-                  "| source | " + " | ".join(CATEGORIES) + " |", "|---" * (len(CATEGORIES) + 1) + "|"]
+        flag = any("any" in row for row in src.values())
+        head = (["flagged harmless", "flagged harmful"] if flag else []) + list(CATEGORIES)
+        lines += ["", "## Per source (AUPRC where the source has both classes, else mean score)", ""]
+        if flag:
+            lines += ["\"flagged\": share of the source's harmless / harmful rows that some labeled "
+                      "category's threshold flags (the any rule).", ""]
+        lines += ["| source | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
         for s, row in src.items():
             cells = []
+            if flag:
+                a = row.get("any", {})
+                cells += [_pct(a.get("flagged_negatives")), _pct(a.get("flagged_positives"))]
             for c in CATEGORIES:
                 v = row.get(c)
                 if v is None:
@@ -435,7 +464,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 stack.callback(_close, local)
             throughput = await measure_throughput(local, data.texts, args.window_tokens, args.batch)
     report = evaluate_scores(scores, data.y, data.known, thresholds)
-    report["by_source"] = by_source(scores, data.y, data.known, data.sources)
+    report["by_source"] = by_source(scores, data.y, data.known, data.sources, thresholds=thresholds)
     report["meta"] = {
         "command": "guard eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]),
         "files": [f.name for f in files], "split": args.split, "texts": len(data), "windows": n_windows,

@@ -111,6 +111,26 @@ class TestReport:
             json.dumps(blk)
 
 
+def test_by_source_flags_benign_rows_with_the_any_rule() -> None:
+    rows = [{"hate": 0}, {"hate": 0}, {"hate": 0, "profanity": 0}, {"hate": 1}, {"profanity": 0}]
+    y, k = _labels(rows)
+    s = np.zeros_like(y)
+    h, p = CATEGORIES.index("hate"), CATEGORIES.index("profanity")
+    s[0, h] = 0.9                      # benign, flagged
+    s[2, p] = 0.9                      # benign, flagged by its other labeled category
+    s[3, h] = 0.2                      # harmful, missed
+    s[4, h] = 0.9                      # hate is unlabeled for this row: must not flag it
+    sources = np.array(["news", "news", "news", "news", "other"])
+    out = ev.by_source(s, y, k, sources, thresholds=[0.5] * len(CATEGORIES))
+    assert out["news"]["any"] == {"n": 4, "positives": 1, "flagged_negatives": round(2 / 3, 4),
+                                  "flagged_positives": 0.0}
+    assert out["other"]["any"]["flagged_negatives"] == 0.0
+    assert out["other"]["any"]["flagged_positives"] is None
+    assert "any" not in ev.by_source(s, y, k, sources)["news"]  # no thresholds, no flag figures
+    md = ev.markdown({"any": {}, "categories": {}, "by_source": out})
+    assert "| news | 66.7 % | 0.0 % |" in md
+
+
 class FakeDetector:
     """Scores a window by keyword: 'awful' → hate 0.9, 'damn' → profanity 0.8, else 0.05."""
 
