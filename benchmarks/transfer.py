@@ -10,7 +10,8 @@ them, side by side, in one run:
   ``guard models finetune``);
 - ``adapter-implied`` (on request, ``--models``): the adapter trained with ``--implied-labels``,
   so the held-out ``ethos`` violence labels (threats against hateful posts that are none) test
-  what those labels teach.
+  what those labels teach; ``adapter-implied-w0.25`` gives them a quarter of a given label's
+  weight (``--implied-weight 0.25``).
 
 All see the same texts, windows, weights, schedule and seed; all are scored with their training
 head (raw sigmoid, max over stream windows) on dev of the remaining sources (in distribution) and
@@ -48,6 +49,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "frozen": {"lr": 0.0, "implied_labels": False},
     "adapter": {"implied_labels": False},
     "adapter-implied": {"implied_labels": True},  # + the labels guard.models.data.IMPLIED_RULES fill in
+    "adapter-implied-w0.25": {"implied_labels": True, "implied_weight": 0.25},  # r4's setting
 }
 
 
