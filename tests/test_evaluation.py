@@ -212,3 +212,30 @@ def test_implied_auprc_scores_only_the_categories_the_rules_change() -> None:
     assert out == {"violence": 1.0}  # row 1 became a violence negative; row 2 stayed unknown
     other = LabeledSet(tuple(Example(e.text, {}, "ethos", "dev") for e in ex), y, k)
     assert ev.implied_auprc(scores, other, [0.5] * len(CATEGORIES)) == {}
+
+
+def test_cli_through_the_real_triton_server_matches_in_process(tmp_path: Path, triton_server: object) -> None:
+    """`guard eval --triton-url` scores through the served models and reports what the worker's
+    in-process detector would: same AUPRC, same per-source flagged shares."""
+    rows = [
+        {"text": "I will find you and hurt you, you worthless idiot.", "labels": {"harassment": 1, "violence": 1}},
+        {"text": "Here is a recipe for a lemon cake: flour, sugar, eggs and butter.", "labels": {c: 0 for c in CATEGORIES}},
+        {"text": "The council approved the new bus timetable on Tuesday.", "labels": {c: 0 for c in CATEGORIES}},
+        {"text": "You are a pathetic loser and everyone hates you.", "labels": {"harassment": 1}},
+        {"text": "Thanks for the help, the fix worked perfectly.", "labels": {"harassment": 0, "violence": 0}},
+    ]
+    for i, r in enumerate(rows):
+        r.update(source="news" if i in (1, 2) else "chat", split="dev")
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    base = ["--data", str(tmp_path), "--no-throughput"]
+    ev.main([*base, "--out", str(tmp_path / "local.json")])
+    ev.main([*base, "--triton-url", triton_server.grpc_url, "--out", str(tmp_path / "triton.json")])  # type: ignore[attr-defined]
+    local, served = (json.loads((tmp_path / f).read_text()) for f in ("local.json", "triton.json"))
+    assert "@" in served["meta"]["detector"] and served["meta"]["windows"] == local["meta"]["windows"]
+    assert local["by_source"]["news"]["any"]["flagged_negatives"] == 0.0  # a bus timetable, a cake
+    assert local["by_source"]["chat"]["any"]["flagged_positives"] > 0
+    assert served["by_source"]["news"]["any"] == local["by_source"]["news"]["any"]
+    assert served["by_source"]["chat"]["any"] == local["by_source"]["chat"]["any"]
+    for cat, blk in local["categories"].items():
+        assert served["categories"][cat]["auprc"] == pytest.approx(blk["auprc"], abs=1e-3)
+    assert served["any"]["auprc"] == pytest.approx(local["any"]["auprc"], abs=1e-3)
