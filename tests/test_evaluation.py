@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from guard import evaluation as ev
+from guard.devenv.triton import TritonServer
 from guard.types import CATEGORIES, Window
 
 BLOCK_KEYS = {"auprc", "precision", "recall", "f1", "threshold", "n",
@@ -214,7 +215,7 @@ def test_implied_auprc_scores_only_the_categories_the_rules_change() -> None:
     assert ev.implied_auprc(scores, other, [0.5] * len(CATEGORIES)) == {}
 
 
-def test_cli_through_the_real_triton_server_matches_in_process(tmp_path: Path, triton_server: object) -> None:
+def test_cli_through_the_real_triton_server_matches_in_process(tmp_path: Path, triton_server: TritonServer) -> None:
     """`guard eval --triton-url` scores through the served models and reports what the worker's
     in-process detector would: same AUPRC, same per-source flagged shares."""
     rows = [
@@ -229,7 +230,7 @@ def test_cli_through_the_real_triton_server_matches_in_process(tmp_path: Path, t
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     base = ["--data", str(tmp_path), "--no-throughput"]
     ev.main([*base, "--out", str(tmp_path / "local.json")])
-    ev.main([*base, "--triton-url", triton_server.grpc_url, "--out", str(tmp_path / "triton.json")])  # type: ignore[attr-defined]
+    ev.main([*base, "--triton-url", triton_server.grpc_url, "--out", str(tmp_path / "triton.json")])
     local, served = (json.loads((tmp_path / f).read_text()) for f in ("local.json", "triton.json"))
     assert "@" in served["meta"]["detector"] and served["meta"]["windows"] == local["meta"]["windows"]
     assert local["by_source"]["news"]["any"]["flagged_negatives"] == 0.0  # a bus timetable, a cake
