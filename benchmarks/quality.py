@@ -128,6 +128,16 @@ def markdown(res: dict[str, Any]) -> str:
             v = None if not b else b["recall_at_1pct_fpr"]
             cells.append("–" if v is None else f"{v:.3f}")
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    flagged = [s for s in systems if "by_source" in res["systems"][s]]
+    benign = sorted(src for src, row in res["systems"][flagged[0]]["by_source"].items()
+                    if row.get("any", {}).get("positives") == 0) if flagged else []
+    if benign:
+        lines += ["", "Harmless rows flagged at each system's thresholds (sources with no harmful dev row):", "",
+                  "| source | rows | " + " | ".join(flagged) + " |", "|---|---|" + "---|" * len(flagged)]
+        for src in benign:
+            a = [res["systems"][s]["by_source"][src]["any"] for s in flagged]
+            lines.append(f"| {src} | {a[0]['n']} | " + " | ".join(
+                f"{100 * x['flagged_negatives']:.1f} %" for x in a) + " |")
     lines += ["", "Cost (in-process, this machine, 64-token windows):", "",
               "| system | windows/s |", "|---|---|"]
     for s in systems:
@@ -171,14 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"semantic scored in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     systems["guard-semantic"] = {"report": ev.evaluate_scores(sem, data.y, data.known, thr_sem),
                                  "windows_per_s": tp["windows_per_s"], "model_version": version,
-                                 "by_source": ev.by_source(sem, data.y, data.known, data.sources)}
+                                 "by_source": ev.by_source(sem, data.y, data.known, data.sources, thresholds=thr_sem)}
 
     lex_fn = lexical_scorer()
     if lex_fn is not None:
         lex = lex_fn(texts)
         systems["guard-lexical"] = {"report": ev.evaluate_scores(lex, data.y, data.known, [0.5] * 8),
                                     "windows_per_s": time_text_scorer(lex_fn, win64),
-                                    "by_source": ev.by_source(lex, data.y, data.known, data.sources)}
+                                    "by_source": ev.by_source(lex, data.y, data.known, data.sources, thresholds=[0.5] * 8)}
         comb = np.maximum(sem, lex)
         systems["guard-combined"] = {"report": ev.evaluate_scores(comb, data.y, data.known, thr_sem),
                                      "windows_per_s": None}
@@ -195,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         prof = prof_fn(texts)
         systems["alt-profanity-check"] = {"report": ev.evaluate_scores(prof, data.y, data.known, [0.5] * 8),
                                           "windows_per_s": time_text_scorer(prof_fn, win64),
-                                          "by_source": ev.by_source(prof, data.y, data.known, data.sources)}
+                                          "by_source": ev.by_source(prof, data.y, data.known, data.sources, thresholds=[0.5] * 8)}
         pr = systems["alt-profanity-check"]["by_source"]
         sm = systems["guard-semantic"]["by_source"]
         notes.append("profanity by source, AUPRC guard-semantic vs alt-profanity-check: " + ", ".join(
