@@ -179,16 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     sem, n_windows, tp, version = asyncio.run(_semantic(texts))
     print(f"semantic scored in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-    systems["guard-semantic"] = {"report": ev.evaluate_scores(sem, data.y, data.known, thr_sem),
-                                 "windows_per_s": tp["windows_per_s"], "model_version": version,
-                                 "by_source": ev.by_source(sem, data.y, data.known, data.sources, thresholds=thr_sem)}
+    def assess(scores: np.ndarray, thresholds: Sequence[float]) -> dict[str, Any]:
+        return {"report": ev.evaluate_scores(scores, data.y, data.known, thresholds),
+                "by_source": ev.by_source(scores, data.y, data.known, data.sources, thresholds=thresholds)}
+
+    at_half = [0.5] * len(CATEGORIES)
+    systems["guard-semantic"] = {**assess(sem, thr_sem), "windows_per_s": tp["windows_per_s"],
+                                 "model_version": version}
 
     lex_fn = lexical_scorer()
     if lex_fn is not None:
         lex = lex_fn(texts)
-        systems["guard-lexical"] = {"report": ev.evaluate_scores(lex, data.y, data.known, [0.5] * 8),
-                                    "windows_per_s": time_text_scorer(lex_fn, win64),
-                                    "by_source": ev.by_source(lex, data.y, data.known, data.sources, thresholds=[0.5] * 8)}
+        systems["guard-lexical"] = {**assess(lex, at_half), "windows_per_s": time_text_scorer(lex_fn, win64)}
         comb = np.maximum(sem, lex)
         systems["guard-combined"] = {"report": ev.evaluate_scores(comb, data.y, data.known, thr_sem),
                                      "windows_per_s": None}
@@ -203,9 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     prof_fn = profanity_check_scorer()
     if prof_fn is not None:
         prof = prof_fn(texts)
-        systems["alt-profanity-check"] = {"report": ev.evaluate_scores(prof, data.y, data.known, [0.5] * 8),
-                                          "windows_per_s": time_text_scorer(prof_fn, win64),
-                                          "by_source": ev.by_source(prof, data.y, data.known, data.sources, thresholds=[0.5] * 8)}
+        systems["alt-profanity-check"] = {**assess(prof, at_half),
+                                          "windows_per_s": time_text_scorer(prof_fn, win64)}
         pr = systems["alt-profanity-check"]["by_source"]
         sm = systems["guard-semantic"]["by_source"]
         notes.append("profanity by source, AUPRC guard-semantic vs alt-profanity-check: " + ", ".join(

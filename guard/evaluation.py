@@ -117,6 +117,17 @@ def metric_block(y: np.ndarray, s: np.ndarray, pred: np.ndarray, threshold: floa
     }
 
 
+def any_rule(scores: np.ndarray, y: np.ndarray, known: np.ndarray,
+             thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the "any harm" label, score and prediction (``ANY_RULE``), defined once for the
+    report and the per-source figures. A row with no labeled category scores -inf and is neither
+    harmful nor flagged."""
+    thr = np.asarray(thresholds, dtype=np.float64)
+    masked = np.where(known, np.asarray(scores, dtype=np.float64), -np.inf)
+    harmful = (np.where(known, y, 0) > 0).any(axis=1)
+    return harmful, masked.max(axis=1), (masked >= thr[None, :]).any(axis=1)
+
+
 def evaluate_scores(scores: np.ndarray, y: np.ndarray, known: np.ndarray,
                     thresholds: Sequence[float], categories: Sequence[str] = CATEGORIES) -> dict[str, Any]:
     """The report core: ``{"any": {...}, "categories": {cat: {...}}}`` (unlabeled categories left out)."""
@@ -130,10 +141,7 @@ def evaluate_scores(scores: np.ndarray, y: np.ndarray, known: np.ndarray,
         s = scores[k, j]
         cats[cat] = metric_block(y[k, j], s, s >= thr[j], float(thr[j]))
     rows = known.any(axis=1)
-    masked = np.where(known, scores, -np.inf)[rows]
-    y_any = (np.where(known, y, 0) > 0).any(axis=1)[rows]
-    s_any = masked.max(axis=1) if rows.any() else np.zeros(0)
-    pred_any = (masked >= thr[None, :]).any(axis=1)
+    y_any, s_any, pred_any = (a[rows] for a in any_rule(scores, y, known, thr))
     any_block = metric_block(y_any, s_any, pred_any, None)
     return {"any": any_block, "categories": cats}
 
@@ -150,9 +158,7 @@ def by_source(scores: np.ndarray, y: np.ndarray, known: np.ndarray, sources: np.
     """
     out: dict[str, dict[str, Any]] = {}
     if thresholds is not None:
-        thr = np.asarray(thresholds, dtype=np.float64)
-        flagged = (np.where(known, scores, -np.inf) >= thr[None, :]).any(axis=1)
-        harmful = (np.where(known, y, 0) > 0).any(axis=1)
+        harmful, _, flagged = any_rule(scores, y, known, thresholds)
     for src in sorted(set(sources.tolist())):
         m = sources == src
         row: dict[str, Any] = {}
