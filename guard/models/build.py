@@ -57,6 +57,7 @@ MAX_SEQ_LEN = 256
 CLS_ID = 101
 SEP_ID = 102
 PAD_ID = 0
+UNK_ID = 100
 
 #: Bump when the graph or quantization changes, so ``guard models build`` rebuilds stale files.
 BUILDER_VERSION = "3"

@@ -8,22 +8,82 @@ shipped ``tokenizer.json``:
   around the *window*, not around each chunk. The detectors add them (``add_special_tokens``).
 - no padding: the file pads every text to a fixed 128, which doubles model cost (MEASURED §6);
   batches are padded to their longest member by whoever runs the model.
+
+And one addition: **emoji the vocabulary lacks are read as their names.** MiniLM's word-piece
+vocabulary has almost no emoji, and a word it cannot split becomes one ``[UNK]``: "I would love to
+🔪some🦊" ended in a single ``[UNK]``, so the encoder could not tell a threat from its harmless twin.
+With ``emoji_names`` each such emoji is tokenized as its CLDR name ("kitchen knife", "fox",
+"person wearing turban medium-dark skin tone"), and the name's tokens carry the emoji's character
+span, so offsets still point into the original text. An emoji only ever expands inside its own
+whitespace-delimited word, which keeps ``guard.windowing``'s guarantee that a word's tokens do not
+depend on its neighbours. Training and serving both tokenize here, so they agree.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from guard.models import paths
-from guard.models.build import CLS_ID, MAX_SEQ_LEN, PAD_ID, SEP_ID
+from guard.models.build import CLS_ID, MAX_SEQ_LEN, PAD_ID, SEP_ID, UNK_ID
 
 #: Longest window content: the encoder's 256 positions minus [CLS] and [SEP].
 MAX_CONTENT_TOKENS = MAX_SEQ_LEN - 2
+
+#: The shipped model's setting: read unknown emoji as their names (see the module docstring).
+EMOJI_NAMES = True
+
+
+@dataclass(frozen=True, slots=True)
+class EmojiTable:
+    """Every emoji the ``emoji`` package knows (not keycaps, which start with an ASCII character)."""
+
+    names: dict[str, str]  # emoji → its English CLDR name, words separated by spaces
+    starts: re.Pattern[str]  # any character an emoji can start with
+    longest: int  # code points in the longest emoji sequence
+
+
+@cache
+def emoji_table() -> EmojiTable:
+    import emoji  # the CLDR data; imported lazily so a text without emoji never pays for it
+
+    names = {e: d["en"].strip(":").replace("_", " ") for e, d in emoji.EMOJI_DATA.items()
+             if not e[0].isascii()}
+    return EmojiTable(names, re.compile(_char_class({ord(e[0]) for e in names})), max(map(len, names)))
+
+
+def _char_class(code_points: set[int]) -> str:
+    """A regex class of ranges: one listing 1,400 characters scans text 300x slower."""
+    ranges: list[list[int]] = []
+    for c in sorted(code_points):
+        if ranges and c == ranges[-1][1] + 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    return "[" + "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+                         for a, b in ranges) + "]"
+
+
+def find_emoji(text: str, table: EmojiTable) -> list[tuple[int, int]]:
+    """Spans of the emoji in ``text``, longest sequence first (ZWJ families, skin tones, flags)."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    while (m := table.starts.search(text, pos)) is not None:
+        i = m.start()
+        for j in range(min(len(text), i + table.longest), i, -1):
+            if text[i:j] in table.names:
+                spans.append((i, j))
+                pos = j
+                break
+        else:
+            pos = i + 1
+    return spans
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,31 +100,83 @@ class Encoded:
 class WindowTokenizer:
     """Wraps a configured ``tokenizers.Tokenizer``; build it with ``from_file``."""
 
-    def __init__(self, tokenizer: Tokenizer, max_tokens: int) -> None:
+    def __init__(self, tokenizer: Tokenizer, max_tokens: int, emoji_names: bool = EMOJI_NAMES) -> None:
         self._tok = tokenizer
         self.max_tokens = max_tokens
+        self.emoji_names = emoji_names
+        self._unknown: dict[str, bool] = {}  # emoji → whether the vocabulary lacks it
 
     @classmethod
-    def from_file(cls, path: str | Path | None = None, max_tokens: int = 4096) -> WindowTokenizer:
+    def from_file(cls, path: str | Path | None = None, max_tokens: int = 4096,
+                  emoji_names: bool = EMOJI_NAMES) -> WindowTokenizer:
         """Load ``tokenizer.json`` (the built copy, else the packaged one).
 
         ``max_tokens`` caps one ``encode`` call; the default is large because callers tokenize
         chunks of a stream and cut windows themselves — the per-window cap is ``MAX_CONTENT_TOKENS``.
+        ``emoji_names=False`` gives the plain tokenizer (what heads v1–v6 were trained on).
         """
         tok = Tokenizer.from_file(str(paths.tokenizer_path() if path is None else path))
         tok.no_padding()
         tok.enable_truncation(max_tokens)
-        return cls(tok, max_tokens)
+        return cls(tok, max_tokens, emoji_names)
 
     def encode(self, text: str) -> Encoded:
-        enc = self._tok.encode(text, add_special_tokens=False)
-        return Encoded(np.asarray(enc.ids, dtype=np.int64),
-                       np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2))
+        named = self._name_emoji(text)
+        enc = self._tok.encode(text if named is None else named[0], add_special_tokens=False)
+        return _encoded(enc, named)
 
     def encode_batch(self, texts: Sequence[str]) -> list[Encoded]:
-        encs = self._tok.encode_batch(list(texts), add_special_tokens=False)
-        return [Encoded(np.asarray(e.ids, dtype=np.int64), np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2))
-                for e in encs]
+        named = [self._name_emoji(t) for t in texts]
+        encs = self._tok.encode_batch([t if n is None else n[0] for t, n in zip(texts, named, strict=True)],
+                                      add_special_tokens=False)
+        return [_encoded(e, n) for e, n in zip(encs, named, strict=True)]
+
+    def _is_unknown(self, emoji: str) -> bool:
+        if emoji not in self._unknown:
+            self._unknown[emoji] = UNK_ID in self._tok.encode(emoji, add_special_tokens=False).ids
+        return self._unknown[emoji]
+
+    def _name_emoji(self, text: str) -> tuple[str, np.ndarray, np.ndarray] | None:
+        """``text`` with unknown emoji spelled as names, and each character's original (start, end).
+
+        None when nothing changes, which is every text without emoji: one regex scan.
+        """
+        if not self.emoji_names:
+            return None
+        table = emoji_table()
+        if table.starts.search(text) is None:
+            return None
+        spans = [(a, b) for a, b in find_emoji(text, table) if self._is_unknown(text[a:b])]
+        if not spans:
+            return None
+        parts: list[str] = []
+        starts: list[np.ndarray] = []
+        ends: list[np.ndarray] = []
+        pos = 0
+        for a, b in spans + [(len(text), len(text))]:
+            parts.append(text[pos:a])
+            starts.append(np.arange(pos, a))
+            ends.append(np.arange(pos + 1, a + 1))
+            if a < b:
+                name = f" {table.names[text[a:b]]} "
+                parts.append(name)
+                starts.append(np.full(len(name), a))
+                ends.append(np.full(len(name), b))
+            pos = b
+        # one sentinel past the end, so an empty token at the very end maps too
+        starts.append(np.array([len(text)]))
+        ends.append(np.array([len(text)]))
+        return "".join(parts), np.concatenate(starts).astype(np.int64), np.concatenate(ends).astype(np.int64)
+
+
+def _encoded(enc: object, named: tuple[str, np.ndarray, np.ndarray] | None) -> Encoded:
+    """Ids and offsets, the offsets mapped back to the original text where emoji were named."""
+    ids = np.asarray(enc.ids, dtype=np.int64)  # type: ignore[attr-defined]
+    offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)  # type: ignore[attr-defined]
+    if named is not None and len(offsets):
+        _, starts, ends = named
+        offsets = np.stack([starts[offsets[:, 0]], ends[np.maximum(offsets[:, 1], offsets[:, 0] + 1) - 1]], 1)
+    return Encoded(ids, offsets)
 
 
 def add_special_tokens(ids: np.ndarray, max_content: int = MAX_CONTENT_TOKENS) -> np.ndarray:
