@@ -33,7 +33,8 @@ def plan_all(tok, text: str, cuts: list[int], tokens: int = 16, stride: int = 4)
 
 WORDS = st.sampled_from(["Paris", "is", "the", "capital", "of", "France", "unbelievably",
                          "tokenization", "café", "naïve", "e-mail:", "x@y.com", "1,234.5", "🙂",
-                         "supercalifragilistic", "!", "—", "日本"])
+                         "supercalifragilistic", "!", "—", "日本", "🔪some🦊", "👳🏾",
+                         "👨‍👩‍👧"])
 
 
 @settings(max_examples=80, deadline=None)

@@ -1,0 +1,78 @@
+"""The client tokenizer: emoji the vocabulary lacks are read as names, offsets stay on the text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guard.models.build import UNK_ID
+from guard.models.tokenizer import WindowTokenizer, emoji_table, find_emoji
+
+
+@pytest.fixture(scope="module")
+def tok() -> WindowTokenizer:
+    return WindowTokenizer.from_file()
+
+
+@pytest.fixture(scope="module")
+def plain() -> WindowTokenizer:
+    return WindowTokenizer.from_file(emoji_names=False)
+
+
+def words(tok: WindowTokenizer, text: str) -> list[str]:
+    return tok._tok.decode(tok.encode(text).ids).split()  # noqa: SLF001 - the vocabulary's own spelling
+
+
+def test_plain_tokenizer_loses_a_word_with_emoji(plain):
+    # the reason for the feature: the whole word "🔪some🦊" is one unknown token
+    assert plain.encode("I would love to 🔪some🦊").ids[-1] == UNK_ID
+    assert len(plain.encode("I would love to 🔪some🦊")) == 5
+
+
+def test_unknown_emoji_become_their_names(tok):
+    assert words(tok, "I would love to 🔪some🦊") == ["i", "would", "love", "to", "kitchen", "knife", "some", "fox"]
+    assert UNK_ID not in tok.encode("👳🏾 👨‍👩‍👧 🇺🇸 😂").ids
+    assert words(tok, "👳🏾") == ["person", "wearing", "turban", "medium", "-", "dark", "skin", "tone"]
+
+
+def test_offsets_point_at_the_emoji_in_the_original_text(tok):
+    text = "x🔪 then 👨‍👩‍👧!"
+    enc = tok.encode(text)
+    spans = [text[a:b] for a, b in enc.offsets]
+    assert spans == ["x", "🔪", "🔪", "then", "👨‍👩‍👧", "👨‍👩‍👧", "👨‍👩‍👧", "👨‍👩‍👧", "!"]
+
+
+def test_text_without_unknown_emoji_is_unchanged(tok, plain):
+    for text in ["plain words, café and 1,234", "♥ © ™", ""]:  # ♥ © ™ are in the vocabulary
+        a, b = tok.encode(text), plain.encode(text)
+        assert a.ids.tolist() == b.ids.tolist() and a.offsets.tolist() == b.offsets.tolist()
+
+
+def test_batch_equals_one_by_one(tok):
+    texts = ["🔪some🦊", "no emoji here", "😂😂 lol", ""]
+    for one, many in zip([tok.encode(t) for t in texts], tok.encode_batch(texts), strict=True):
+        assert one.ids.tolist() == many.ids.tolist() and one.offsets.tolist() == many.offsets.tolist()
+
+
+def test_find_emoji_takes_the_longest_sequence():
+    table = emoji_table()
+    assert find_emoji("a👨‍👩‍👧b👍🏽", table) == [(1, 6), (7, 9)]
+    assert find_emoji("no emoji, 123 #", table) == []
+
+
+PIECES = st.sampled_from(["a", "word", " ", "\n", "🔪", "🦊", "👳🏾", "👨‍👩‍👧", "😂", "♥", "é", "!", "\u200d", "🏾"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(parts=st.lists(PIECES, max_size=30))
+def test_offsets_are_ordered_spans_of_the_text_and_words_stay_local(tok, parts):
+    text = "".join(parts)
+    enc = tok.encode(text)
+    off = enc.offsets
+    assert np.all(off[:, 0] <= off[:, 1]) and np.all(off[:, 1] <= len(text)) and np.all(off >= 0)
+    assert np.all(np.diff(off[:, 0]) >= 0)
+    # a whitespace word's tokens do not depend on its neighbours (guard.windowing relies on it)
+    joined = [i for w in text.split() for i in tok.encode(w).ids.tolist()]
+    assert enc.ids.tolist() == joined
