@@ -361,6 +361,8 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{meta.get('windows')} ({meta.get('window_tokens')} tokens, stride {meta.get('stride')})",
                   f"- model: {meta.get('model_version', '?')}; thresholds: {meta.get('thresholds_file')}",
                   f"- any rule: {ANY_RULE}"]
+        if "tokenizer" in meta:
+            lines.append(f"- tokenizer: emoji read as names: {meta['tokenizer']['emoji_names']}")
     if meta.get("implied_labels"):
         lines.append("- labels filled in by --implied-labels: " + "; ".join(meta["implied_labels"]))
     lines.append("")
@@ -439,6 +441,7 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from guard.models.data import implied_labels, implied_rules_doc, jsonl_files, read_examples
+    from guard.models.tokenizer import tokenizer_settings
 
     files = jsonl_files(args.data)
     data = read_examples(files, splits=[args.split] if args.split else None,
@@ -479,6 +482,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "model_version": str(getattr(detector, "model_version", "?")),
         "thresholds_file": args.thresholds or "committed calibration.json",
         "any_rule": ANY_RULE,
+        "tokenizer": tokenizer_settings(),
         "implied_labels": implied_rules_doc() if args.implied_labels else [],
         "thresholds": dict(zip(CATEGORIES, thresholds, strict=True)),
         "scoring_seconds": round(elapsed, 1),

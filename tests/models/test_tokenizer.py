@@ -13,7 +13,7 @@ from guard.models.tokenizer import WindowTokenizer, emoji_table, find_emoji
 
 @pytest.fixture(scope="module")
 def tok() -> WindowTokenizer:
-    return WindowTokenizer.from_file()
+    return WindowTokenizer.from_file(emoji_names=True)
 
 
 @pytest.fixture(scope="module")
