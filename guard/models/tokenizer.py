@@ -9,7 +9,8 @@ shipped ``tokenizer.json``:
 - no padding: the file pads every text to a fixed 128, which doubles model cost (MEASURED §6);
   batches are padded to their longest member by whoever runs the model.
 
-And one addition: **emoji the vocabulary lacks are read as their names.** MiniLM's word-piece
+And one option, off for the shipped model (``EMOJI_NAMES``): **emoji the vocabulary lacks are
+read as their names.** MiniLM's word-piece
 vocabulary has almost no emoji, and a word it cannot split becomes one ``[UNK]``: "I would love to
 🔪some🦊" ended in a single ``[UNK]``, so the encoder could not tell a threat from its harmless twin.
 With ``emoji_names`` each such emoji is tokenized as its CLDR name ("kitchen knife", "fox",
