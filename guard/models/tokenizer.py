@@ -29,7 +29,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from guard.models import paths
 from guard.models.build import CLS_ID, MAX_SEQ_LEN, PAD_ID, SEP_ID, UNK_ID
@@ -54,7 +54,7 @@ class EmojiTable:
 
 @cache
 def emoji_table() -> EmojiTable:
-    import emoji  # the CLDR data; imported lazily so a text without emoji never pays for it
+    import emoji  # the CLDR data; imported lazily so the plain tokenizer never loads it
 
     names = {e: d["en"].strip(":").replace("_", " ") for e, d in emoji.EMOJI_DATA.items()
              if not e[0].isascii()}
@@ -179,10 +179,10 @@ class WindowTokenizer:
         return "".join(parts), np.concatenate(starts).astype(np.int64), np.concatenate(ends).astype(np.int64)
 
 
-def _encoded(enc: object, named: tuple[str, np.ndarray, np.ndarray] | None) -> Encoded:
+def _encoded(enc: Encoding, named: tuple[str, np.ndarray, np.ndarray] | None) -> Encoded:
     """Ids and offsets, the offsets mapped back to the original text where emoji were named."""
-    ids = np.asarray(enc.ids, dtype=np.int64)  # type: ignore[attr-defined]
-    offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)  # type: ignore[attr-defined]
+    ids = np.asarray(enc.ids, dtype=np.int64)
+    offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
     if named is not None and len(offsets):
         _, starts, ends = named
         offsets = np.stack([starts[offsets[:, 0]], ends[np.maximum(offsets[:, 1], offsets[:, 0] + 1) - 1]], 1)
