@@ -84,3 +84,20 @@ async def test_errors_map_to_detector_errors(triton_server: TritonServer) -> Non
         with pytest.raises(DetectorTimeout):
             await det.score(windows_of(TEXTS * 4), timeout_s=1e-4)
         assert (await det.score([])).shape == (0, len(CATEGORIES))
+
+
+async def test_emoji_named_windows_score_alike_through_triton(triton_server: TritonServer,
+                                                              local: LocalDetector) -> None:
+    # the emoji-names option changes only the client's ids; the served models must take them as they come
+    from guard.models.build import UNK_ID
+    from guard.models.tokenizer import WindowTokenizer
+    from guard.types import Window
+
+    texts = ["I would love to 🔪some🦊", "great work 👍🏽😂", "no emoji at all"]
+    tok = WindowTokenizer.from_file(emoji_names=True)
+    ws = [Window("s1", 0, len(t), t, e.ids) for t, e in zip(texts, tok.encode_batch(texts), strict=True)]
+    assert all(UNK_ID not in w.input_ids for w in ws)
+    expected = await local.score(ws)
+    async with TritonDetector.connect(triton_server.grpc_url) as det:
+        got = await det.score(ws)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
