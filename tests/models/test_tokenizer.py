@@ -76,3 +76,19 @@ def test_offsets_are_ordered_spans_of_the_text_and_words_stay_local(tok, parts):
     # a whitespace word's tokens do not depend on its neighbours (guard.windowing relies on it)
     joined = [i for w in text.split() for i in tok.encode(w).ids.tolist()]
     assert enc.ids.tolist() == joined
+
+
+def test_default_setting_is_what_the_shipped_model_was_trained_on():
+    # Serving tokenizes with EMOJI_NAMES; the committed adapter and heads learnt on one setting.
+    # Flipping the constant without retraining changes every emoji-bearing window's ids and
+    # silently degrades the model (run e1 lost 0.016 violence that way), so they must agree.
+    # The metadata records the setting since run e1; files written before it used plain text.
+    import json
+
+    from guard.models import paths
+    from guard.models.tokenizer import EMOJI_NAMES
+
+    for meta_file in (paths.heads_path().with_name("calibration.json"), paths.adapter_path().with_name("adapter.json")):
+        meta = json.loads(meta_file.read_text())
+        trained = meta.get("tokenizer", {"emoji_names": False})["emoji_names"]
+        assert trained == EMOJI_NAMES, f"{meta_file.name} ({meta['version']}) was trained with emoji_names={trained}"
