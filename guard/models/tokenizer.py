@@ -9,7 +9,7 @@ shipped ``tokenizer.json``:
 - no padding: the file pads every text to a fixed 128, which doubles model cost (MEASURED §6);
   batches are padded to their longest member by whoever runs the model.
 
-And one option, off for the shipped model (``EMOJI_NAMES``): **emoji the vocabulary lacks are
+And one option, on for the shipped model (``EMOJI_NAMES``): **emoji the vocabulary lacks are
 read as their names.** MiniLM's word-piece
 vocabulary has almost no emoji, and a word it cannot split becomes one ``[UNK]``: "I would love to
 🔪some🦊" ended in a single ``[UNK]``, so the encoder could not tell a threat from its harmless twin.
@@ -37,10 +37,11 @@ from guard.models.build import CLS_ID, MAX_SEQ_LEN, PAD_ID, SEP_ID, UNK_ID
 #: Longest window content: the encoder's 256 positions minus [CLS] and [SEP].
 MAX_CONTENT_TOKENS = MAX_SEQ_LEN - 2
 
-#: The shipped model's setting. Off: heads v6 and its adapter were trained on the plain tokenizer, and
-#: refitting only the heads on names lost violence (run e1, benchmarks/results/runs/e1-emoji-names).
-#: Turning it on needs an adapter fine-tuned with it.
-EMOJI_NAMES = False
+#: The shipped model's setting: on since heads v7, whose adapter was fine-tuned on names (run e2,
+#: benchmarks/results/runs/e2-emoji-names-finetuned). It must match what the committed adapter and
+#: heads learnt on (their metadata's ``tokenizer``; a test holds them together): refitting only
+#: the heads on names, over an adapter trained without them, lost violence (run e1).
+EMOJI_NAMES = True
 
 
 @dataclass(frozen=True, slots=True)
