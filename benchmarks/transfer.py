@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.transfer", description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="shared data directory (default ../shared/data from the repo)")
     p.add_argument("--hold-out", action="append", default=None, help=f"source to hold out (default {HELD_OUT})")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=2,
+                   help="2, as every committed transfer result; the shipped recipe trains 3 since heads v8")
     p.add_argument("--models", default="frozen,adapter", help=f"comma-separated, of {', '.join(MODELS)}")
     p.add_argument("--limit", type=int, default=0, help="train on the first N texts only (smoke runs)")
     p.add_argument("--out", default=str(REPO / "benchmarks/results/transfer.json"))
