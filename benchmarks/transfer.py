@@ -60,8 +60,7 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"`{res['command']}` — git {res['git_sha']}. Held out of training: "
         f"{', '.join(res['held_out'])} ({res['unseen_texts']} texts, all splits). AUPRC of each "
-        "model's training head, max over stream windows."
-        + (f" Emoji read as names: {res['tokenizer']['emoji_names']}." if "tokenizer" in res else ""),
+        f"model's training head, max over stream windows. Emoji read as names: {res['tokenizer']['emoji_names']}.",
         "",
         "| model | epoch | set | any | " + " | ".join(cats) + " |",
         "|---|---|---|---|" + "---|" * len(cats),
@@ -110,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     weights = load_file(str(paths.weights_dir() / "model.safetensors"))
     command = "python -m benchmarks.transfer " + " ".join(argv if argv is not None else sys.argv[1:])
     res: dict[str, Any] = {"command": command.strip(), "git_sha": git_sha(), "held_out": list(held),
-                           "unseen_texts": len(unseen), "tokenizer": tokenizer_settings(), "runs": [], "configs": {}}
+                           "unseen_texts": len(unseen), "tokenizer": tokenizer_settings(),
+                           "runs": [], "configs": {}}
     def save() -> None:
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
         Path(args.markdown).write_text(markdown(res), encoding="utf-8")
