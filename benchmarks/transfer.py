@@ -60,7 +60,8 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"`{res['command']}` — git {res['git_sha']}. Held out of training: "
         f"{', '.join(res['held_out'])} ({res['unseen_texts']} texts, all splits). AUPRC of each "
-        f"model's training head, max over stream windows. Emoji read as names: {res['tokenizer']['emoji_names']}.",
+        f"model's training head, max over stream windows. Emoji read as names: {res['tokenizer']['emoji_names']}. "
+        f"Seed: {', '.join(sorted({str(c['seed']) for c in res['configs'].values()}))}.",
         "",
         "| model | epoch | set | any | " + " | ".join(cats) + " |",
         "|---|---|---|---|" + "---|" * len(cats),
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hold-out", action="append", default=None, help=f"source to hold out (default {HELD_OUT})")
     p.add_argument("--epochs", type=int, default=2,
                    help="2, as every committed transfer result; the shipped recipe trains 3 since heads v8")
+    p.add_argument("--seed", type=int, default=0,
+                   help="FinetuneConfig.seed for every model (0, as every committed result before run t2)")
     p.add_argument("--models", default="frozen,adapter", help=f"comma-separated, of {', '.join(MODELS)}")
     p.add_argument("--limit", type=int, default=0, help="train on the first N texts only (smoke runs)")
     p.add_argument("--out", default=str(REPO / "benchmarks/results/transfer.json"))
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
         Path(args.markdown).write_text(markdown(res), encoding="utf-8")
 
-    base = FinetuneConfig(epochs=args.epochs)
+    base = FinetuneConfig(epochs=args.epochs, seed=args.seed)
     preps: dict[bool, Any] = {}  # one data preparation per label setting
     for name in args.models.split(","):
         if name not in MODELS:
