@@ -14,3 +14,18 @@ def test_every_model_is_a_finetune_config(name: str) -> None:
     assert "implied_labels" in MODELS[name]  # explicit, so a default change cannot move a result
     if name.startswith("adapter-implied"):
         assert cfg.implied_labels and cfg.lr > 0
+
+
+def test_a_committed_result_renders_as_committed() -> None:
+    """The markdown is derived from the JSON alone, so a committed result re-renders byte for byte,
+    seed included (run t2 trained with --seed 1)."""
+    import json
+
+    from benchmarks import REPO
+    from benchmarks.transfer import markdown
+
+    run = REPO / "benchmarks/results/runs/t2-transfer-seed1"
+    res = json.loads((run / "transfer.json").read_text(encoding="utf-8"))
+    text = markdown(res)
+    assert text == (run / "transfer.md").read_text(encoding="utf-8")
+    assert "Seed: 1." in text and res["configs"]["adapter"]["seed"] == 1
