@@ -5,6 +5,7 @@ Run from the repo root: ``.venv/bin/python benchmarks/results/runs/a1-platform-a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -12,9 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from guard.detectors.semantic import LocalDetector
-from guard.evaluation import average_precision
+from guard.evaluation import average_precision, score_texts
 from guard.models.data import jsonl_files, read_examples
-from guard.models.features import PlanTokenizer, stream_window_objects
 from guard.types import CATEGORIES
 
 HERE = Path(__file__).resolve().parent
@@ -34,28 +34,14 @@ def strip(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip() or text
 
 
-def score(det: LocalDetector, texts: list[str]) -> np.ndarray:
-    tok = PlanTokenizer()
-    windows, owner = [], []
-    for i, t in enumerate(texts):
-        for w in stream_window_objects(t, f"a1-{i}", tok, 64, 16):
-            windows.append(w)
-            owner.append(i)
-    out = np.full((len(texts), len(CATEGORIES)), -np.inf, np.float32)
-    order = np.argsort([w.n_tokens for w in windows], kind="stable")
-    for b in range(0, len(order), 64):
-        idx = order[b:b + 64]
-        np.maximum.at(out, np.asarray(owner)[idx], det.score_sync([windows[i] for i in idx]))
-    return out
-
-
 def main() -> None:
     data = read_examples(jsonl_files([REPO.parent / "shared/data"]), splits=["dev"])
     data = data.subset(np.isin(data.sources, SOURCES))
     stripped = [strip(t) for t in data.texts]
     changed = np.array([a != b for a, b in zip(data.texts, stripped, strict=True)])
     det = LocalDetector.from_build_dir()
-    raw_s, str_s = score(det, list(data.texts)), score(det, stripped)
+    raw_s = asyncio.run(score_texts(det, list(data.texts)))[0]  # guard eval's windows and max
+    str_s = asyncio.run(score_texts(det, stripped))[0]
     det.close()
     report: dict = {"model": det.model_version, "sources": {}}
     rows = []
