@@ -86,9 +86,56 @@ def test_default_setting_is_what_the_shipped_model_was_trained_on():
     import json
 
     from guard.models import paths
-    from guard.models.tokenizer import EMOJI_NAMES
+    from guard.models.tokenizer import EMOJI_NAMES, PLATFORM_ARTEFACTS
 
     for meta_file in (paths.heads_path().with_name("calibration.json"), paths.adapter_path().with_name("adapter.json")):
         meta = json.loads(meta_file.read_text())
-        trained = meta.get("tokenizer", {"emoji_names": False})["emoji_names"]
-        assert trained == EMOJI_NAMES, f"{meta_file.name} ({meta['version']}) was trained with emoji_names={trained}"
+        trained = meta.get("tokenizer", {"emoji_names": False})
+        assert trained["emoji_names"] == EMOJI_NAMES, f"{meta_file.name} ({meta['version']}): {trained}"
+        # recorded since run n1; everything before it read the artefacts
+        assert trained.get("platform_artefacts", False) == PLATFORM_ARTEFACTS, f"{meta_file.name}: {trained}"
+
+
+@pytest.fixture(scope="module")
+def untweeted() -> WindowTokenizer:
+    return WindowTokenizer.from_file(emoji_names=True, platform_artefacts=True)
+
+
+def test_platform_artefacts_are_not_read(untweeted):
+    assert words(untweeted, "RT @user: you are an idiot https://t.co/x URL") == ["you", "are", "an", "idiot"]
+    assert words(untweeted, "@USER @USER she is (@bob) trash") == ["she", "is", "(", ")", "trash"]
+
+
+def test_entities_read_as_their_character_and_emoji_by_name(untweeted):
+    assert words(untweeted, "tea &amp; cake &lt;3") == ["tea", "&", "cake", "<", "3"]
+    assert words(untweeted, "lol &#128514;") == ["lol", "face", "with", "tears", "of", "joy"]
+    assert words(untweeted, "&bogus; stays") == ["&", "bogus", ";", "stays"]
+
+
+def test_prose_that_looks_like_an_artefact_is_kept(untweeted, tok):
+    for text in ["mail a@b.com today", "ART and RTX cards", "the URLs you sent", "HURL it", "R&D"]:
+        assert untweeted.encode(text).ids.tolist() == tok.encode(text).ids.tolist()
+
+
+def test_offsets_of_a_rewritten_text_point_into_the_original(untweeted):
+    text = "@USER so &#128514; &amp; bye"
+    enc = untweeted.encode(text)
+    assert [text[a:b] for a, b in enc.offsets] == ["so"] + ["&#128514;"] * 5 + ["&amp;", "bye"]
+
+
+ARTEFACT_PIECES = st.sampled_from(["a", "word", " ", "\n", "@", "@USER", "@bob:", "RT", "URL", ":", "&amp;",
+                                   "&#128514;", "&#x1F52A;", "&", ";", "http://t.co/x", "www.", "🔪", "😂", "."])
+
+
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(ARTEFACT_PIECES, max_size=30))
+def test_artefact_rules_keep_words_local_and_offsets_ordered(untweeted, parts):
+    text = "".join(parts)
+    enc = untweeted.encode(text)
+    off = enc.offsets
+    assert np.all(off[:, 0] <= off[:, 1]) and np.all(off[:, 1] <= len(text)) and np.all(off >= 0)
+    assert np.all(np.diff(off[:, 0]) >= 0)
+    joined = [i for w in text.split() for i in untweeted.encode(w).ids.tolist()]
+    assert enc.ids.tolist() == joined
+    batch = untweeted.encode_batch([text, "x"])[0]
+    assert batch.ids.tolist() == enc.ids.tolist() and batch.offsets.tolist() == enc.offsets.tolist()
