@@ -1,9 +1,9 @@
-"""What reading emoji as names costs the worker: client tokenization with names on and off.
+"""What the tokenizer's options cost the worker: client tokenization with each setting.
 
 The worker tokenizes every chunk before any window reaches the encoder, and since heads v7 it
 spells the emoji the vocabulary lacks as their names (``guard.models.tokenizer``). Text without
-emoji pays one regex scan; text with emoji pays a Python loop per emoji. This measures both
-settings side by side in one run, on the dev texts as they are and on the dev texts that hold an
+emoji pays one regex scan; text with emoji pays a Python loop per emoji. Skipping tweet-platform artefacts (run n1) adds one more
+regex scan per text. This measures the settings side by side in one run, on the dev texts as they are and on the dev texts that hold an
 emoji, and puts them beside the encoder's cost per character so the ratio that matters is visible.
 
     python -m benchmarks.tokenizer --out benchmarks/results/tokenizer.json
@@ -38,14 +38,16 @@ def chars_per_second(tok: WindowTokenizer, texts: Sequence[str], seconds: float,
 def run(texts: Sequence[str], seconds: float) -> dict[str, Any]:
     table = emoji_table()
     with_emoji = [t for t in texts if table.starts.search(t)]
-    settings = {"plain": WindowTokenizer.from_file(emoji_names=False),
-                "names": WindowTokenizer.from_file(emoji_names=True)}
+    settings = {"plain": WindowTokenizer.from_file(emoji_names=False, platform_artefacts=False),
+                "names": WindowTokenizer.from_file(emoji_names=True, platform_artefacts=False),
+                "names+artefacts": WindowTokenizer.from_file(emoji_names=True, platform_artefacts=True)}
     out: dict[str, Any] = {}
     for corpus, rows in (("dev", list(texts)), ("dev_with_emoji", with_emoji)):
         speed = {name: chars_per_second(tok, rows, seconds) for name, tok in settings.items()}
         out[corpus] = {"texts": len(rows), "chars": sum(map(len, rows)),
                        "chars_per_s": {k: round(v) for k, v in speed.items()},
-                       "names_over_plain": round(speed["names"] / speed["plain"], 3)}
+                       "names_over_plain": round(speed["names"] / speed["plain"], 3),
+                       "artefacts_over_names": round(speed["names+artefacts"] / speed["names"], 3)}
     return out
 
 
