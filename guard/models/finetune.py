@@ -51,7 +51,7 @@ from guard.models import paths
 from guard.models.adapter import DENSE, Adapter, file_digest
 from guard.models.build import CLS_ID, HIDDEN, N_HEADS, N_LAYERS, PAD_ID, SEP_ID
 from guard.models.data import IMPLIED_DEFAULT, implied_rules_doc
-from guard.models.tokenizer import tokenizer_settings
+from guard.models.tokenizer import tokenizer_settings, version_salt
 from guard.types import CATEGORIES
 
 C = len(CATEGORIES)
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
 
     version = f"lora-{time.strftime('%Y%m%d')}-" + hashlib.sha1(
         json.dumps(config_key(asdict(cfg), cfg.implied_labels), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
-        + str(args.limit).encode()).hexdigest()[:8]
+        + str(args.limit).encode() + version_salt()).hexdigest()[:8]
     adapter = adapter_of(model, cfg, version)
     adapter.save(out)
     head_path = out.with_name(f"{out.stem}-head.npz")

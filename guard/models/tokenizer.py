@@ -104,6 +104,13 @@ def tokenizer_settings() -> dict[str, object]:
             "platform_artefacts": PLATFORM_ARTEFACTS}
 
 
+def version_salt() -> bytes:
+    """What the tokenizer adds to a trained file's version hash: a model trained without the
+    artefacts must not share a name with one trained on them. Empty for the settings files
+    named before run n1 had, so their versions still reproduce."""
+    return b"platform_artefacts" if PLATFORM_ARTEFACTS else b""
+
+
 def find_emoji(text: str, table: EmojiTable) -> list[tuple[int, int]]:
     """Spans of the emoji in ``text``, longest sequence first (ZWJ families, skin tones, flags)."""
     spans: list[tuple[int, int]] = []

@@ -46,7 +46,7 @@ import numpy as np
 
 from guard.evaluation import average_precision, best_f1_threshold, evaluate_scores, implied_auprc
 from guard.models import paths
-from guard.models.tokenizer import tokenizer_settings
+from guard.models.tokenizer import tokenizer_settings, version_salt
 from guard.models.build import ENCODER_ID
 from guard.models.data import (
     IMPLIED_DEFAULT,
@@ -827,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
         + str(args.augment).encode() + NGRAM_FEATURES.encode()
         + (repr(IMPLIED_RULES).encode() if args.implied_labels else b"")
         + (adapter_head.version.encode() if adapter_head is not None else b"")
-        + ENCODER_ID.encode()).hexdigest()[:8]  # the graph the features came from: calibration depends on it
+        + ENCODER_ID.encode() + version_salt()).hexdigest()[:8]  # the graph the features came from: calibration depends on it
     heads = to_heads(tr, version)
     out_dir.mkdir(parents=True, exist_ok=True)
     heads.save(out_dir / "heads.npz")

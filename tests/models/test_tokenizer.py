@@ -139,3 +139,12 @@ def test_artefact_rules_keep_words_local_and_offsets_ordered(untweeted, parts):
     assert enc.ids.tolist() == joined
     batch = untweeted.encode_batch([text, "x"])[0]
     assert batch.ids.tolist() == enc.ids.tolist() and batch.offsets.tolist() == enc.offsets.tolist()
+
+
+def test_the_artefact_setting_names_trained_files_apart(monkeypatch):
+    from guard.models import tokenizer
+
+    assert tokenizer.version_salt() == b""  # files named before run n1 keep their versions
+    monkeypatch.setattr(tokenizer, "PLATFORM_ARTEFACTS", True)
+    assert tokenizer.version_salt() != b""
+    assert tokenizer.tokenizer_settings()["platform_artefacts"] is True
