@@ -61,7 +61,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"`{res['command']}` — git {res['git_sha']}. Held out of training: "
         f"{', '.join(res['held_out'])} ({res['unseen_texts']} texts, all splits). AUPRC of each "
         f"model's training head, max over stream windows. Emoji read as names: {res['tokenizer']['emoji_names']}. "
-        f"Seed: {', '.join(sorted({str(c['seed']) for c in res['configs'].values()}))}.",
+        f"Seed: {', '.join(sorted({str(c['seed']) for c in res['configs'].values()}))}."
+        + (" Tweet-platform artefacts skipped: True." if res["tokenizer"].get("platform_artefacts") else ""),
         "",
         "| model | epoch | set | any | " + " | ".join(cats) + " |",
         "|---|---|---|---|" + "---|" * len(cats),

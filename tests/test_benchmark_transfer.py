@@ -29,3 +29,17 @@ def test_a_committed_result_renders_as_committed() -> None:
     text = markdown(res)
     assert text == (run / "transfer.md").read_text(encoding="utf-8")
     assert "Seed: 1." in text and res["configs"]["adapter"]["seed"] == 1
+    assert "artefacts" not in text  # t2 read them; n1 did not, and its markdown says so
+
+
+def test_a_result_without_the_artefacts_says_so() -> None:
+    import json
+
+    from benchmarks import REPO
+    from benchmarks.transfer import markdown
+
+    run = REPO / "benchmarks/results/runs/n1-platform-artefacts"
+    res = json.loads((run / "transfer.json").read_text(encoding="utf-8"))
+    assert res["tokenizer"]["platform_artefacts"] is True
+    assert markdown(res) == (run / "transfer.md").read_text(encoding="utf-8")
+    assert "Tweet-platform artefacts skipped: True." in markdown(res)
