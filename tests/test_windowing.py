@@ -10,9 +10,11 @@ from guard import windowing
 from guard.models.tokenizer import WindowTokenizer
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["plain", "emoji-names"])
+@pytest.fixture(scope="module", params=[(False, False), (True, False), (True, True)],
+                ids=["plain", "emoji-names", "names-no-artefacts"])
 def tok(request) -> WindowTokenizer:
-    return WindowTokenizer.from_file(emoji_names=request.param)
+    names, artefacts = request.param
+    return WindowTokenizer.from_file(emoji_names=names, platform_artefacts=artefacts)
 
 
 def plan_all(tok, text: str, cuts: list[int], tokens: int = 16, stride: int = 4):
@@ -34,7 +36,8 @@ def plan_all(tok, text: str, cuts: list[int], tokens: int = 16, stride: int = 4)
 WORDS = st.sampled_from(["Paris", "is", "the", "capital", "of", "France", "unbelievably",
                          "tokenization", "café", "naïve", "e-mail:", "x@y.com", "1,234.5", "🙂",
                          "supercalifragilistic", "!", "—", "日本", "🔪some🦊", "👳🏾",
-                         "👨‍👩‍👧"])
+                         "👨‍👩‍👧", "@USER", "@bob:", "RT", "URL", "http://t.co/x", "&amp;", "&#128514;",
+                         "RTX", "a@b"])
 
 
 @settings(max_examples=80, deadline=None)
