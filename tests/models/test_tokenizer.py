@@ -144,7 +144,9 @@ def test_artefact_rules_keep_words_local_and_offsets_ordered(untweeted, parts):
 def test_the_artefact_setting_names_trained_files_apart(monkeypatch):
     from guard.models import tokenizer
 
+    monkeypatch.setattr(tokenizer, "PLATFORM_ARTEFACTS", False)
     assert tokenizer.version_salt() == b""  # files named before run n1 keep their versions
+    assert tokenizer.tokenizer_settings()["platform_artefacts"] is False
     monkeypatch.setattr(tokenizer, "PLATFORM_ARTEFACTS", True)
     assert tokenizer.version_salt() != b""
     assert tokenizer.tokenizer_settings()["platform_artefacts"] is True
