@@ -19,13 +19,13 @@ span, so offsets still point into the original text. An emoji only ever expands 
 whitespace-delimited word, which keeps ``guard.windowing``'s guarantee that a word's tokens do not
 depend on its neighbours. Training and serving both tokenize here, so they agree.
 
-A second option (``PLATFORM_ARTEFACTS``, on since heads v9): **tweet-platform artefacts are not read.** Much of the
-training data is tweets, and run a1 found the encoder leaning on their marks: stripping
-``@USER`` from OLID's insults lowered their harassment score by 0.11. LLM output has no such marks,
-so a model that learnt "looks like a tweet" is off by that much on it. With the option on, a
-``@mention``, a URL or OLID's ``URL`` placeholder and a stand-alone ``RT`` are not tokenized, and an
-HTML entity (``&amp;``, ``&#128514;``) is read as the character it encodes (an emoji one then read
-by name). Each rule looks at one word only, so words stay independent of their neighbours.
+A second option (``PLATFORM_ARTEFACTS``, on since heads v9): **tweet-platform artefacts are not
+read.** Much of the training data is tweets, and run a1 found the encoder leaning on their marks:
+stripping ``@USER`` from OLID's insults lowered their harassment score by 0.11. LLM output has no
+such marks, so a model that learnt "looks like a tweet" is off by that much on it. With the option
+on, a ``@mention``, a URL or OLID's ``URL`` placeholder and a stand-alone ``RT`` are not tokenized,
+and an HTML entity (``&amp;``, ``&#128514;``) is read as the character it encodes (an emoji one then
+read by name). Each rule looks at one word only, so words stay independent of their neighbours.
 """
 
 from __future__ import annotations
