@@ -59,6 +59,13 @@ CANDIDATES = (
     "The history book describes the battle in detail, with many casualties.",
     "We will crush the other team on Saturday!",
     "The movie had a lot of fight scenes and explosions.",
+    # milder ones, so the mid-range picks below survive a retrained model (heads v9 moved them)
+    "Someone should teach them a lesson they won't forget.",
+    "They dragged him out of the car and kicked him.",
+    "I'm going to hit him if he keeps doing that.",
+    "I could strangle my brother sometimes, he is so annoying.",
+    "You'd better watch your back.",
+    "I wanted to slap him so hard.",
 )
 BENIGN = ("The capital of France is Paris.", "Water boils at 100 degrees Celsius at sea level.",
           "Our meeting moved to Thursday afternoon.", "The recipe needs two eggs and a cup of flour.",
