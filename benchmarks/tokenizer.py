@@ -2,9 +2,10 @@
 
 The worker tokenizes every chunk before any window reaches the encoder, and since heads v7 it
 spells the emoji the vocabulary lacks as their names (``guard.models.tokenizer``). Text without
-emoji pays one regex scan; text with emoji pays a Python loop per emoji. Skipping tweet-platform artefacts (run n1) adds one more
-regex scan per text. This measures the settings side by side in one run, on the dev texts as they are and on the dev texts that hold an
-emoji, and puts them beside the encoder's cost per character so the ratio that matters is visible.
+emoji pays one regex scan; text with emoji pays a Python loop per emoji. Since heads v9 it also
+skips tweet-platform artefacts, one more regex scan per text. This measures the settings side by
+side in one run, on the dev texts as they are and on the dev texts that hold an emoji, and puts
+them beside the encoder's cost per character so the ratio that matters is visible.
 
     python -m benchmarks.tokenizer --out benchmarks/results/tokenizer.json
 """
