@@ -68,7 +68,10 @@ PIECES = st.sampled_from(["a", "word", " ", "\n", "🔪", "🦊", "👳🏾", "�
 @settings(max_examples=150, deadline=None)
 @given(parts=st.lists(PIECES, max_size=30))
 def test_offsets_are_ordered_spans_of_the_text_and_words_stay_local(tok, parts):
-    text = "".join(parts)
+    assert_ordered_and_local(tok, "".join(parts))
+
+
+def assert_ordered_and_local(tok: WindowTokenizer, text: str) -> None:
     enc = tok.encode(text)
     off = enc.offsets
     assert np.all(off[:, 0] <= off[:, 1]) and np.all(off[:, 1] <= len(text)) and np.all(off >= 0)
@@ -76,6 +79,8 @@ def test_offsets_are_ordered_spans_of_the_text_and_words_stay_local(tok, parts):
     # a whitespace word's tokens do not depend on its neighbours (guard.windowing relies on it)
     joined = [i for w in text.split() for i in tok.encode(w).ids.tolist()]
     assert enc.ids.tolist() == joined
+    batch = tok.encode_batch([text, "x"])[0]
+    assert batch.ids.tolist() == enc.ids.tolist() and batch.offsets.tolist() == enc.offsets.tolist()
 
 
 def test_default_setting_is_what_the_shipped_model_was_trained_on():
@@ -130,15 +135,7 @@ ARTEFACT_PIECES = st.sampled_from(["a", "word", " ", "\n", "@", "@USER", "@bob:"
 @settings(max_examples=200, deadline=None)
 @given(parts=st.lists(ARTEFACT_PIECES, max_size=30))
 def test_artefact_rules_keep_words_local_and_offsets_ordered(untweeted, parts):
-    text = "".join(parts)
-    enc = untweeted.encode(text)
-    off = enc.offsets
-    assert np.all(off[:, 0] <= off[:, 1]) and np.all(off[:, 1] <= len(text)) and np.all(off >= 0)
-    assert np.all(np.diff(off[:, 0]) >= 0)
-    joined = [i for w in text.split() for i in untweeted.encode(w).ids.tolist()]
-    assert enc.ids.tolist() == joined
-    batch = untweeted.encode_batch([text, "x"])[0]
-    assert batch.ids.tolist() == enc.ids.tolist() and batch.offsets.tolist() == enc.offsets.tolist()
+    assert_ordered_and_local(untweeted, "".join(parts))
 
 
 def test_the_artefact_setting_names_trained_files_apart(monkeypatch):
