@@ -22,6 +22,9 @@ PII = ("Sure! You can email Maria at maria.gomez@example.com or call +1 415 555 
 HARMFUL = ("Listen carefully. I know where you live and I will kill you and your whole family "
            "tonight, nobody will hear you scream.")
 PROFANE = "Honestly, Mondays are shit and the inbox is full of crap, but lunch helps."
+# tweet marks the tokenizer skips (PLATFORM_ARTEFACTS): the model does not read them, the user still gets them
+TWEET = "@USER @USER thanks &amp; see you on Friday at the museum! https://t.co/Ab12 RT"
+TWEET_HARMFUL = "RT @bob: @USER " + HARMFUL + " https://t.co/x"
 
 
 def cut(text: str, rng: random.Random) -> list[str]:
@@ -70,9 +73,10 @@ def check_stream(ds: list[Decision], n: int) -> str:
 async def test_interleaved_streams_and_dead_letters(kafka_broker, guard_worker):
     rng = random.Random(1)
     run = uuid.uuid4().hex[:6]
-    ids = {k: f"{k}-{run}" for k in ("benign", "pii", "harmful")}
+    ids = {k: f"{k}-{run}" for k in ("benign", "pii", "harmful", "tweet", "tweet-harmful")}
     streams = [chunks(ids["benign"], BENIGN, rng), chunks(ids["pii"], PII, rng),
-               chunks(ids["harmful"], HARMFUL, rng)]
+               chunks(ids["harmful"], HARMFUL, rng), chunks(ids["tweet"], TWEET, rng),
+               chunks(ids["tweet-harmful"], TWEET_HARMFUL, rng)]
     bad_json = b'{"stream_id": "broken-' + run.encode() + b'", "seq": '
     bad_seq = b'{"stream_id": "neg-' + run.encode() + b'", "seq": -1, "text": "x"}'
     async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:
@@ -95,6 +99,12 @@ async def test_interleaved_streams_and_dead_letters(kafka_broker, guard_worker):
         assert all(d.action == "block" and d.text == "" for d in hd[first + 1 :])
         assert "kill" not in released
         assert hd[first].principle and hd[first].replacement and hd[first].evidence
+
+        assert check_stream(col.decisions[ids["tweet"]], len(streams[3])) == TWEET
+        assert all(d.action == "allow" for d in col.decisions[ids["tweet"]])
+        th = col.decisions[ids["tweet-harmful"]]
+        assert "kill" not in check_stream(th, len(streams[4]))
+        assert any(d.action == "block" for d in th)
 
         mine = [d for d in col.deadletters
                 if run in base64.b64decode(d.raw_b64).decode("utf-8", "replace")]
