@@ -181,11 +181,12 @@ class WindowTokenizer:
             self._unknown[emoji] = UNK_ID in self._tok.encode(emoji, add_special_tokens=False).ids
         return self._unknown[emoji]
 
-    def _read_emoji(self, emoji: str) -> str:
-        """An emoji as the tokenizer should read it: its name where the vocabulary lacks it."""
-        if self.emoji_names and self._is_unknown(emoji):
-            return f" {emoji_table().names[emoji]} "
-        return emoji
+    def _read(self, char: str) -> str:
+        """A character (or emoji sequence) as the tokenizer should read it: an emoji the vocabulary
+        lacks as its name, anything else as itself."""
+        if self.emoji_names and char in emoji_table().names and self._is_unknown(char):
+            return f" {emoji_table().names[char]} "
+        return char
 
     def _edits(self, text: str) -> list[tuple[int, int, str]]:
         """Non-overlapping (start, end, replacement) in order; artefacts first, emoji outside them."""
@@ -198,15 +199,14 @@ class WindowTokenizer:
                     continue
                 char = html.unescape(token)
                 if char != token:  # an entity html knows; an unknown one is left as written
-                    edits.append((m.start(), m.end(), self._read_emoji(char) if char in emoji_table().names
-                                  else char))
+                    edits.append((m.start(), m.end(), self._read(char)))
         if self.emoji_names:
             table = emoji_table()
             if table.starts.search(text) is not None:
                 inside = [(a, b) for a, b, _ in edits]
                 for a, b in find_emoji(text, table):
                     if self._is_unknown(text[a:b]) and not any(x <= a < y for x, y in inside):
-                        edits.append((a, b, self._read_emoji(text[a:b])))
+                        edits.append((a, b, self._read(text[a:b])))
                 edits.sort()
         return edits
 
@@ -237,12 +237,12 @@ class WindowTokenizer:
         return "".join(parts), np.concatenate(starts).astype(np.int64), np.concatenate(ends).astype(np.int64)
 
 
-def _encoded(enc: Encoding, named: tuple[str, np.ndarray, np.ndarray] | None) -> Encoded:
+def _encoded(enc: Encoding, rewritten: tuple[str, np.ndarray, np.ndarray] | None) -> Encoded:
     """Ids and offsets, the offsets mapped back to the original text where it was rewritten."""
     ids = np.asarray(enc.ids, dtype=np.int64)
     offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
-    if named is not None and len(offsets):
-        _, starts, ends = named
+    if rewritten is not None and len(offsets):
+        _, starts, ends = rewritten
         offsets = np.stack([starts[offsets[:, 0]], ends[np.maximum(offsets[:, 1], offsets[:, 0] + 1) - 1]], 1)
     return Encoded(ids, offsets)
 
