@@ -16,30 +16,29 @@ def test_every_model_is_a_finetune_config(name: str) -> None:
         assert cfg.implied_labels and cfg.lr > 0
 
 
-def test_a_committed_result_renders_as_committed() -> None:
-    """The markdown is derived from the JSON alone, so a committed result re-renders byte for byte,
-    seed included (run t2 trained with --seed 1)."""
+def rendered(run_name: str) -> tuple[dict, str]:
+    """A committed run's JSON and its markdown re-rendered from that JSON alone, checked against
+    the committed markdown byte for byte."""
     import json
 
     from benchmarks import REPO
     from benchmarks.transfer import markdown
 
-    run = REPO / "benchmarks/results/runs/t2-transfer-seed1"
+    run = REPO / "benchmarks/results/runs" / run_name
     res = json.loads((run / "transfer.json").read_text(encoding="utf-8"))
     text = markdown(res)
     assert text == (run / "transfer.md").read_text(encoding="utf-8")
+    return res, text
+
+
+def test_a_committed_result_renders_as_committed() -> None:
+    """Seed included (run t2 trained with --seed 1)."""
+    res, text = rendered("t2-transfer-seed1")
     assert "Seed: 1." in text and res["configs"]["adapter"]["seed"] == 1
     assert "artefacts" not in text  # t2 read them; n1 did not, and its markdown says so
 
 
 def test_a_result_without_the_artefacts_says_so() -> None:
-    import json
-
-    from benchmarks import REPO
-    from benchmarks.transfer import markdown
-
-    run = REPO / "benchmarks/results/runs/n1-platform-artefacts"
-    res = json.loads((run / "transfer.json").read_text(encoding="utf-8"))
+    res, text = rendered("n1-platform-artefacts")
     assert res["tokenizer"]["platform_artefacts"] is True
-    assert markdown(res) == (run / "transfer.md").read_text(encoding="utf-8")
-    assert "Tweet-platform artefacts skipped: True." in markdown(res)
+    assert "Tweet-platform artefacts skipped: True." in text
