@@ -50,6 +50,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "adapter": {"implied_labels": False},
     "adapter-implied": {"implied_labels": True},  # + the labels guard.models.data.IMPLIED_RULES fill in
     "adapter-implied-w0.25": {"implied_labels": True, "implied_weight": 0.25},  # r4's setting
+    "adapter-unpunctuated": {"implied_labels": False, "unpunctuated": 0.1},  # p2's setting
 }
 
 
@@ -120,15 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.markdown).write_text(markdown(res), encoding="utf-8")
 
     base = FinetuneConfig(epochs=args.epochs, seed=args.seed)
-    preps: dict[bool, Any] = {}  # one data preparation per label setting
+    preps: dict[tuple[bool, float], Any] = {}  # one data preparation per label and copy setting
     for name in args.models.split(","):
         if name not in MODELS:
             raise SystemExit(f"unknown model {name!r}: one of {', '.join(MODELS)}")
         cfg = replace(base, **MODELS[name])
         res["configs"][name] = asdict(cfg)
-        if cfg.implied_labels not in preps:
-            preps[cfg.implied_labels] = prepare(data_dir, held, cfg, args.limit, log)[0]
-        prep = preps[cfg.implied_labels]
+        key = (cfg.implied_labels, cfg.unpunctuated)
+        if key not in preps:
+            preps[key] = prepare(data_dir, held, cfg, args.limit, log)[0]
+        prep = preps[key]
 
         def on_epoch(model: Any, epoch: int, name: str = name) -> dict[str, Any]:
             dev, out = report(model, prep.wdv, prep.dev), report(model, w_unseen, unseen)

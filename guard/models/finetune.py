@@ -74,6 +74,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     warmup: float = 0.05  # fraction of steps
     augment: float = 0.15  # obfuscated copies of this fraction of short train texts
+    unpunctuated: float = 0.0  # copies of this fraction of train texts in hatexplain's formatting (run p1)
     holdout_fold: int = 0  # this fold of train (of HOLDOUT_FOLDS) is never trained on: it calibrates
     seed: int = 0
     threads: int = 2
@@ -395,7 +396,7 @@ def prepare(data_dir: Path, exclude: Sequence[str], cfg: FinetuneConfig, limit: 
     the number of texts held out."""
     from guard.models.data import read_examples
     from guard.models.features import STREAM_STRIDE, WINDOW_TOKENS, stream_windows, train_stream_windows
-    from guard.models.train import Prepared, concat, fold_of, obfuscated_copies, train_dev
+    from guard.models.train import Prepared, concat, fold_of, obfuscated_copies, train_dev, unpunctuated_copies
 
     train_set, dev = train_dev(read_examples([data_dir], exclude_sources=exclude), cfg.implied_labels)
     n_train_all = len(train_set)
@@ -404,9 +405,11 @@ def prepare(data_dir: Path, exclude: Sequence[str], cfg: FinetuneConfig, limit: 
     n_held_out = n_train_all - len(train_set)
     if limit:
         train_set = train_set.subset(np.arange(len(train_set)) < limit)
-    if cfg.augment > 0:
-        aug, _ = obfuscated_copies(train_set, cfg.augment, "train")
-        train_set = concat(train_set, aug)
+    copies = [obfuscated_copies(train_set, cfg.augment, "train")[0]] if cfg.augment > 0 else []
+    if cfg.unpunctuated > 0:
+        copies.append(unpunctuated_copies(train_set, cfg.unpunctuated)[0])
+    for c in copies:
+        train_set = concat(train_set, c)
     wtr = train_stream_windows(train_set.texts, WINDOW_TOKENS, STREAM_STRIDE)
     wdv = stream_windows(dev.texts, WINDOW_TOKENS, STREAM_STRIDE)
     log(f"data: {len(train_set)} train texts ({len(wtr.ids)} windows), {len(dev)} dev texts ({len(wdv.ids)} windows)")
@@ -432,6 +435,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--batch-texts", type=int, default=d.batch_texts)
     p.add_argument("--augment", type=float, default=d.augment)
+    p.add_argument("--unpunctuated", type=float, default=d.unpunctuated,
+                   help="add copies of this fraction of train texts in hatexplain's formatting (run p1)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--holdout-fold", type=int, default=d.holdout_fold,
@@ -460,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     from guard.models.train import config_key
 
     cfg = FinetuneConfig(rank=args.rank, alpha=args.alpha, epochs=args.epochs, lr=args.lr,
-                         batch_texts=args.batch_texts, augment=args.augment, seed=args.seed, threads=args.threads,
+                         batch_texts=args.batch_texts, augment=args.augment,
+                         unpunctuated=args.unpunctuated, seed=args.seed, threads=args.threads,
                          holdout_fold=args.holdout_fold, implied_labels=args.implied_labels,
                          implied_weight=args.implied_weight, precision=resolve_precision(args.precision))
     root = paths.repo_root()

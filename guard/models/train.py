@@ -37,7 +37,7 @@ import json
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -399,22 +399,40 @@ def concat(a: LabeledSet, b: LabeledSet) -> LabeledSet:
 def obfuscated_copies(data: LabeledSet, fraction: float, salt: str, max_chars: int = 400) -> tuple[LabeledSet, np.ndarray]:
     """Obfuscated copies (same labels) of a hash-chosen ``fraction`` of the short texts."""
     from guard.models.augment import obfuscate
+
+    return rewritten_copies(data, fraction, salt, lambda text: obfuscate(text, salt + text), max_chars)
+
+
+def unpunctuated_copies(data: LabeledSet, fraction: float) -> tuple[LabeledSet, np.ndarray]:
+    """Copies (same labels) of a hash-chosen ``fraction`` of the texts in hatexplain's formatting
+    (``guard.models.augment.unpunctuated``); texts already so formatted get none."""
+    from guard.models.augment import unpunctuated
+
+    copies, idx = rewritten_copies(data, fraction, "unpunctuated", unpunctuated, None)
+    changed = np.array([c.text != data.examples[i].text for c, i in zip(copies.examples, idx, strict=True)], bool)
+    return copies.subset(changed), idx[changed]
+
+
+def rewritten_copies(data: LabeledSet, fraction: float, salt: str, rewrite: Callable[[str], str],
+                     max_chars: int | None) -> tuple[LabeledSet, np.ndarray]:
+    """``rewrite``'s copies, with the labels, of a hash-chosen ``fraction`` of the texts (of at most
+    ``max_chars``), and their indices."""
     from guard.models.data import Example
 
     picked = []
     for i, e in enumerate(data.examples):
         h = int(hashlib.sha1((salt + e.text).encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
-        if len(e.text) <= max_chars and h < fraction:
+        if (max_chars is None or len(e.text) <= max_chars) and h < fraction:
             picked.append(i)
     idx = np.asarray(picked, dtype=np.int64)
     picked_set = data.subset(np.isin(np.arange(len(data)), idx))  # labels, known and implied cells alike
-    ex = tuple(Example(obfuscate(e.text, salt + e.text), e.labels, e.source, e.split) for e in picked_set.examples)
+    ex = tuple(Example(rewrite(e.text), e.labels, e.source, e.split) for e in picked_set.examples)
     return replace(picked_set, examples=ex), idx
 
 
 #: Config keys added after trained files were first named, with the value those files were trained
 #: with: a run at that value keeps the version it had before the key existed.
-LATER_KEYS: dict[str, Any] = {"precision": "bf16"}
+LATER_KEYS: dict[str, Any] = {"precision": "bf16", "unpunctuated": 0.0}
 
 
 def config_key(config: dict[str, Any], implied: bool) -> dict[str, Any]:
@@ -434,7 +452,8 @@ def train_dev(data: LabeledSet, implied: bool = IMPLIED_DEFAULT) -> tuple[Labele
 
 def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int, log: Any,
             augment: float = 0.0, obf_dev: float = 0.0, train_windows: str = "stream",
-            encode_folds: Sequence[int] | None = None, implied: bool = IMPLIED_DEFAULT) -> Prepared:
+            encode_folds: Sequence[int] | None = None, implied: bool = IMPLIED_DEFAULT,
+            unpunctuated: float = 0.0) -> Prepared:
     """Texts, windows and cached features. ``encode_folds``: only those train folds get pooled
     features (the others zeros) -- with an adapter's head nothing is fitted on the rest's features."""
     data = read_examples([data_dir], exclude_sources=exclude)
@@ -442,12 +461,14 @@ def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int,
     log(f"data: {len(train)} train / {len(dev)} dev texts from {len(set(data.sources.tolist()))} sources")
     fold = fold_of(train.texts, folds)
     is_aug = np.zeros(len(train), bool)
-    if augment > 0:
-        aug, orig = obfuscated_copies(train, augment, "train")
+    copies = [("obfuscated", *obfuscated_copies(train, augment, "train"))] if augment > 0 else []
+    if unpunctuated > 0:
+        copies.append(("unpunctuated", *unpunctuated_copies(train, unpunctuated)))
+    for kind, aug, orig in copies:
         train = concat(train, aug)
         fold = np.concatenate([fold, fold[orig]])  # a copy shares its original's fold: no leak
         is_aug = np.concatenate([is_aug, np.ones(len(aug), bool)])
-        log(f"augmentation: {len(aug)} obfuscated copies of train texts")
+        log(f"augmentation: {len(aug)} {kind} copies of train texts")
     if train_windows == "stream":
         wtr = train_stream_windows(train.texts, WINDOW_TOKENS, STREAM_STRIDE)
     else:
@@ -730,6 +751,9 @@ def _parser() -> argparse.ArgumentParser:
                         "of short train texts, same labels")
     p.add_argument("--obf-dev", type=float, default=0.3,
                    help="also report dev figures on obfuscated copies of this fraction of short dev texts")
+    p.add_argument("--unpunctuated", type=float, default=0.0,
+                   help="add copies of this fraction of train texts in hatexplain's formatting, same labels "
+                        "(use the adapter's setting)")
     p.add_argument("--no-ngram", dest="ngram", action="store_false",
                    help="MLP over pooled features only (no word-piece n-gram head)")
     p.add_argument("--mlp", choices=["auto", "fit", "adapter"], default="auto",
@@ -763,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
     prep = prepare(data_dir, cache_dir, exclude, n_folds, log, augment=args.augment,
                    obf_dev=args.obf_dev, train_windows=args.train_windows,
                    encode_folds=[adapter_head.holdout_fold] if adapter_head is not None and not args.compare else None,
-                   implied=args.implied_labels)
+                   implied=args.implied_labels, unpunctuated=args.unpunctuated)
 
     cfg = TrainConfig(layers=tuple(int(v) for v in args.layers.split(",")), hidden=args.hidden,
                       epochs=args.epochs, seed=args.seed, ngram=args.ngram, implied_weight=args.implied_weight)
@@ -824,7 +848,8 @@ def main(argv: list[str] | None = None) -> int:
 
     version = f"heads-{time.strftime('%Y%m%d')}-" + hashlib.sha1(
         json.dumps(config_key(asdict(cfg), args.implied_labels), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
-        + str(args.augment).encode() + NGRAM_FEATURES.encode()
+        + str(args.augment).encode() + (f",unpunctuated={args.unpunctuated}".encode() if args.unpunctuated else b"")
+        + NGRAM_FEATURES.encode()
         + (repr(IMPLIED_RULES).encode() if args.implied_labels else b"")
         + (adapter_head.version.encode() if adapter_head is not None else b"")
         + ENCODER_ID.encode() + version_salt()).hexdigest()[:8]  # the graph the features came from: calibration depends on it
@@ -864,7 +889,8 @@ def main(argv: list[str] | None = None) -> int:
         "any": {"dev": dev_rep["any"], held_key: tr.oof_metrics.get("any")},
         "dev_implied_labels_auprc": dev_implied,
         "dev_obfuscated": dev_obf,
-        "augmentation": {"fraction": args.augment, "train_copies": int(prep.is_aug.sum())},
+        "augmentation": {"fraction": args.augment, "unpunctuated": args.unpunctuated,
+                         "train_copies": int(prep.is_aug.sum())},
         "comparison": comparison,
         "ngram": None if tr.ngram is None else {
             "features": "word pieces + hashed word-piece bigrams (guard.models.ngrams)",
