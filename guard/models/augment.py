@@ -84,10 +84,10 @@ _DIGITS = re.compile(r"\d+")
 
 def unpunctuated(text: str) -> str:
     """hatexplain's formatting, emoji kept: they carry meaning (hatemoji_build) and hatexplain
-    lost them only to its own cleaning. Case is folded too (the encoder is uncased anyway)."""
-    text = _URL.sub(" ", html.unescape(text))
+    lost them only to its own cleaning. Case is folded first, so the result is a fixed point."""
+    text = _URL.sub(" ", html.unescape(text)).lower()
     text = _DIGITS.sub(" number ", _MENTION.sub(" user ", text))
     text = text.replace("'", "").replace("\u2019", "")
     kept = (ch if ch.isalnum() or ch.isspace() or (ord(ch) >= 0x2000 and not unicodedata.category(ch).startswith("P"))
             else " " for ch in text)
-    return " ".join("".join(kept).split()).lower()
+    return " ".join("".join(kept).split())

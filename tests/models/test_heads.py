@@ -256,6 +256,7 @@ def test_heads_from_adapter_with_ngram_part_and_without_a_holdout() -> None:
 def test_version_key_keeps_earlier_names() -> None:
     """A run with the settings of an earlier one keeps its version, though newer keys exist."""
     before = {"rank": 8, "implied_labels": False}
-    assert T.config_key({**before, "implied_weight": 1.0, "precision": "bf16"}, False) == before
+    assert T.config_key({**before, "implied_weight": 1.0, "precision": "bf16", "unpunctuated": 0.0}, False) == before
+    assert T.config_key({**before, "unpunctuated": 0.1}, False) == {**before, "unpunctuated": 0.1}
     assert T.config_key({**before, "precision": "fp32"}, False) == {**before, "precision": "fp32"}
     assert T.config_key({**before, "implied_weight": 0.25}, True) == {**before, "implied_weight": 0.25}
