@@ -5,10 +5,10 @@ before matching; the semantic encoder sees the raw text. Training the heads on o
 (same labels, both positives and negatives, so "obfuscated" alone is no signal) teaches them to read
 through the common tricks. Deterministic for a seed.
 
-``unpunctuated`` renders text the way hatexplain ships all of its rows (run p1): no punctuation,
-mentions as ``user``, numbers as ``number``. Only that source looks like this, and 43 % of it is
-hate, so the format itself would be a hate cue; copies of other sources' texts in that format, with
-their own labels, take the cue away.
+``unpunctuated`` renders text the way hatexplain ships all of its rows: no punctuation, mentions
+as ``user``, numbers as ``number``. Only that source looks like this, and 43 % of it is hate, so the
+format is a hate cue (run p1). Copies of other sources' texts in that format, with their own labels,
+take the cue away; run p2 found no held-out gain from them, so training leaves them off by default.
 """
 
 from __future__ import annotations

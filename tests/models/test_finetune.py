@@ -39,6 +39,19 @@ def test_prepare_holds_a_fold_out_before_augmenting(tmp_path: Path) -> None:
     assert len(prep.wtr.offsets) == len(prep.train) + 1 and len(prep.dev) == 12
 
 
+def test_prepare_adds_unpunctuated_copies_of_the_originals_only(tmp_path: Path) -> None:
+    from guard.models.augment import unpunctuated
+
+    cfg = FinetuneConfig(augment=0.5, unpunctuated=1.0)
+    prep, n_all, n_held = prepare(_data(tmp_path), [], cfg, 0, lambda _m: None)
+    n_orig = n_all - n_held
+    n_obf = len(prepare(_data(tmp_path), [], replace(cfg, unpunctuated=0.0), 0, lambda _m: None)[0].train) - n_orig
+    originals, copies = prep.train.examples[:n_orig], prep.train.examples[n_orig + n_obf:]
+    assert [e.text for e in copies] == [unpunctuated(e.text) for e in originals]  # every text has a digit
+    h = CATEGORIES.index("hate")
+    assert (prep.train.y[n_orig + n_obf:, h] == prep.train.y[:n_orig, h]).all()
+
+
 def test_prepare_drops_excluded_sources(tmp_path: Path) -> None:
     prep, _, _ = prepare(_data(tmp_path), ["a"], FinetuneConfig(augment=0.0), 0, lambda _m: None)
     assert set(prep.train.sources) | set(prep.dev.sources) == {"b"}
