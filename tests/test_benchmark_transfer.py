@@ -42,3 +42,10 @@ def test_a_result_without_the_artefacts_says_so() -> None:
     res, text = rendered("n1-platform-artefacts")
     assert res["tokenizer"]["platform_artefacts"] is True
     assert "Tweet-platform artefacts skipped: True." in text
+
+
+def test_a_run_with_unpunctuated_copies_names_them() -> None:
+    """Run p2: its config records the copies, and its model name says so in the markdown."""
+    res, text = rendered("p2-unpunctuated-copies")
+    assert res["configs"]["adapter-unpunctuated"]["unpunctuated"] == MODELS["adapter-unpunctuated"]["unpunctuated"]
+    assert "| adapter-unpunctuated | 3 | held-out sources |" in text
