@@ -396,7 +396,7 @@ def prepare(data_dir: Path, exclude: Sequence[str], cfg: FinetuneConfig, limit: 
     the number of texts held out."""
     from guard.models.data import read_examples
     from guard.models.features import STREAM_STRIDE, WINDOW_TOKENS, stream_windows, train_stream_windows
-    from guard.models.train import Prepared, concat, fold_of, obfuscated_copies, train_dev, unpunctuated_copies
+    from guard.models.train import Prepared, concat, fold_of, train_copies, train_dev
 
     train_set, dev = train_dev(read_examples([data_dir], exclude_sources=exclude), cfg.implied_labels)
     n_train_all = len(train_set)
@@ -405,11 +405,8 @@ def prepare(data_dir: Path, exclude: Sequence[str], cfg: FinetuneConfig, limit: 
     n_held_out = n_train_all - len(train_set)
     if limit:
         train_set = train_set.subset(np.arange(len(train_set)) < limit)
-    copies = [obfuscated_copies(train_set, cfg.augment, "train")[0]] if cfg.augment > 0 else []
-    if cfg.unpunctuated > 0:
-        copies.append(unpunctuated_copies(train_set, cfg.unpunctuated)[0])
-    for c in copies:
-        train_set = concat(train_set, c)
+    for _, copies, _ in train_copies(train_set, cfg.augment, cfg.unpunctuated):
+        train_set = concat(train_set, copies)
     wtr = train_stream_windows(train_set.texts, WINDOW_TOKENS, STREAM_STRIDE)
     wdv = stream_windows(dev.texts, WINDOW_TOKENS, STREAM_STRIDE)
     log(f"data: {len(train_set)} train texts ({len(wtr.ids)} windows), {len(dev)} dev texts ({len(wdv.ids)} windows)")

@@ -413,6 +413,15 @@ def unpunctuated_copies(data: LabeledSet, fraction: float) -> tuple[LabeledSet, 
     return copies.subset(changed), idx[changed]
 
 
+def train_copies(train: LabeledSet, augment: float, unpunctuated: float) -> list[tuple[str, LabeledSet, np.ndarray]]:
+    """The augmented copies both training commands add, each as (kind, copies, originals' indices),
+    all made from the originals: obfuscated (``augment``), then unpunctuated."""
+    out = [("obfuscated", *obfuscated_copies(train, augment, "train"))] if augment > 0 else []
+    if unpunctuated > 0:
+        out.append(("unpunctuated", *unpunctuated_copies(train, unpunctuated)))
+    return out
+
+
 def rewritten_copies(data: LabeledSet, fraction: float, salt: str, rewrite: Callable[[str], str],
                      max_chars: int | None) -> tuple[LabeledSet, np.ndarray]:
     """``rewrite``'s copies, with the labels, of a hash-chosen ``fraction`` of the texts (of at most
@@ -461,10 +470,7 @@ def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int,
     log(f"data: {len(train)} train / {len(dev)} dev texts from {len(set(data.sources.tolist()))} sources")
     fold = fold_of(train.texts, folds)
     is_aug = np.zeros(len(train), bool)
-    copies = [("obfuscated", *obfuscated_copies(train, augment, "train"))] if augment > 0 else []
-    if unpunctuated > 0:
-        copies.append(("unpunctuated", *unpunctuated_copies(train, unpunctuated)))
-    for kind, aug, orig in copies:
+    for kind, aug, orig in train_copies(train, augment, unpunctuated):
         train = concat(train, aug)
         fold = np.concatenate([fold, fold[orig]])  # a copy shares its original's fold: no leak
         is_aug = np.concatenate([is_aug, np.ones(len(aug), bool)])
