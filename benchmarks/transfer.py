@@ -51,6 +51,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "adapter-implied": {"implied_labels": True},  # + the labels guard.models.data.IMPLIED_RULES fill in
     "adapter-implied-w0.25": {"implied_labels": True, "implied_weight": 0.25},  # r4's setting
     "adapter-unpunctuated": {"implied_labels": False, "unpunctuated": 0.1},  # p2's setting
+    "adapter-balanced": {"implied_labels": False, "source_power": 0.75},  # b1's setting
 }
 
 

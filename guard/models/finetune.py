@@ -55,6 +55,10 @@ from guard.models.tokenizer import tokenizer_settings, version_salt
 from guard.types import CATEGORIES
 
 C = len(CATEGORIES)
+#: ``FinetuneConfig`` keys added after adapters were first named, at the value those adapters had
+#: (``guard.models.train.config_key``). ``source_power`` was always in the heads' config, so it is
+#: a later key of adapters only.
+ADAPTER_LATER_KEYS: dict[str, Any] = {"precision": "bf16", "unpunctuated": 0.0, "source_power": 0.5}
 #: train is cut into this many hash folds (``guard.models.train.fold_of``); one is held out
 HOLDOUT_FOLDS = 5
 
@@ -80,6 +84,7 @@ class FinetuneConfig:
     threads: int = 2
     implied_labels: bool = IMPLIED_DEFAULT  # train on the labels IMPLIED_RULES fill in
     implied_weight: float = 1.0  # their loss weight, against 1 for a label the source gives
+    source_power: float = 0.5  # example weight ∝ (rows of its source) ** -power (as TrainConfig's)
     precision: str = "auto"  # "bf16" autocast, "fp32", or "auto": whichever this CPU runs faster
 
 
@@ -314,7 +319,8 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
     groups = ([{"params": lora, "lr": cfg.lr}] if lora else []) + [{"params": head, "lr": cfg.head_lr}]
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     y = torch.from_numpy(prep.train.y)
-    w = torch.from_numpy(example_weights(prep.train, TrainConfig(implied_weight=cfg.implied_weight)))
+    w = torch.from_numpy(example_weights(prep.train, TrainConfig(implied_weight=cfg.implied_weight,
+                                                                   source_power=cfg.source_power)))
     offsets = prep.wtr.offsets
     n_texts = len(prep.train)
     lengths = np.array([len(prep.wtr.ids[offsets[t + 1] - 1]) for t in range(n_texts)])
@@ -443,6 +449,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="train on the labels the sources' schemes imply (guard.models.data.IMPLIED_RULES)")
     p.add_argument("--implied-weight", type=float, default=d.implied_weight,
                    help="loss weight of an implied label, against 1 for a label the source gives")
+    p.add_argument("--source-power", type=float, default=d.source_power,
+                   help="example weight ∝ (rows of its source) ** -power: 0 weighs every row alike, "
+                        "1 every source alike")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision,
                    help="bf16 autocast or fp32 (auto: whichever this CPU runs faster; bf16 needs AMX/AVX-512 BF16)")
     p.add_argument("--limit", type=int, default=0, help="train on the first N train texts only (smoke runs)")
@@ -465,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
                          batch_texts=args.batch_texts, augment=args.augment,
                          unpunctuated=args.unpunctuated, seed=args.seed, threads=args.threads,
                          holdout_fold=args.holdout_fold, implied_labels=args.implied_labels,
-                         implied_weight=args.implied_weight, precision=resolve_precision(args.precision))
+                         implied_weight=args.implied_weight, source_power=args.source_power,
+                         precision=resolve_precision(args.precision))
     root = paths.repo_root()
     data_dir = Path(args.data) if args.data else (root.parent / "shared" / "data")
     out = Path(args.out) if args.out else paths.adapter_path()
@@ -491,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     dev_fig = history[-1]["dev_training_head"]
 
     version = f"lora-{time.strftime('%Y%m%d')}-" + hashlib.sha1(
-        json.dumps(config_key(asdict(cfg), cfg.implied_labels), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
+        json.dumps(config_key(asdict(cfg), cfg.implied_labels, ADAPTER_LATER_KEYS), sort_keys=True).encode() + ",".join(sorted(exclude)).encode()
         + str(args.limit).encode() + version_salt()).hexdigest()[:8]
     adapter = adapter_of(model, cfg, version)
     adapter.save(out)

@@ -439,15 +439,11 @@ def rewritten_copies(data: LabeledSet, fraction: float, salt: str, rewrite: Call
     return replace(picked_set, examples=ex), idx
 
 
-#: Config keys added after trained files were first named, with the value those files were trained
-#: with: a run at that value keeps the version it had before the key existed.
-LATER_KEYS: dict[str, Any] = {"precision": "bf16", "unpunctuated": 0.0}
-
-
-def config_key(config: dict[str, Any], implied: bool) -> dict[str, Any]:
+def config_key(config: dict[str, Any], implied: bool, later: dict[str, Any] | None = None) -> dict[str, Any]:
     """The config that names a trained file. ``implied_weight`` counts only when implied labels are
-    used, and ``LATER_KEYS`` only when they differ from the value earlier runs had."""
-    drop = {k for k, v in LATER_KEYS.items() if config.get(k) == v} | (set() if implied else {"implied_weight"})
+    used, and ``later`` keys (added to the config after files were first named, with the value those
+    files had) only when they differ from that value: a run at that value keeps its old version."""
+    drop = {k for k, v in (later or {}).items() if config.get(k) == v} | (set() if implied else {"implied_weight"})
     return {k: v for k, v in config.items() if k not in drop}
 
 
@@ -760,6 +756,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--unpunctuated", type=float, default=0.0,
                    help="add copies of this fraction of train texts in hatexplain's formatting, same labels "
                         "(use the adapter's setting)")
+    p.add_argument("--source-power", type=float, default=TrainConfig.source_power,
+                   help="example weight ∝ (rows of its source) ** -power: 0 weighs every row alike, "
+                        "1 every source alike (use the adapter's setting)")
     p.add_argument("--no-ngram", dest="ngram", action="store_false",
                    help="MLP over pooled features only (no word-piece n-gram head)")
     p.add_argument("--mlp", choices=["auto", "fit", "adapter"], default="auto",
@@ -796,7 +795,8 @@ def main(argv: list[str] | None = None) -> int:
                    implied=args.implied_labels, unpunctuated=args.unpunctuated)
 
     cfg = TrainConfig(layers=tuple(int(v) for v in args.layers.split(",")), hidden=args.hidden,
-                      epochs=args.epochs, seed=args.seed, ngram=args.ngram, implied_weight=args.implied_weight)
+                      epochs=args.epochs, seed=args.seed, ngram=args.ngram, implied_weight=args.implied_weight,
+                      source_power=args.source_power)
     if args.hidden == 0:
         cfg = replace(cfg, dropout=0.0, input_dropout=0.0)
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from guard.models.finetune import HOLDOUT_FOLDS, FinetuneConfig, prepare
-from guard.models.train import fold_of
+from guard.models.finetune import ADAPTER_LATER_KEYS, HOLDOUT_FOLDS, FinetuneConfig, prepare
+from guard.models.train import config_key, fold_of
 from guard.types import CATEGORIES
 
 WORDS = "the river kept its slow course past the mill while the town slept on".split()
@@ -107,3 +107,17 @@ def test_precision_auto_picks_the_faster_dtype_and_explicit_choices_stand() -> N
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16")
 
+
+
+def test_version_key_keeps_earlier_adapter_names() -> None:
+    """An adapter trained with an earlier run's settings keeps its version, though newer keys exist."""
+    before = {"rank": 8, "implied_labels": False}
+    later = ADAPTER_LATER_KEYS
+    assert config_key({**before, "implied_weight": 1.0, "precision": "bf16", "unpunctuated": 0.0,
+                       "source_power": 0.5}, False, later) == before
+    assert config_key({**before, "unpunctuated": 0.1}, False, later) == {**before, "unpunctuated": 0.1}
+    assert config_key({**before, "precision": "fp32"}, False, later) == {**before, "precision": "fp32"}
+    assert config_key({**before, "source_power": 0.75}, False, later) == {**before, "source_power": 0.75}
+    assert config_key({**before, "implied_weight": 0.25}, True, later) == {**before, "implied_weight": 0.25}
+    assert set(later) <= set(asdict(FinetuneConfig()))
+    assert all(getattr(FinetuneConfig(), k) == v for k, v in later.items() if k != "precision")
