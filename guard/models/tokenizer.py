@@ -57,14 +57,21 @@ EMOJI_NAMES = True
 #: the marks read). The same contract with the committed adapter and heads as ``EMOJI_NAMES``.
 PLATFORM_ARTEFACTS = True
 
+#: Whether edos's bracketed placeholders (``[USER]``, ``[URL]``) count as platform artefacts too
+#: (run b2): ``_ARTEFACT`` reads a stand-alone ``URL`` only, so 15 % of edos's texts keep them,
+#: and there they halve the hate rate (0.15 against 0.28). Off: the committed models read them.
+BRACKETED_PLACEHOLDERS = False
+
 #: What ``PLATFORM_ARTEFACTS`` drops, or, for an entity, reads as its character. Each match starts
 #: at a word start or after punctuation and cannot run past whitespace, so it stays in one word.
-_ARTEFACT = re.compile(
+_ARTEFACT_RULES = (
     r"(?<![\w@])@\w+:?"                        # @mentions, OLID's @USER, a retweet's "@name:"
     r"|(?<![\w.])(?:https?://|www\.)\S+"        # URLs
     r"|(?<!\S)(?:URL|RT)(?=[\s:]|$)"            # OLID's URL placeholder, a retweet marker
     r"|&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z]{2,8});"  # HTML entities
 )
+_ARTEFACT = re.compile(_ARTEFACT_RULES)
+_ARTEFACT_BRACKETED = re.compile(_ARTEFACT_RULES + r"|(?<!\w)\[(?:URL|USER)\]")  # edos's placeholders
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +109,16 @@ def tokenizer_settings() -> dict[str, object]:
     from importlib.metadata import version
 
     return {"emoji_names": EMOJI_NAMES, "emoji_package": version("emoji") if EMOJI_NAMES else None,
-            "platform_artefacts": PLATFORM_ARTEFACTS}
+            "platform_artefacts": PLATFORM_ARTEFACTS,
+            **({"bracketed_placeholders": True} if BRACKETED_PLACEHOLDERS else {})}
 
 
 def version_salt() -> bytes:
     """What the tokenizer adds to a trained file's version hash: a model trained without the
     artefacts must not share a name with one trained on them. Empty for the settings files
     named before run n1 had, so their versions still reproduce."""
-    return b"platform_artefacts" if PLATFORM_ARTEFACTS else b""
+    return (b"platform_artefacts" if PLATFORM_ARTEFACTS else b"") + (
+        b",bracketed_placeholders" if BRACKETED_PLACEHOLDERS else b"")
 
 
 def find_emoji(text: str, table: EmojiTable) -> list[tuple[int, int]]:
@@ -143,17 +152,20 @@ class WindowTokenizer:
     """Wraps a configured ``tokenizers.Tokenizer``; build it with ``from_file``."""
 
     def __init__(self, tokenizer: Tokenizer, max_tokens: int, emoji_names: bool = EMOJI_NAMES,
-                 platform_artefacts: bool = PLATFORM_ARTEFACTS) -> None:
+                 platform_artefacts: bool = PLATFORM_ARTEFACTS,
+                 bracketed_placeholders: bool = BRACKETED_PLACEHOLDERS) -> None:
         self._tok = tokenizer
         self.max_tokens = max_tokens
         self.emoji_names = emoji_names
         self.platform_artefacts = platform_artefacts
+        self._artefact = _ARTEFACT_BRACKETED if bracketed_placeholders else _ARTEFACT
         self._unknown: dict[str, bool] = {}  # emoji → whether the vocabulary lacks it
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, max_tokens: int = 4096,
                   emoji_names: bool = EMOJI_NAMES,
-                  platform_artefacts: bool = PLATFORM_ARTEFACTS) -> WindowTokenizer:
+                  platform_artefacts: bool = PLATFORM_ARTEFACTS,
+                  bracketed_placeholders: bool = BRACKETED_PLACEHOLDERS) -> WindowTokenizer:
         """Load ``tokenizer.json`` (the built copy, else the packaged one).
 
         ``max_tokens`` caps one ``encode`` call; the default is large because callers tokenize
@@ -163,7 +175,7 @@ class WindowTokenizer:
         tok = Tokenizer.from_file(str(paths.tokenizer_path() if path is None else path))
         tok.no_padding()
         tok.enable_truncation(max_tokens)
-        return cls(tok, max_tokens, emoji_names, platform_artefacts)
+        return cls(tok, max_tokens, emoji_names, platform_artefacts, bracketed_placeholders)
 
     def encode(self, text: str) -> Encoded:
         rewritten = self._rewrite(text)
@@ -192,7 +204,7 @@ class WindowTokenizer:
         """Non-overlapping (start, end, replacement) in order; artefacts first, emoji outside them."""
         edits: list[tuple[int, int, str]] = []
         if self.platform_artefacts:
-            for m in _ARTEFACT.finditer(text):
+            for m in self._artefact.finditer(text):
                 token = m.group()
                 if token[0] != "&":
                     edits.append((m.start(), m.end(), ""))

@@ -91,7 +91,7 @@ def test_default_setting_is_what_the_shipped_model_was_trained_on():
     import json
 
     from guard.models import paths
-    from guard.models.tokenizer import EMOJI_NAMES, PLATFORM_ARTEFACTS
+    from guard.models.tokenizer import BRACKETED_PLACEHOLDERS, EMOJI_NAMES, PLATFORM_ARTEFACTS
 
     for meta_file in (paths.heads_path().with_name("calibration.json"), paths.adapter_path().with_name("adapter.json")):
         meta = json.loads(meta_file.read_text())
@@ -99,6 +99,7 @@ def test_default_setting_is_what_the_shipped_model_was_trained_on():
         assert trained["emoji_names"] == EMOJI_NAMES, f"{meta_file.name} ({meta['version']}): {trained}"
         # recorded since run n1; everything before it read the artefacts
         assert trained.get("platform_artefacts", False) == PLATFORM_ARTEFACTS, f"{meta_file.name}: {trained}"
+        assert trained.get("bracketed_placeholders", False) == BRACKETED_PLACEHOLDERS, f"{meta_file.name}: {trained}"
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +129,29 @@ def test_offsets_of_a_rewritten_text_point_into_the_original(untweeted):
     assert [text[a:b] for a, b in enc.offsets] == ["so"] + ["&#128514;"] * 5 + ["&amp;", "bye"]
 
 
+@pytest.fixture(scope="module")
+def unbracketed() -> WindowTokenizer:
+    return WindowTokenizer.from_file(emoji_names=True, platform_artefacts=True, bracketed_placeholders=True)
+
+
+def test_bracketed_placeholders_are_not_read_when_asked(unbracketed, untweeted):
+    text = 'guys rape you back!" by [USER] [URL]'
+    assert words(unbracketed, text) == words(untweeted, 'guys rape you back!" by')
+    assert "USER" in "".join(words(untweeted, text)).upper()  # the committed setting reads them
+    for kept in ["a[URL]", "[url]", "[USERS]", "[Name]"]:
+        assert unbracketed.encode(kept).ids.tolist() == untweeted.encode(kept).ids.tolist()
+
+
 ARTEFACT_PIECES = st.sampled_from(["a", "word", " ", "\n", "@", "@USER", "@bob:", "RT", "URL", ":", "&amp;",
-                                   "&#128514;", "&#x1F52A;", "&", ";", "http://t.co/x", "www.", "🔪", "😂", "."])
+                                   "&#128514;", "&#x1F52A;", "&", ";", "http://t.co/x", "www.", "🔪", "😂", ".",
+                                   "[USER]", "[URL]", "[", "]"])
 
 
 @settings(max_examples=200, deadline=None)
 @given(parts=st.lists(ARTEFACT_PIECES, max_size=30))
-def test_artefact_rules_keep_words_local_and_offsets_ordered(untweeted, parts):
+def test_artefact_rules_keep_words_local_and_offsets_ordered(untweeted, unbracketed, parts):
     assert_ordered_and_local(untweeted, "".join(parts))
+    assert_ordered_and_local(unbracketed, "".join(parts))
 
 
 def test_the_artefact_setting_names_trained_files_apart(monkeypatch):
@@ -145,5 +161,9 @@ def test_the_artefact_setting_names_trained_files_apart(monkeypatch):
     assert tokenizer.version_salt() == b""  # files named before run n1 keep their versions
     assert tokenizer.tokenizer_settings()["platform_artefacts"] is False
     monkeypatch.setattr(tokenizer, "PLATFORM_ARTEFACTS", True)
-    assert tokenizer.version_salt() != b""
+    assert tokenizer.version_salt() == b"platform_artefacts"  # heads v9's name reproduces
     assert tokenizer.tokenizer_settings()["platform_artefacts"] is True
+    assert "bracketed_placeholders" not in tokenizer.tokenizer_settings()
+    monkeypatch.setattr(tokenizer, "BRACKETED_PLACEHOLDERS", True)
+    assert tokenizer.version_salt() not in (b"", b"platform_artefacts")
+    assert tokenizer.tokenizer_settings()["bracketed_placeholders"] is True
