@@ -58,8 +58,8 @@ EMOJI_NAMES = True
 PLATFORM_ARTEFACTS = True
 
 #: Whether edos's bracketed placeholders (``[USER]``, ``[URL]``) count as platform artefacts too
-#: (run b2): ``_ARTEFACT`` reads a stand-alone ``URL`` only, so 15 % of edos's texts keep them,
-#: and there they halve the hate rate (0.15 against 0.28). Off: the committed models read them.
+#: (run b2): ``_ARTEFACT`` reads a stand-alone ``URL`` only, so 14 % of edos's texts keep them,
+#: and there they halve the hate rate (0.16 against 0.29). Off: the committed models read them.
 BRACKETED_PLACEHOLDERS = False
 
 #: What ``PLATFORM_ARTEFACTS`` drops, or, for an entity, reads as its character. Each match starts
