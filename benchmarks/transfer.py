@@ -57,6 +57,7 @@ MODELS: dict[str, dict[str, Any]] = {
 
 def markdown(res: dict[str, Any]) -> str:
     cats = [c for c in CATEGORIES if any(c in r["unseen"]["auprc"] for r in res["runs"])]
+    powers = sorted({c.get("source_power", 0.5) for c in res["configs"].values()})  # 0.5 before b1 had the key
     lines = [
         "# Transfer to unseen sources: frozen encoder vs adapter",
         "",
@@ -64,7 +65,10 @@ def markdown(res: dict[str, Any]) -> str:
         f"{', '.join(res['held_out'])} ({res['unseen_texts']} texts, all splits). AUPRC of each "
         f"model's training head, max over stream windows. Emoji read as names: {res['tokenizer']['emoji_names']}. "
         f"Seed: {', '.join(sorted({str(c['seed']) for c in res['configs'].values()}))}."
-        + (" Tweet-platform artefacts skipped: True." if res["tokenizer"].get("platform_artefacts") else ""),
+        + (" Tweet-platform artefacts skipped: True." if res["tokenizer"].get("platform_artefacts") else "")
+        + (" Bracketed placeholders ([USER], [URL]) skipped: True."
+           if res["tokenizer"].get("bracketed_placeholders") else "")
+        + (f" Source power: {', '.join(map(str, powers))}." if powers != [0.5] else ""),
         "",
         "| model | epoch | set | any | " + " | ".join(cats) + " |",
         "|---|---|---|---|" + "---|" * len(cats),

@@ -49,3 +49,11 @@ def test_a_run_with_unpunctuated_copies_names_them() -> None:
     res, text = rendered("p2-unpunctuated-copies")
     assert res["configs"]["adapter-unpunctuated"]["unpunctuated"] == MODELS["adapter-unpunctuated"]["unpunctuated"]
     assert "| adapter-unpunctuated | 3 | held-out sources |" in text
+
+
+def test_a_run_that_weighs_sources_otherwise_says_so() -> None:
+    """Run b1: its config records the power, and the markdown names it; runs at 0.5 do not."""
+    res, text = rendered("b1-source-balance")
+    assert res["configs"]["adapter-balanced"]["source_power"] == MODELS["adapter-balanced"]["source_power"] == 0.75
+    assert "Source power: 0.75." in text and "| adapter-balanced | 3 | held-out sources |" in text
+    assert "Source power" not in rendered("n2-transfer-seed1")[1]
