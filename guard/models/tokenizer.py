@@ -115,8 +115,8 @@ def tokenizer_settings() -> dict[str, object]:
 
 def version_salt() -> bytes:
     """What the tokenizer adds to a trained file's version hash: a model trained without the
-    artefacts must not share a name with one trained on them. Empty for the settings files
-    named before run n1 had, so their versions still reproduce."""
+    artefacts (or the bracketed placeholders) must not share a name with one trained on them.
+    Empty for the settings files named before run n1 had, so their versions still reproduce."""
     return (b"platform_artefacts" if PLATFORM_ARTEFACTS else b"") + (
         b",bracketed_placeholders" if BRACKETED_PLACEHOLDERS else b"")
 
