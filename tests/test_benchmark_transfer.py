@@ -57,3 +57,11 @@ def test_a_run_that_weighs_sources_otherwise_says_so() -> None:
     assert res["configs"]["adapter-balanced"]["source_power"] == MODELS["adapter-balanced"]["source_power"] == 0.75
     assert "Source power: 0.75." in text and "| adapter-balanced | 3 | held-out sources |" in text
     assert "Source power" not in rendered("n2-transfer-seed1")[1]
+
+
+def test_a_run_without_the_bracketed_placeholders_says_so() -> None:
+    """Run b2: its tokenizer settings record the placeholders unread, and the markdown names it."""
+    res, text = rendered("b2-bracketed-placeholders")
+    assert res["tokenizer"]["bracketed_placeholders"] is True
+    assert "Bracketed placeholders ([USER], [URL]) skipped: True." in text
+    assert "Bracketed" not in rendered("n1-platform-artefacts")[1]
