@@ -52,12 +52,14 @@ MODELS: dict[str, dict[str, Any]] = {
     "adapter-implied-w0.25": {"implied_labels": True, "implied_weight": 0.25},  # r4's setting
     "adapter-unpunctuated": {"implied_labels": False, "unpunctuated": 0.1},  # p2's setting
     "adapter-balanced": {"implied_labels": False, "source_power": 0.75},  # b1's setting
+    "adapter-lpft": {"implied_labels": False, "probe_epochs": 1},  # l1's setting: a head-only epoch first
 }
 
 
 def markdown(res: dict[str, Any]) -> str:
     cats = [c for c in CATEGORIES if any(c in r["unseen"]["auprc"] for r in res["runs"])]
     powers = sorted({c.get("source_power", 0.5) for c in res["configs"].values()})  # 0.5 before b1 had the key
+    probes = sorted({c.get("probe_epochs", 0) for c in res["configs"].values()})
     lines = [
         "# Transfer to unseen sources: frozen encoder vs adapter",
         "",
@@ -68,7 +70,8 @@ def markdown(res: dict[str, Any]) -> str:
         + (" Tweet-platform artefacts skipped: True." if res["tokenizer"].get("platform_artefacts") else "")
         + (" Bracketed placeholders ([USER], [URL]) skipped: True."
            if res["tokenizer"].get("bracketed_placeholders") else "")
-        + (f" Source power: {', '.join(map(str, powers))}." if powers != [0.5] else ""),
+        + (f" Source power: {', '.join(map(str, powers))}." if powers != [0.5] else "")
+        + (f" Head-only epochs first (LP-FT): {', '.join(map(str, probes))}." if probes != [0] else ""),
         "",
         "| model | epoch | set | any | " + " | ".join(cats) + " |",
         "|---|---|---|---|" + "---|" * len(cats),

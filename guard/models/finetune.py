@@ -19,7 +19,9 @@ The pipeline, deterministic for a seed:
    train`` then fits the n-gram part, the mix and the calibration on the held-out fold.
 4. The same loss as the heads: a text's logit is the max over its windows (multiple-instance), a
    masked multi-label BCE (unknown labels add nothing) with the same source, class and
-   hard-negative weights (``guard.models.train.example_weights``).
+   hard-negative weights (``guard.models.train.example_weights``). With ``--probe-epochs`` the head
+   first learns alone on the frozen encoder (LP-FT, Kumar et al. 2022: a random head's early
+   gradients distort pretrained features, which costs most on unseen text).
 5. bf16 autocast where the CPU runs bf16 natively (AMX / AVX-512 BF16: ~10x its fp32 matmul
    speed), fp32 elsewhere: on an AVX2-only CPU, bf16 is emulated and ~75x *slower* than fp32, so
    ``--precision auto`` times both once and picks (``resolve_precision``). AdamW, linear warm-up
@@ -58,7 +60,8 @@ C = len(CATEGORIES)
 #: ``FinetuneConfig`` keys added after adapters were first named, at the value those adapters had
 #: (``guard.models.train.config_key``). ``source_power`` was always in the heads' config, so it is
 #: a later key of adapters only.
-ADAPTER_LATER_KEYS: dict[str, Any] = {"precision": "bf16", "unpunctuated": 0.0, "source_power": 0.5}
+ADAPTER_LATER_KEYS: dict[str, Any] = {"precision": "bf16", "unpunctuated": 0.0, "source_power": 0.5,
+                                       "probe_epochs": 0}
 #: train is cut into this many hash folds (``guard.models.train.fold_of``); one is held out
 HOLDOUT_FOLDS = 5
 
@@ -85,6 +88,7 @@ class FinetuneConfig:
     implied_labels: bool = IMPLIED_DEFAULT  # train on the labels IMPLIED_RULES fill in
     implied_weight: float = 1.0  # their loss weight, against 1 for a label the source gives
     source_power: float = 0.5  # example weight ∝ (rows of its source) ** -power (as TrainConfig's)
+    probe_epochs: int = 0  # LP-FT (run l1): epochs training the head alone, encoder frozen, before the rest
     precision: str = "auto"  # "bf16" autocast, "fp32", or "auto": whichever this CPU runs faster
 
 
@@ -326,15 +330,21 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
     lengths = np.array([len(prep.wtr.ids[offsets[t + 1] - 1]) for t in range(n_texts)])
     steps_per_epoch = math.ceil(n_texts / cfg.batch_texts)
     total = cfg.epochs * steps_per_epoch
-    warm = max(1, int(cfg.warmup * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total - s) / max(1, total - warm)))
+
+    def schedule(opt: Any, total: int) -> Any:
+        """Linear warm-up over ``cfg.warmup`` of the steps, then linear decay to 0."""
+        warm = max(1, int(cfg.warmup * total))
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total - s) / max(1, total - warm)))
+
+    sched = schedule(opt, total)
     history: list[dict[str, Any]] = []
-    step = 0
     t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
+
+    def run_epoch(opt: Any, sched: Any, params: list[Any], done: int, total: int) -> tuple[float, int]:
+        """One pass over train, a step per batch; returns the summed loss and the steps done."""
         model.train()
-        loss_sum, n_win = 0.0, 0
+        loss_sum, n_win, step = 0.0, 0, done
         for tb in text_batches(n_texts, lengths, cfg.batch_texts, rng):
             wins, owner = [], []
             for j, t in enumerate(tb):
@@ -353,19 +363,41 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
                 zt, y[tbt], reduction="none")).sum() / len(tb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(lora + head, 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             step += 1
             loss_sum += float(loss.detach()) * len(tb)
             n_win += len(wins)
             if step % 200 == 0:
-                el = time.perf_counter() - t0
-                log(f"  step {step}/{total} loss {loss_sum / max(1, (step - epoch * steps_per_epoch) * cfg.batch_texts):.4f} "
-                    f"{n_win / max(el - sum(h['seconds'] for h in history), 1e-9):.0f} windows/s, "
-                    f"eta {el / step * (total - step) / 60:.0f} min")
-        history.append({"epoch": epoch + 1, "loss": round(loss_sum / n_texts, 5),
-                        "seconds": round(time.perf_counter() - t0 - sum(h["seconds"] for h in history), 1)})
+                el = time.perf_counter() - t0 - sum(h["seconds"] for h in history)
+                log(f"  step {step}/{total} loss {loss_sum / max(1, (step - done) * cfg.batch_texts):.4f} "
+                    f"{n_win / max(el, 1e-9):.0f} windows/s, eta {el / (step - done) * (total - step) / 60:.0f} min")
+        return loss_sum, step
+
+    def close_epoch(entry: dict[str, Any], loss_sum: float) -> None:
+        entry.update(loss=round(loss_sum / n_texts, 5),
+                     seconds=round(time.perf_counter() - t0 - sum(h["seconds"] for h in history), 1))
+        history.append(entry)
+
+    if cfg.probe_epochs and lora:  # LP-FT: the encoder's features stay put while the head learns them
+        for p in lora:
+            p.requires_grad_(False)
+        probe_opt = torch.optim.AdamW(head, lr=cfg.head_lr, weight_decay=cfg.weight_decay)
+        probe_total = cfg.probe_epochs * steps_per_epoch
+        probe_sched = schedule(probe_opt, probe_total)
+        done = 0
+        for epoch in range(cfg.probe_epochs):
+            loss_sum, done = run_epoch(probe_opt, probe_sched, head, done, probe_total)
+            close_epoch({"epoch": 0, "probe": epoch + 1}, loss_sum)
+            log(f"probe epoch {epoch + 1}/{cfg.probe_epochs} (encoder frozen): loss {history[-1]['loss']} "
+                f"in {history[-1]['seconds']} s")
+        for p in lora:
+            p.requires_grad_(True)
+    step = 0
+    for epoch in range(cfg.epochs):
+        loss_sum, step = run_epoch(opt, sched, lora + head, step, total)
+        close_epoch({"epoch": epoch + 1}, loss_sum)
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']} in {history[-1]['seconds']} s")
         if on_epoch is not None:
             t_cb = time.perf_counter()
@@ -452,6 +484,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source-power", type=float, default=d.source_power,
                    help="example weight ∝ (rows of its source) ** -power: 0 weighs every row alike, "
                         "1 every source alike")
+    p.add_argument("--probe-epochs", type=int, default=d.probe_epochs,
+                   help="first train the head alone for this many epochs, the encoder frozen, then both "
+                        "(LP-FT: a fitted head moves the pretrained features less than a random one)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision,
                    help="bf16 autocast or fp32 (auto: whichever this CPU runs faster; bf16 needs AMX/AVX-512 BF16)")
     p.add_argument("--limit", type=int, default=0, help="train on the first N train texts only (smoke runs)")
@@ -475,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
                          unpunctuated=args.unpunctuated, seed=args.seed, threads=args.threads,
                          holdout_fold=args.holdout_fold, implied_labels=args.implied_labels,
                          implied_weight=args.implied_weight, source_power=args.source_power,
+                         probe_epochs=args.probe_epochs,
                          precision=resolve_precision(args.precision))
     root = paths.repo_root()
     data_dir = Path(args.data) if args.data else (root.parent / "shared" / "data")

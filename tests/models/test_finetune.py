@@ -93,6 +93,29 @@ def test_zero_lr_trains_the_head_only(tmp_path: Path) -> None:
     assert history[0]["epoch"] == 1
 
 
+def test_probe_epochs_train_the_head_alone_first(tmp_path: Path) -> None:
+    """LP-FT (run l1): the probe epochs leave the adapter at zero and fit the head; then both learn."""
+    pytest.importorskip("torch")
+    from safetensors.numpy import load_file
+
+    from guard.models import paths
+    from guard.models.finetune import adapter_of, make_model, train
+
+    cfg = FinetuneConfig(epochs=0, probe_epochs=1, batch_texts=16, augment=0.0)
+    prep, _, _ = prepare(_data(tmp_path), [], cfg, 0, lambda _m: None)
+    weights = load_file(str(paths.weights_dir() / "model.safetensors"))
+    head0 = [p.detach().clone() for p in make_model(weights, cfg).head.parameters()]
+    probed, history = train(prep, weights, cfg, lambda _m: None)
+    assert all(not np.any(b) for b in adapter_of(probed, cfg, "t").b.values())
+    assert any(not np.allclose(a.numpy(), b.detach().numpy()) for a, b in zip(head0, probed.head.parameters(),
+                                                                                strict=True))
+    assert [(h["epoch"], h["probe"]) for h in history] == [(0, 1)]
+
+    both, history = train(prep, weights, replace(cfg, epochs=1), lambda _m: None)
+    assert any(np.any(b) for b in adapter_of(both, cfg, "t").b.values())
+    assert [h["epoch"] for h in history] == [0, 1] and "probe" not in history[1]
+
+
 def test_precision_auto_picks_the_faster_dtype_and_explicit_choices_stand() -> None:
     """bf16 autocast pays only where the CPU has bf16 units; elsewhere it is emulated and far slower."""
     pytest.importorskip("torch")
@@ -114,10 +137,11 @@ def test_version_key_keeps_earlier_adapter_names() -> None:
     before = {"rank": 8, "implied_labels": False}
     later = ADAPTER_LATER_KEYS
     assert config_key({**before, "implied_weight": 1.0, "precision": "bf16", "unpunctuated": 0.0,
-                       "source_power": 0.5}, False, later) == before
+                       "source_power": 0.5, "probe_epochs": 0}, False, later) == before
     assert config_key({**before, "unpunctuated": 0.1}, False, later) == {**before, "unpunctuated": 0.1}
     assert config_key({**before, "precision": "fp32"}, False, later) == {**before, "precision": "fp32"}
     assert config_key({**before, "source_power": 0.75}, False, later) == {**before, "source_power": 0.75}
+    assert config_key({**before, "probe_epochs": 1}, False, later) == {**before, "probe_epochs": 1}
     assert config_key({**before, "implied_weight": 0.25}, True, later) == {**before, "implied_weight": 0.25}
     assert set(later) <= set(asdict(FinetuneConfig()))
     assert all(getattr(FinetuneConfig(), k) == v for k, v in later.items() if k != "precision")
