@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,15 +73,15 @@ def test_prepare_implies_labels_on_train_only(tmp_path: Path) -> None:
     assert not plain.train.known[:, v].any()
 
 
-def test_zero_lr_trains_the_head_only(tmp_path: Path) -> None:
-    """``lr=0`` is the frozen-encoder baseline of benchmarks.transfer: the adapter stays exactly zero."""
-    pytest.importorskip("torch")
+def _train_head_only(tmp_path: Path, cfg: FinetuneConfig) -> tuple[Any, Any, Any, list[dict[str, Any]]]:
+    """Train ``cfg`` (which must leave the encoder frozen) on the toy data; assert it did just that.
+
+    Returns the data bundle, the packaged weights, the model and its history."""
     from safetensors.numpy import load_file
 
     from guard.models import paths
-    from guard.models.finetune import adapter_of, make_model, report, train
+    from guard.models.finetune import adapter_of, make_model, train
 
-    cfg = FinetuneConfig(lr=0.0, epochs=1, batch_texts=16, augment=0.0)
     prep, _, _ = prepare(_data(tmp_path), [], cfg, 0, lambda _m: None)
     weights = load_file(str(paths.weights_dir() / "model.safetensors"))
     head0 = [p.detach().clone() for p in make_model(weights, cfg).head.parameters()]
@@ -88,6 +89,16 @@ def test_zero_lr_trains_the_head_only(tmp_path: Path) -> None:
     assert all(not np.any(b) for b in adapter_of(model, cfg, "t").b.values())
     assert any(not np.allclose(a.numpy(), b.detach().numpy()) for a, b in zip(head0, model.head.parameters(),
                                                                                 strict=True))
+    return prep, weights, model, history
+
+
+def test_zero_lr_trains_the_head_only(tmp_path: Path) -> None:
+    """``lr=0`` is the frozen-encoder baseline of benchmarks.transfer: the adapter stays exactly zero."""
+    pytest.importorskip("torch")
+    from guard.models.finetune import report
+
+    prep, _, model, history = _train_head_only(tmp_path, FinetuneConfig(lr=0.0, epochs=1, batch_texts=16,
+                                                                         augment=0.0))
     fig = report(model, prep.wdv, prep.dev)
     assert set(fig["auprc"]) == {"hate"} and 0.0 <= fig["any_auprc"] <= 1.0
     assert history[0]["epoch"] == 1
@@ -96,19 +107,10 @@ def test_zero_lr_trains_the_head_only(tmp_path: Path) -> None:
 def test_probe_epochs_train_the_head_alone_first(tmp_path: Path) -> None:
     """LP-FT (run l1): the probe epochs leave the adapter at zero and fit the head; then both learn."""
     pytest.importorskip("torch")
-    from safetensors.numpy import load_file
-
-    from guard.models import paths
-    from guard.models.finetune import adapter_of, make_model, train
+    from guard.models.finetune import adapter_of, train
 
     cfg = FinetuneConfig(epochs=0, probe_epochs=1, batch_texts=16, augment=0.0)
-    prep, _, _ = prepare(_data(tmp_path), [], cfg, 0, lambda _m: None)
-    weights = load_file(str(paths.weights_dir() / "model.safetensors"))
-    head0 = [p.detach().clone() for p in make_model(weights, cfg).head.parameters()]
-    probed, history = train(prep, weights, cfg, lambda _m: None)
-    assert all(not np.any(b) for b in adapter_of(probed, cfg, "t").b.values())
-    assert any(not np.allclose(a.numpy(), b.detach().numpy()) for a, b in zip(head0, probed.head.parameters(),
-                                                                                strict=True))
+    prep, weights, _, history = _train_head_only(tmp_path, cfg)
     assert [(h["epoch"], h["probe"]) for h in history] == [(0, 1)]
 
     both, history = train(prep, weights, replace(cfg, epochs=1), lambda _m: None)
