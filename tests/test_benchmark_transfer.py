@@ -65,3 +65,11 @@ def test_a_run_without_the_bracketed_placeholders_says_so() -> None:
     assert res["tokenizer"]["bracketed_placeholders"] is True
     assert "Bracketed placeholders ([USER], [URL]) skipped: True." in text
     assert "Bracketed" not in rendered("n1-platform-artefacts")[1]
+
+
+def test_a_run_with_head_only_epochs_first_says_so() -> None:
+    """Run l1: its config records the probe epoch, and the markdown names it; runs without do not."""
+    res, text = rendered("l1-linear-probe-first")
+    assert res["configs"]["adapter-lpft"]["probe_epochs"] == MODELS["adapter-lpft"]["probe_epochs"] == 1
+    assert "Head-only epochs first (LP-FT): 1." in text and "| adapter-lpft | 3 | held-out sources |" in text
+    assert "LP-FT" not in rendered("b1-source-balance")[1]
