@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0,
                    help="FinetuneConfig.seed for every model (0, as every committed result before run t2)")
     p.add_argument("--models", default="frozen,adapter", help=f"comma-separated, of {', '.join(MODELS)}")
+    p.add_argument("--wise", default="",
+                   help="comma-separated alphas: after the last epoch also score each LP-FT model moved back "
+                        "toward its start (guard.models.finetune.wise; run l2)")
     p.add_argument("--limit", type=int, default=0, help="train on the first N texts only (smoke runs)")
     p.add_argument("--out", default=str(REPO / "benchmarks/results/transfer.json"))
     p.add_argument("--markdown", default=str(REPO / "benchmarks/results/transfer.md"))
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from guard.models.data import read_examples
     from guard.models.features import STREAM_STRIDE, WINDOW_TOKENS, stream_windows
-    from guard.models.finetune import FinetuneConfig, prepare, report, train
+    from guard.models.finetune import FinetuneConfig, prepare, report, train, wise
     from guard.models.tokenizer import tokenizer_settings
 
     t0 = time.perf_counter()
@@ -146,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
                 + " ".join(f"{c}={v}" for c, v in out["auprc"].items()))
             res["runs"].append({"model": name, "epoch": epoch, "dev": dev, "unseen": out})
             save()  # a long run cut short still leaves its finished epochs
+            for alpha in (float(a) for a in args.wise.split(",") if a) if epoch == cfg.epochs else ():
+                between = wise(model, alpha)
+                dev, out = report(between, prep.wdv, prep.dev), report(between, w_unseen, unseen)
+                log(f"{name} wise {alpha}: dev any {dev['any_auprc']}, held-out any {out['any_auprc']} "
+                    + " ".join(f"{c}={v}" for c, v in out["auprc"].items()))
+                res["runs"].append({"model": f"{name}-wise{alpha}", "epoch": epoch, "dev": dev, "unseen": out})
+                save()
             return {"dev": dev, "unseen": out}
 
         log(f"training {name}: {cfg}")

@@ -394,6 +394,7 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
                 f"in {history[-1]['seconds']} s")
         for p in lora:
             p.requires_grad_(True)
+        model.probe_head = {k: v.detach().clone() for k, v in model.head.state_dict().items()}  # for ``wise``
     step = 0
     for epoch in range(cfg.epochs):
         loss_sum, step = run_epoch(opt, sched, lora + head, step, total)
@@ -404,6 +405,27 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
             history[-1]["dev_training_head"] = on_epoch(model, epoch + 1)
             t0 += time.perf_counter() - t_cb  # evaluation time is not training time
     return model, history
+
+
+def wise(model: Any, alpha: float) -> Any:
+    """The LP-FT model moved back toward where it started (WiSE-FT, Wortsman et al. 2022): every
+    adapter update scaled by ``alpha`` (0 is the pretrained encoder) and the head interpolated
+    between the probe's head and the final one, ``(1 - alpha) * probe + alpha * final``.
+
+    Weights fine-tuned from one start stay in one basin, so points between them are models too,
+    and on unseen data often better ones than either end. Needs ``probe_epochs``: the head must
+    start from the probe's, or the two heads' hidden units would not correspond."""
+    import copy
+
+    if not hasattr(model, "probe_head"):
+        raise ValueError("wise() needs a model trained with probe_epochs > 0")
+    out = copy.deepcopy(model)
+    for layer in out.encoder.layers:
+        for m in (layer.q, layer.k, layer.v, layer.o, layer.inter, layer.out):
+            m.scaling *= alpha
+    final = model.head.state_dict()
+    out.head.load_state_dict({k: (1 - alpha) * model.probe_head[k] + alpha * final[k] for k in final})
+    return out
 
 
 def report(model: Any, windows: Any, labeled: Any) -> dict[str, Any]:

@@ -110,12 +110,27 @@ def test_probe_epochs_train_the_head_alone_first(tmp_path: Path) -> None:
     from guard.models.finetune import adapter_of, train
 
     cfg = FinetuneConfig(epochs=0, probe_epochs=1, batch_texts=16, augment=0.0)
-    prep, weights, _, history = _train_head_only(tmp_path, cfg)
+    prep, weights, probed, history = _train_head_only(tmp_path, cfg)
     assert [(h["epoch"], h["probe"]) for h in history] == [(0, 1)]
 
     both, history = train(prep, weights, replace(cfg, epochs=1), lambda _m: None)
     assert any(np.any(b) for b in adapter_of(both, cfg, "t").b.values())
     assert [h["epoch"] for h in history] == [0, 1] and "probe" not in history[1]
+
+
+    # WiSE-FT (run l2): alpha 1 is the final model, alpha 0 the probe's head on the pretrained encoder
+    import torch
+
+    from guard.models.finetune import score_windows, wise
+
+    ids = prep.wdv.ids[:8]
+    assert np.allclose(score_windows(wise(both, 1.0), ids), score_windows(both, ids), atol=1e-5)
+    start = wise(both, 0.0)
+    for k, v in start.head.state_dict().items():
+        assert torch.equal(v, both.probe_head[k])
+    assert np.allclose(score_windows(start, ids), score_windows(probed, ids), atol=1e-5)
+    with pytest.raises(ValueError, match="probe_epochs"):
+        wise(train(prep, weights, replace(cfg, probe_epochs=0, epochs=0), lambda _m: None)[0], 0.5)
 
 
 def test_precision_auto_picks_the_faster_dtype_and_explicit_choices_stand() -> None:
