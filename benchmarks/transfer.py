@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.markdown).write_text(markdown(res), encoding="utf-8")
 
     base = FinetuneConfig(epochs=args.epochs, seed=args.seed)
+    alphas = [float(a) for a in args.wise.split(",") if a]
     preps: dict[tuple[bool, float], Any] = {}  # one data preparation per label and copy setting
     for name in args.models.split(","):
         if name not in MODELS:
@@ -149,13 +150,15 @@ def main(argv: list[str] | None = None) -> int:
                 + " ".join(f"{c}={v}" for c, v in out["auprc"].items()))
             res["runs"].append({"model": name, "epoch": epoch, "dev": dev, "unseen": out})
             save()  # a long run cut short still leaves its finished epochs
-            for alpha in (float(a) for a in args.wise.split(",") if a) if epoch == cfg.epochs else ():
-                between = wise(model, alpha)
-                dev, out = report(between, prep.wdv, prep.dev), report(between, w_unseen, unseen)
-                log(f"{name} wise {alpha}: dev any {dev['any_auprc']}, held-out any {out['any_auprc']} "
-                    + " ".join(f"{c}={v}" for c, v in out["auprc"].items()))
-                res["runs"].append({"model": f"{name}-wise{alpha}", "epoch": epoch, "dev": dev, "unseen": out})
-                save()
+            if epoch == cfg.epochs:
+                for alpha in alphas:
+                    between = wise(model, alpha)
+                    w_dev, w_out = report(between, prep.wdv, prep.dev), report(between, w_unseen, unseen)
+                    log(f"{name} wise {alpha}: dev any {w_dev['any_auprc']}, held-out any {w_out['any_auprc']} "
+                        + " ".join(f"{c}={v}" for c, v in w_out["auprc"].items()))
+                    res["runs"].append({"model": f"{name}-wise{alpha}", "epoch": epoch, "dev": w_dev,
+                                        "unseen": w_out})
+                    save()
             return {"dev": dev, "unseen": out}
 
         log(f"training {name}: {cfg}")
