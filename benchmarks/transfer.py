@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from guard.models.data import read_examples
     from guard.models.features import STREAM_STRIDE, WINDOW_TOKENS, stream_windows
-    from guard.models.finetune import FinetuneConfig, prepare, report, train, wise
+    from guard.models.finetune import FinetuneConfig, prepare, report, resolve_precision, train, wise
     from guard.models.tokenizer import tokenizer_settings
 
     t0 = time.perf_counter()
@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
         Path(args.markdown).write_text(markdown(res), encoding="utf-8")
 
-    base = FinetuneConfig(epochs=args.epochs, seed=args.seed)
+    # resolved once, so every model runs at the same precision and the result records which
+    base = FinetuneConfig(epochs=args.epochs, seed=args.seed, precision=resolve_precision("auto"))
     alphas = [float(a) for a in args.wise.split(",") if a]
     preps: dict[tuple[bool, float], Any] = {}  # one data preparation per label and copy setting
     for name in args.models.split(","):
