@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "benchmarks/results/transfer.json"))
     p.add_argument("--markdown", default=str(REPO / "benchmarks/results/transfer.md"))
     args = p.parse_args(argv)
+    alphas = [float(a) for a in args.wise.split(",") if a]
+    if alphas and any(not MODELS.get(n, {}).get("probe_epochs") for n in args.models.split(",")):
+        raise SystemExit("--wise needs LP-FT models (a probe head to move back to), e.g. --models adapter-lpft")
 
     from safetensors.numpy import load_file
 
@@ -133,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # resolved once, so every model runs at the same precision and the result records which
     base = FinetuneConfig(epochs=args.epochs, seed=args.seed, precision=resolve_precision("auto"))
-    alphas = [float(a) for a in args.wise.split(",") if a]
     preps: dict[tuple[bool, float], Any] = {}  # one data preparation per label and copy setting
     for name in args.models.split(","):
         if name not in MODELS:

@@ -73,3 +73,11 @@ def test_a_run_with_head_only_epochs_first_says_so() -> None:
     assert res["configs"]["adapter-lpft"]["probe_epochs"] == MODELS["adapter-lpft"]["probe_epochs"] == 1
     assert "Head-only epochs first (LP-FT): 1." in text and "| adapter-lpft | 3 | held-out sources |" in text
     assert "LP-FT" not in rendered("b1-source-balance")[1]
+
+
+def test_wise_is_refused_up_front_for_models_without_a_probe_head() -> None:
+    """Moving a model back to its start needs the probe's head; fail before training, not after."""
+    from benchmarks.transfer import main
+
+    with pytest.raises(SystemExit, match="LP-FT"):
+        main(["--models", "adapter", "--wise", "0.5"])
