@@ -51,12 +51,21 @@ def test_a_run_with_unpunctuated_copies_names_them() -> None:
     assert "| adapter-unpunctuated | 3 | held-out sources |" in text
 
 
-def test_a_run_that_weighs_sources_otherwise_says_so() -> None:
-    """Run b1: its config records the power, and the markdown names it; runs at 0.5 do not."""
-    res, text = rendered("b1-source-balance")
-    assert res["configs"]["adapter-balanced"]["source_power"] == MODELS["adapter-balanced"]["source_power"] == 0.75
-    assert "Source power: 0.75." in text and "| adapter-balanced | 3 | held-out sources |" in text
-    assert "Source power" not in rendered("n2-transfer-seed1")[1]
+@pytest.mark.parametrize(("run", "model", "key", "value", "sentence", "other", "absent"), [
+    # b1: sources weighed at power 0.75; runs at 0.5 do not name it
+    ("b1-source-balance", "adapter-balanced", "source_power", 0.75, "Source power: 0.75.", "n2-transfer-seed1",
+     "Source power"),
+    # l1: a head-only epoch first; runs without do not name it
+    ("l1-linear-probe-first", "adapter-lpft", "probe_epochs", 1, "Head-only epochs first (LP-FT): 1.",
+     "b1-source-balance", "LP-FT"),
+])
+def test_a_run_with_a_training_option_names_it(run: str, model: str, key: str, value: object, sentence: str,
+                                               other: str, absent: str) -> None:
+    """Its config records the option's value, and the markdown names it; a run without it does not."""
+    res, text = rendered(run)
+    assert res["configs"][model][key] == MODELS[model][key] == value
+    assert sentence in text and f"| {model} | 3 | held-out sources |" in text
+    assert absent not in rendered(other)[1]
 
 
 def test_a_run_without_the_bracketed_placeholders_says_so() -> None:
@@ -65,14 +74,6 @@ def test_a_run_without_the_bracketed_placeholders_says_so() -> None:
     assert res["tokenizer"]["bracketed_placeholders"] is True
     assert "Bracketed placeholders ([USER], [URL]) skipped: True." in text
     assert "Bracketed" not in rendered("n1-platform-artefacts")[1]
-
-
-def test_a_run_with_head_only_epochs_first_says_so() -> None:
-    """Run l1: its config records the probe epoch, and the markdown names it; runs without do not."""
-    res, text = rendered("l1-linear-probe-first")
-    assert res["configs"]["adapter-lpft"]["probe_epochs"] == MODELS["adapter-lpft"]["probe_epochs"] == 1
-    assert "Head-only epochs first (LP-FT): 1." in text and "| adapter-lpft | 3 | held-out sources |" in text
-    assert "LP-FT" not in rendered("b1-source-balance")[1]
 
 
 def test_wise_is_refused_up_front_for_models_without_a_probe_head() -> None:

@@ -428,8 +428,8 @@ def wise(model: Any, alpha: float) -> Any:
     if not hasattr(model, "probe_head"):
         raise ValueError("wise() needs a model trained with probe_epochs > 0")
     out = copy.deepcopy(model)
-    for layer in out.encoder.layers:
-        for m in (layer.q, layer.k, layer.v, layer.o, layer.inter, layer.out):
+    for m in out.encoder.modules():
+        if hasattr(m, "lora_a"):  # every adapted dense layer
             m.scaling *= alpha
     final = model.head.state_dict()
     out.head.load_state_dict({k: (1 - alpha) * model.probe_head[k] + alpha * final[k] for k in final})
