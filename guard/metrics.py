@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 @dataclass
@@ -22,3 +22,8 @@ class Metrics:
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
         self.batch = Histogram("guard_batch_chunks", "chunks per processed batch", registry=r,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.lag = Gauge("guard_chunk_partition_lag", "records of an assigned chunk partition not handled yet",
+                         ["partition"], registry=r)
+        self.lag_waiting = Gauge("guard_chunk_partition_waiting_seconds",
+                                 "how long an assigned chunk partition's backlog has not moved", ["partition"],
+                                 registry=r)

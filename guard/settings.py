@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(0.005, ge=0, description="how long a batch waits to fill")
     state_ttl_s: float = Field(600.0, gt=0, description="finished or idle streams are forgotten after this")
     gap_timeout_ms: int = Field(10_000, ge=0, description="how long chunks wait behind a missing seq")
-    web_port: int = Field(6066, ge=0, description="worker HTTP port (/healthz, /metrics)")
+    web_port: int = Field(6066, ge=0, description="worker HTTP port for /metrics, /healthz, /readyz (0 = none)")
+    web_host: str = Field("127.0.0.1", description="address the worker's HTTP port binds (0.0.0.0 in containers)")
+    stall_timeout_s: float = Field(
+        120.0, ge=0, description="an assigned chunk partition with a backlog that has not moved this long "
+        "makes the worker exit so others take it (0 = never)")
     log_json: bool = Field(True, description="JSON logs (False: console renderer)")
     log_level: str = Field("INFO", description="log level")

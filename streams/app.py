@@ -22,6 +22,8 @@ from guard.thresholds import Thresholds
 from streams.agents import guard as guard_agent
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
+from streams.watchdog import Health, PartitionStalled, Progress, StallWatch
+from streams.web import Server, routes
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +79,7 @@ class Worker:
     topics: Topics
     resources: Resources
     metrics: Metrics
+    watch: StallWatch
 
 
 def create_app(s: Settings) -> Worker:
@@ -86,14 +89,21 @@ def create_app(s: Settings) -> Worker:
                       use_partitioner=True, help="per-stream state (guard.state.StreamState as JSON)")
     resources = Resources(s)
     metrics = Metrics()
+    progress = Progress()
+    watch = StallWatch(app.consumer, s.topic_chunks, progress, timeout_s=s.stall_timeout_s,
+                       interval_s=min(5.0, s.stall_timeout_s / 4) or 5.0)
+    health = Health()
+    server = Server(routes(metrics.registry, lambda: health, resources.ready.is_set), s.web_host, s.web_port)
 
     class Lifecycle(mode.Service):
         async def on_start(self) -> None:
+            await server.start()
             await declare_thresholds(topics)
             await resources.start()
 
         async def on_stop(self) -> None:
             await resources.stop()
+            await server.stop()
 
     app.service(Lifecycle)
 
@@ -101,6 +111,8 @@ def create_app(s: Settings) -> Worker:
     # (or a failing test) needs when some streams get no decisions.
     @app.on_partitions_assigned.connect
     async def log_assignment(sender: faust.App, assigned: set, **_: object) -> None:
+        progress.reset()  # offsets of an earlier assignment say nothing about this one
+        watch.reset()
         log.info("partitions_assigned",
                  chunks=sorted(tp.partition for tp in assigned if tp.topic == s.topic_chunks))
 
@@ -108,7 +120,32 @@ def create_app(s: Settings) -> Worker:
     async def log_rebalanced(sender: faust.App, **_: object) -> None:
         log.info("rebalance_complete")
 
-    guard_agent.register(app, topics, table, resources.get, metrics, s.batch_max, s.batch_within_s)
+    guard_agent.register(app, topics, table, resources.get, metrics, s.batch_max, s.batch_within_s, progress)
+
+    # Lag per assigned partition for /healthz and /metrics, and the way out of a stalled one.
+    @app.timer(interval=watch.interval_s)
+    async def watch_partitions() -> None:
+        nonlocal health
+        if not resources.ready.is_set():  # start-up has its own timeouts, and fails loudly
+            return
+        try:
+            health = await watch.check()
+        except Exception as exc:  # noqa: BLE001 - a failed look is not a stall
+            log.warning("partition_check_failed", error=repr(exc))
+            return
+        metrics.lag.clear()
+        metrics.lag_waiting.clear()
+        for p in health.assigned:
+            metrics.lag.labels(str(p)).set(0)
+            metrics.lag_waiting.labels(str(p)).set(0)
+        for b in health.backlogs:
+            metrics.lag.labels(str(b.partition)).set(b.lag)
+            metrics.lag_waiting.labels(str(b.partition)).set(b.waiting_s)
+        if health.stalled:
+            log.error("partition_stalled", partitions=[b.partition for b in health.stalled],
+                      lag=[b.lag for b in health.stalled],
+                      waiting_s=[round(b.waiting_s) for b in health.stalled])
+            await app.crash(PartitionStalled(health.stalled))
 
     @app.timer(interval=s.policy_reload_s)
     async def reload_policies() -> None:
@@ -122,7 +159,7 @@ def create_app(s: Settings) -> Worker:
         if n:
             log.info("streams_expired", count=n)
 
-    return Worker(app, topics, resources, metrics)
+    return Worker(app, topics, resources, metrics, watch)
 
 
 def main(argv: list[str] | None = None) -> int:

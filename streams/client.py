@@ -7,6 +7,7 @@ gateway would: through Kafka only.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -29,15 +31,18 @@ class WorkerProcess:
     triton_url: str | None
     log_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ("-m", "streams", "worker")  # what the Python interpreter runs
     proc: subprocess.Popen[bytes] | None = None
+    log_start: int = 0  # where this start's lines begin in the (appended) log
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, "GUARD_KAFKA_BOOTSTRAP": self.bootstrap, **self.env}
         if self.triton_url:
             env["GUARD_TRITON_URL"] = self.triton_url
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
+        self.proc = subprocess.Popen([sys.executable, *self.args], env=env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         return self
@@ -55,11 +60,37 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        """What this start logged (structlog JSON lines), optionally one event only."""
+        return log_events(self.log_path, self.log_start, event)
+
     def __enter__(self) -> WorkerProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def log_events(path: Path, start: int = 0, event: str | None = None) -> list[dict[str, Any]]:
+    """structlog JSON lines of a process log (from byte ``start``), optionally of one event.
+
+    A line may carry terminal escapes before its JSON (Faust's spinner), so each is read from its
+    first brace; lines that are not JSON (Faust's own logging) are skipped.
+    """
+    out = []
+    with path.open("rb") as fh:
+        fh.seek(start)
+        for line in fh.read().decode("utf-8", "replace").splitlines():
+            i = line.find("{")
+            if i < 0:
+                continue
+            try:
+                ev = json.loads(line[i:])
+            except json.JSONDecodeError:
+                continue
+            if isinstance(ev, dict) and (event is None or ev.get("event") == event):
+                out.append(ev)
+    return out
 
 
 class ChunkProducer:

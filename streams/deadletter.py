@@ -37,7 +37,9 @@ async def send(topic: faust.TopicT, event: faust.EventT, error: Exception, log: 
 async def consume(stream: faust.StreamT, batch_max: int, within_s: float,
                   handle: Callable[[Sequence[faust.EventT]], Awaitable[None]],
                   dead: Callable[[faust.EventT, Exception], Awaitable[None]], log: Any,
-                  failed_event: str = "batch_failed") -> None:
+                  failed_event: str = "batch_failed",
+                  done: Callable[[Sequence[faust.EventT]], None] | None = None) -> None:
+    """``done`` hears of every batch once its records are decided or dead-lettered (progress)."""
     async for events in stream.take_events(batch_max, within=within_s):
         try:
             await handle(events)
@@ -48,3 +50,5 @@ async def consume(stream: faust.StreamT, batch_max: int, within_s: float,
                     await dead(ev, exc)
                 except Exception:  # noqa: BLE001
                     log.exception("deadletter_failed")
+        if done is not None:
+            done(events)

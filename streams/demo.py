@@ -19,7 +19,9 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
-from guard.devenv._proc import repo_root
+import aiohttp
+
+from guard.devenv._proc import free_port, repo_root
 from guard.messages import Chunk, Decision
 from guard.settings import Settings
 from streams import topics
@@ -111,8 +113,12 @@ async def run(bootstrap: str, triton_url: str | None, tokens_per_s: float, seed:
     run_id = uuid.uuid4().hex[:6]
     names = {f"{name}-{run_id}": name for name in ANSWERS}
     with ExitStack() as stack:
+        web = None
         if worker:
-            w = stack.enter_context(WorkerProcess(bootstrap, triton_url, log_dir / "worker.log"))
+            port = free_port()
+            web = f"http://127.0.0.1:{port}"
+            w = stack.enter_context(WorkerProcess(bootstrap, triton_url, log_dir / "worker.log",
+                                                  env={"GUARD_WEB_PORT": str(port)}))
         async with Collector(bootstrap) as col, ChunkProducer(bootstrap) as prod:
             # warm-up: the worker joins the group and loads models; wait for its first decision
             warm = f"warmup-{run_id}"
@@ -148,7 +154,25 @@ async def run(bootstrap: str, triton_url: str | None, tokens_per_s: float, seed:
                   f"allow={actions['allow']} redact={actions['redact']} block={actions['block']} "
                   f"added_latency_ms p50={statistics.median(lat):.1f} p99={percentile(lat, 0.99):.1f}",
                   flush=True)
+            if web is not None:
+                print(await worker_health(web), flush=True)
             return 0 if len(decisions) == sum(counts) else 1
+
+
+async def worker_health(web: str) -> str:
+    """One line from the worker's /healthz and /metrics: what an operator would scrape."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        for _ in range(40):  # the first partition check comes a few seconds after start-up
+            async with http.get(f"{web}/healthz") as r:
+                h = await r.json()
+            if h["status"] != "starting":
+                break
+            await asyncio.sleep(0.25)
+        async with http.get(f"{web}/metrics") as r:
+            series = sum(1 for line in (await r.text()).splitlines() if line.startswith("guard_"))
+    lag = sum(b["lag"] for b in h["backlogs"])
+    return (f"worker {web}/healthz: {h['status']}, partitions {h['assigned']}, lag {lag}; "
+            f"{web}/metrics: {series} guard_* series")
 
 
 def main(argv: list[str]) -> int:

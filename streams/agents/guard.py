@@ -23,13 +23,14 @@ from guard.pipeline import Pipeline
 from guard.state import StreamState, dump_state, load_state
 from streams import deadletter
 from streams.topics import Topics
+from streams.watchdog import Progress
 
 log = structlog.get_logger(__name__)
 
 
 def register(app: faust.App, topics: Topics, table: faust.Table,
              pipeline: Callable[[], Awaitable[Pipeline]], metrics: Metrics,
-             batch_max: int, batch_within_s: float) -> Any:
+             batch_max: int, batch_within_s: float, progress: Progress) -> Any:
     async def dead(event: faust.EventT, error: Exception) -> None:
         metrics.deadletters.labels(deadletter.code_of(error)).inc()
         await deadletter.send(topics.deadletter, event, error, log)
@@ -78,7 +79,9 @@ def register(app: faust.App, topics: Topics, table: faust.Table,
 
     @app.agent(topics.chunks, name="guard-chunks", concurrency=1)
     async def moderate(stream: faust.StreamT) -> None:
-        await deadletter.consume(stream, batch_max, batch_within_s, handle, dead, log)
+        await deadletter.consume(stream, batch_max, batch_within_s, handle, dead, log,
+                                 done=lambda evs: progress.handled_all(
+                                     (ev.message.partition, ev.message.offset) for ev in evs))
 
     return moderate
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from guard.devenv._proc import free_port
 from guard.devenv.kafka import create_topics
 from guard.messages import Chunk
 from guard.settings import Settings
@@ -27,13 +28,13 @@ async def _wait_ready(bootstrap: str, timeout: float) -> None:
 
 @pytest.fixture(scope="session")
 def guard_worker(kafka_broker, triton_server) -> Iterator[WorkerProcess]:
-    """One worker (Triton-backed) for the session; topics created up front."""
+    """One worker (Triton-backed) for the session; topics created up front; HTTP on ``w.env``'s port."""
     bootstrap = kafka_broker.bootstrap
     asyncio.run(create_topics(bootstrap, topics.specs(Settings())))
     log = REPO / "build" / "test-logs" / f"worker-{uuid.uuid4().hex[:6]}.log"
     with WorkerProcess(bootstrap, triton_server.grpc_url, log,
                        env={"GUARD_APP_ID": f"guard-test-{uuid.uuid4().hex[:6]}",
-                            "GUARD_LOG_LEVEL": "WARNING"}) as w:
+                            "GUARD_LOG_LEVEL": "WARNING", "GUARD_WEB_PORT": str(free_port())}) as w:
         try:
             asyncio.run(_wait_ready(bootstrap, timeout=180))
         except TimeoutError:

@@ -36,7 +36,7 @@ from guard.messages import Chunk, Decision, Feedback, ThresholdChange, encode
 from guard.settings import Settings
 from guard.thresholds import ThresholdKey
 from streams import topics
-from streams.client import ChunkProducer, Collector, WorkerProcess
+from streams.client import ChunkProducer, Collector, WorkerProcess, log_events
 from streams.follower import ThresholdFollower
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(600)]
@@ -75,44 +75,6 @@ BENIGN = ("The capital of France is Paris.", "Water boils at 100 degrees Celsius
 # -- processes and logs ----------------------------------------------------------------------------
 
 
-def log_events(path: Path, start: int = 0, event: str | None = None) -> list[dict[str, Any]]:
-    """structlog JSON lines of a process log (from byte ``start``), optionally of one event."""
-    out = []
-    with path.open("rb") as fh:
-        fh.seek(start)
-        for line in fh.read().decode("utf-8", "replace").splitlines():
-            i = line.find("{")
-            if i < 0:
-                continue
-            try:
-                ev = json.loads(line[i:])
-            except json.JSONDecodeError:
-                continue
-            if isinstance(ev, dict) and (event is None or ev.get("event") == event):
-                out.append(ev)
-    return out
-
-
-@dataclass
-class TunerProcess(WorkerProcess):
-    """``python -m streams.tuner`` (what ``guard tuner`` runs) in its own process."""
-
-    log_start: int = 0
-
-    def start(self) -> TunerProcess:
-        env = {**os.environ, "GUARD_KAFKA_BOOTSTRAP": self.bootstrap, **self.env}
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams.tuner"], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        return self
-
-    def events(self, event: str | None = None) -> list[dict[str, Any]]:
-        return log_events(self.log_path, self.log_start, event)
-
-
 async def poll(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -133,7 +95,7 @@ class System:
     settings: Settings
     env: dict[str, str]
     workers: list[WorkerProcess]
-    tuner: TunerProcess
+    tuner: WorkerProcess
     tuner_group: str
     worker_group: str
     low: str
@@ -243,7 +205,7 @@ def system(kafka_broker, tmp_path_factory) -> Iterator[System]:
     rows += [{"text": t, "labels": {CATEGORY: 0}, "source": "test", "split": "dev"} for t in BENIGN]
     (pdir / "shadow-violence.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    env = {"GUARD_POLICY_DIR": str(pdir), "GUARD_TRITON_URL": "", "GUARD_LOG_LEVEL": "INFO",
+    env = {"GUARD_POLICY_DIR": str(pdir), "GUARD_TRITON_URL": "", "GUARD_LOG_LEVEL": "INFO", "GUARD_WEB_PORT": "0",
            "GUARD_PARTITIONS": str(PARTITIONS),
            **{f"GUARD_TOPIC_{t.upper()}": f"fb-{run}.{t}" for t in
               ("chunks", "decisions", "deadletter", "feedback", "thresholds")}}
@@ -255,7 +217,8 @@ def system(kafka_broker, tmp_path_factory) -> Iterator[System]:
     logs = REPO / "build" / "test-logs"
     tuner_env = {**env, "GUARD_TUNER_APP_ID": tuner_group, "GUARD_TUNER_REPORT_INTERVAL_S": "1",
                  "GUARD_TUNER_FEEDBACK_BATCH_WITHIN_S": "0.2"}
-    tuner = TunerProcess(kafka_broker.bootstrap, None, logs / f"tuner-{run}.log", tuner_env)
+    tuner = WorkerProcess(kafka_broker.bootstrap, None, logs / f"tuner-{run}.log", tuner_env,
+                          args=("-m", "streams.tuner"))
     workers = [WorkerProcess(kafka_broker.bootstrap, None, logs / f"worker-{run}-{i}.log",
                              {**env, "GUARD_APP_ID": worker_group}) for i in range(2)]
     sysm = System(kafka_broker.bootstrap, settings, tuner_env, workers, tuner, tuner_group,

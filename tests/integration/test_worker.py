@@ -8,6 +8,7 @@ import random
 import re
 import uuid
 
+import aiohttp
 import pytest
 
 from guard.messages import Chunk, Decision
@@ -155,3 +156,32 @@ async def test_many_streams_under_all_three_policies(kafka_broker, guard_worker)
                 assert blocked and "shit" not in released
             if policy == "pii-only":
                 assert released == text
+
+
+async def test_worker_serves_metrics_and_partition_health(kafka_broker, guard_worker):
+    """After its streams are decided the worker is ready and healthy, holds every chunk partition
+    (it is alone in its group), has no backlog left, and counts what it decided."""
+    rng = random.Random(3)
+    sid = f"http-{uuid.uuid4().hex[:6]}"
+    cs = chunks(sid, HARMFUL, rng)
+    async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:
+        await interleave(prod, [cs], rng)
+        await col.wait_for(lambda c: c.complete(sid, len(cs)), timeout=120)
+    base = f"http://127.0.0.1:{guard_worker.env['GUARD_WEB_PORT']}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/readyz") as r:
+            assert r.status == 200
+        body: dict = {}
+        for _ in range(40):  # the watch looks every 5 s; its first look may predate the last commit
+            async with http.get(f"{base}/healthz") as r:
+                assert r.status == 200, await r.text()
+                body = await r.json()
+            if body["assigned"] and not body["backlogs"]:
+                break
+            await asyncio.sleep(0.5)
+        assert body == {"status": "ok", "assigned": [0, 1, 2, 3], "backlogs": [], "stalled": []}
+        async with http.get(f"{base}/metrics") as r:
+            text = await r.text()
+    assert re.search(r'^guard_decisions_total\{action="block",policy="default"\} [1-9]', text, re.M)
+    assert all(f'guard_chunk_partition_lag{{partition="{p}"}} 0.0' in text for p in range(4))
+    assert "guard_added_latency_seconds_bucket" in text

@@ -1,0 +1,144 @@
+"""Notice a worker that holds chunk partitions and does not serve them.
+
+faust-streaming can end a rebalance with a partition assigned to a worker that never resumes it
+(its issues #471 and #629; our own two-worker test saw it once under load: partitions 2 and 3 held,
+neither served, for 240 s). The group believes the partition is served, so no other worker takes it,
+and every stream hashed to it gets no decisions. Neither Kafka nor Faust reports it.
+
+The watch compares, per assigned chunk partition, the log's end with the next offset the agent will
+handle. A backlog whose next offset has not moved for ``timeout_s`` is a stall. The worker's answer
+(``streams.app``) is to crash: exiting leaves the group, the other workers take the partitions at
+once, and the restart rejoins. A worker restart is cheap; silently lost streams are not.
+
+What it cannot see: an agent stuck on its very first batch after an assignment, while the consumer
+keeps prefetching, looks like progress until the prefetch buffer fills (the fetch position is the
+only offset there is before the agent handles anything).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class PartitionConsumer(Protocol):
+    """The three consumer calls the watch needs (Faust's ``app.consumer`` has them)."""
+
+    def assignment(self) -> set[Any]: ...
+
+    async def highwaters(self, *partitions: Any) -> Mapping[Any, int]: ...
+
+    async def position(self, tp: Any) -> int | None: ...
+
+
+@dataclass
+class Progress:
+    """The next offset the agent will handle, per partition: the last one it finished, plus one.
+
+    Offsets only mean something within one assignment (the next may seek elsewhere), so the worker
+    calls ``reset`` on every rebalance.
+    """
+
+    next_offset: dict[int, int] = field(default_factory=dict)
+
+    def handled(self, partition: int, offset: int) -> None:
+        self.next_offset[partition] = max(self.next_offset.get(partition, 0), offset + 1)
+
+    def handled_all(self, records: Iterable[tuple[int, int]]) -> None:
+        for partition, offset in records:
+            self.handled(partition, offset)
+
+    def reset(self) -> None:
+        self.next_offset.clear()
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """A partition with records the agent has not handled yet, and how long it has not moved."""
+
+    partition: int
+    next_offset: int
+    end: int
+    waiting_s: float
+
+    @property
+    def lag(self) -> int:
+        return self.end - self.next_offset
+
+
+@dataclass(frozen=True)
+class Health:
+    """What one check saw: the worker is healthy while ``stalled`` is empty (``checked``: False
+    before the first check, when nothing is known yet)."""
+
+    checked: bool = False
+    assigned: list[int] = field(default_factory=list)
+    backlogs: list[Backlog] = field(default_factory=list)
+    stalled: list[Backlog] = field(default_factory=list)
+
+
+@dataclass
+class StallWatch:
+    """Call ``check`` every ``interval_s``; a backlog that waited ``timeout_s`` is a stall (0: never).
+
+    A check that starts late (more than twice the interval after the last one ended) restarts every
+    clock: the event loop itself was held up (a paused process, a starved machine), so the agent had
+    no chance to move either, and that is not the partition's fault. (From the last *end*: the
+    check asks the broker, and a slow answer is not a held-up loop.)
+    """
+
+    consumer: PartitionConsumer
+    topic: str
+    progress: Progress
+    timeout_s: float
+    interval_s: float = 5.0
+    clock: Callable[[], float] = time.monotonic
+    _seen: dict[int, tuple[int, float]] = field(default_factory=dict)
+    _last_end: float | None = None
+
+    def reset(self) -> None:
+        self._seen.clear()
+        self._last_end = None
+
+    async def check(self) -> Health:
+        """The assigned partitions of the topic, those with a backlog (longest wait first), the stalled."""
+        now = self.clock()
+        late = self._last_end is not None and now - self._last_end > 2 * self.interval_s
+        try:
+            return await self._look(now, late)
+        finally:
+            self._last_end = self.clock()
+
+    async def _look(self, now: float, late: bool) -> Health:
+        tps = sorted((tp for tp in self.consumer.assignment() if tp.topic == self.topic),
+                     key=lambda tp: tp.partition)
+        ends = await self.consumer.highwaters(*tps) if tps else {}
+        seen: dict[int, tuple[int, float]] = {}
+        out = []
+        for tp in tps:
+            nxt = self.progress.next_offset.get(tp.partition)
+            if nxt is None:  # nothing handled since the assignment: it starts where the consumer is
+                nxt = await self.consumer.position(tp)
+            end = ends.get(tp)
+            if nxt is None or end is None or end <= nxt:
+                continue
+            prev = self._seen.get(tp.partition)
+            since = prev[1] if prev is not None and prev[0] == nxt and not late else now
+            seen[tp.partition] = (nxt, since)
+            out.append(Backlog(tp.partition, nxt, end, now - since))
+        self._seen = seen
+        out.sort(key=lambda b: -b.waiting_s)
+        stalled = [b for b in out if b.waiting_s >= self.timeout_s] if self.timeout_s > 0 else []
+        return Health(checked=True, assigned=[tp.partition for tp in tps], backlogs=out, stalled=stalled)
+
+
+class PartitionStalled(RuntimeError):
+    """Raised into the worker (Faust crashes, the process exits non-zero) when a partition stalls."""
+
+    def __init__(self, stalled: list[Backlog]) -> None:
+        parts = ", ".join(f"{b.partition} (lag {b.lag}, {b.waiting_s:.0f} s)" for b in stalled)
+        super().__init__(f"assigned chunk partitions not served: {parts}; leaving the group so "
+                         "others take them")
+        self.stalled = stalled

@@ -1,0 +1,79 @@
+"""The worker's HTTP side: ``/metrics`` for Prometheus, ``/healthz`` and ``/readyz`` for the orchestrator.
+
+Faust has a web server of its own, but its default pages show table contents, and guard's table
+holds what streams said; so guard serves these three routes and nothing else, with aiohttp (which
+Faust already depends on).
+
+- ``/readyz``: 200 once the pipeline is up (Triton reached, policies loaded, thresholds read).
+- ``/healthz``: 200 unless an assigned chunk partition has stalled (``streams.watchdog``); the body
+  lists every partition with a backlog, so it doubles as a lag probe. Its status is "starting"
+  until the first partition check (a few seconds after ``/readyz``), then "ok" or "stalled".
+- ``/metrics``: the worker's ``guard.metrics.Metrics`` registry, in the Prometheus text format.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from streams.watchdog import Health
+
+log = structlog.get_logger(__name__)
+
+
+def body(health: Health) -> dict[str, object]:
+    status = "stalled" if health.stalled else "ok" if health.checked else "starting"
+    return {"status": status, "assigned": health.assigned,
+            "backlogs": [{**asdict(b), "lag": b.lag} for b in health.backlogs],
+            "stalled": [b.partition for b in health.stalled]}
+
+
+def routes(registry: CollectorRegistry, health: Callable[[], Health], ready: Callable[[], bool]) -> web.Application:
+    """``health`` returns the last check's ``Health`` (the worker's watchdog timer makes them)."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        h = health()
+        return web.Response(text=json.dumps(body(h)), content_type="application/json",
+                            status=503 if h.stalled else 200)
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok = ready()
+        return web.Response(text=json.dumps({"ready": ok}), content_type="application/json",
+                            status=200 if ok else 503)
+
+    app = web.Application()
+    app.add_routes([web.get("/metrics", metrics), web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    return app
+
+
+class Server:
+    """Serve ``routes`` on ``host:port`` for the worker's lifetime (port 0: not served at all)."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self._app, self._host, self._port = app, host, port
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str | None:
+        """Where the routes are served, once started (None: port 0, or not started)."""
+        return f"http://{self._host}:{self._port}" if self._runner is not None else None
+
+    async def start(self) -> None:
+        if not self._port:
+            return
+        self._runner = web.AppRunner(self._app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, self._port).start()
+        log.info("http_serving", host=self._host, port=self._port, routes=["/metrics", "/healthz", "/readyz"])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -1,0 +1,25 @@
+"""A real ``guard worker`` whose pipeline hangs on streams named ``hang-*``: a stuck detector call.
+
+Everything else is the worker as shipped (Faust, the real broker, the watchdog, the exit), so the
+stall test sees what an operator would: a partition that stops moving, and a worker that leaves.
+"""
+
+import asyncio
+import sys
+
+from guard.pipeline import Pipeline
+from streams.app import main
+
+_process = Pipeline.process
+
+
+async def _process_or_hang(self, items):  # type: ignore[no-untyped-def]
+    if any(chunk.stream_id.startswith("hang-") for _, chunk in items):
+        await asyncio.Event().wait()  # never set
+    return await _process(self, items)
+
+
+Pipeline.process = _process_or_hang  # type: ignore[method-assign]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""StallWatch: a backlog that does not move for the timeout is a stall; one that moves, or none, is not."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.watchdog import Health, PartitionStalled, Progress, StallWatch
+
+TOPIC = "llm.chunks"
+
+
+@dataclass
+class FakeConsumer:
+    ends: dict[int, int] = field(default_factory=dict)
+    positions: dict[int, int] = field(default_factory=dict)
+    other_topic: bool = True
+
+    def assignment(self) -> set[TopicPartition]:
+        tps = {TopicPartition(TOPIC, p) for p in self.ends}
+        return tps | ({TopicPartition("guard-stream_state-changelog", 0)} if self.other_topic else set())
+
+    async def highwaters(self, *tps: TopicPartition) -> Mapping[TopicPartition, int]:
+        assert all(tp.topic == TOPIC for tp in tps), "only the chunk topic is looked at"
+        return {tp: self.ends[tp.partition] for tp in tps}
+
+    async def position(self, tp: TopicPartition) -> int | None:
+        return self.positions.get(tp.partition)
+
+
+@dataclass
+class Clock:
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def watch(consumer: Any, timeout_s: float = 20.0, interval_s: float = 5.0) -> tuple[StallWatch, Progress]:
+    progress = Progress()
+    w = StallWatch(consumer, TOPIC, progress, timeout_s=timeout_s, interval_s=interval_s, clock=Clock())
+    return w, progress
+
+
+async def at(w: StallWatch, t: float) -> Health:
+    """Check as if the clock read ``t``."""
+    w.clock.now = t  # type: ignore[attr-defined]
+    return await w.check()
+
+
+async def test_a_backlog_that_never_moves_stalls_after_the_timeout():
+    c = FakeConsumer(ends={0: 10, 1: 4}, positions={0: 3, 1: 4})
+    w, _ = watch(c)
+    waits = []
+    for now in (0, 5, 10, 15, 20):
+        h = await at(w, now)
+        assert h.assigned == [0, 1]
+        assert [(b.partition, b.lag) for b in h.backlogs] == [(0, 7)]
+        waits.append((h.backlogs[0].waiting_s, bool(h.stalled)))
+    assert waits == [(0, False), (5, False), (10, False), (15, False), (20, True)]
+
+
+async def test_a_backlog_that_moves_never_stalls():
+    c = FakeConsumer(ends={0: 1000})
+    w, progress = watch(c)
+    for i, now in enumerate(range(0, 100, 5)):
+        progress.handled(0, i * 10)  # the agent keeps up slowly; the end stays ahead
+        h = await at(w, now)
+        assert h.backlogs and h.backlogs[0].waiting_s == 0 and not h.stalled
+
+
+async def test_handled_offsets_count_over_the_fetch_position():
+    # The consumer fetched ahead (position 50) but the agent finished only up to 9: 40 waiting.
+    c = FakeConsumer(ends={0: 50}, positions={0: 50})
+    w, progress = watch(c)
+    assert not (await at(w, 0)).backlogs  # nothing handled yet: the fetch position is all there is
+    progress.handled(0, 9)
+    h = await at(w, 5)
+    assert [(b.next_offset, b.lag) for b in h.backlogs] == [(10, 40)]
+
+
+async def test_no_backlog_no_stall_however_long_nothing_arrives():
+    c = FakeConsumer(ends={0: 7}, positions={0: 7})
+    w, _ = watch(c)
+    for now in range(0, 200, 5):
+        h = await at(w, now)
+        assert h.backlogs == [] and h.stalled == []
+
+
+async def test_a_late_check_restarts_the_clock():
+    # The process was paused for a minute: nobody could move, so the wait starts again.
+    c = FakeConsumer(ends={0: 10}, positions={0: 3})
+    w, _ = watch(c, timeout_s=20.0)
+    await at(w, 0)
+    h = await at(w, 60)
+    assert h.backlogs[0].waiting_s == 0 and not h.stalled
+    assert (await at(w, 65)).backlogs[0].waiting_s == 5
+
+
+async def test_a_slow_answer_from_the_broker_is_not_a_late_check():
+    # Each look takes 4 s (a busy broker); checks start 5 s after the last one ended: on time.
+    clock = Clock()
+
+    class Slow(FakeConsumer):
+        async def highwaters(self, *tps: TopicPartition) -> Mapping[TopicPartition, int]:
+            clock.now += 4
+            return await super().highwaters(*tps)
+
+    progress = Progress()
+    w = StallWatch(Slow(ends={0: 10}, positions={0: 3}), TOPIC, progress, timeout_s=20.0, clock=clock)
+    waits = []
+    for _ in range(4):
+        waits.append((await w.check()).backlogs[0].waiting_s)
+        clock.now += 5
+    assert waits == [0, 9, 18, 27]
+
+
+async def test_reset_forgets_waits_and_progress_of_the_last_assignment():
+    c = FakeConsumer(ends={0: 10}, positions={0: 3})
+    w, progress = watch(c)
+    progress.handled(0, 1)
+    for now in (0, 5, 10, 15):
+        await at(w, now)
+    w.reset()
+    progress.reset()
+    h = await at(w, 20)
+    assert h.backlogs[0].next_offset == 3 and h.backlogs[0].waiting_s == 0
+
+
+async def test_timeout_zero_reports_backlogs_but_never_stalls():
+    c = FakeConsumer(ends={0: 10}, positions={0: 3})
+    w, _ = watch(c, timeout_s=0)
+    for now in range(0, 100, 5):
+        h = await at(w, now)
+    assert h.backlogs[0].waiting_s == 95 and h.stalled == []
+
+
+async def test_stall_error_names_partitions_and_lag_not_content():
+    c = FakeConsumer(ends={2: 9}, positions={2: 1})
+    w, _ = watch(c, timeout_s=5)
+    await at(w, 0)
+    h = await at(w, 5)
+    msg = str(PartitionStalled(h.stalled))
+    assert "2 (lag 8, 5 s)" in msg
+
+
+class KafkaConsumerView:
+    """aiokafka's consumer under the names Faust's consumer gives the same three calls."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._c = consumer
+
+    def assignment(self) -> set[TopicPartition]:
+        return self._c.assignment()
+
+    async def highwaters(self, *tps: TopicPartition) -> Mapping[TopicPartition, int]:
+        return await self._c.end_offsets(list(tps))
+
+    async def position(self, tp: TopicPartition) -> int | None:
+        return await self._c.position(tp)
+
+
+@pytest.mark.kafka
+async def test_over_the_real_broker_an_unserved_partition_stalls_and_a_served_one_does_not(kafka_broker):
+    """Partition 0 is held and never read (the stall faust can leave behind); partition 1 is served."""
+    topic = f"watch-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    finally:
+        await admin.close()
+    prod = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+    await prod.start()
+    try:
+        for _ in range(5):
+            await prod.send_and_wait(topic, b"x", partition=0)
+        for _ in range(3):
+            await prod.send_and_wait(topic, b"y", partition=1)
+    finally:
+        await prod.stop()
+
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_broker.bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp0, tp1])
+        progress = Progress()
+        w = StallWatch(KafkaConsumerView(consumer), topic, progress, timeout_s=10.0, interval_s=5.0,
+                       clock=Clock())
+
+        got: list[Any] = []
+        for _ in range(50):
+            got += (await consumer.getmany(tp1, timeout_ms=200)).get(tp1, [])
+            if len(got) == 3:
+                break
+        assert len(got) == 3
+        progress.handled_all((r.partition, r.offset) for r in got)
+
+        seen = [await at(w, now) for now in (0.0, 5.0, 10.0)]
+        assert all(h.assigned == [0, 1] for h in seen)
+        assert [[(b.partition, b.next_offset, b.end) for b in h.backlogs] for h in seen] == [[(0, 0, 5)]] * 3
+        assert [bool(h.stalled) for h in seen] == [False, False, True]
+
+        # Served at last: the backlog goes, and new records start a fresh wait.
+        late: list[Any] = []
+        for _ in range(50):
+            late += (await consumer.getmany(tp0, timeout_ms=200)).get(tp0, [])
+            if len(late) == 5:
+                break
+        progress.handled_all((r.partition, r.offset) for r in late)
+        assert (await at(w, 15.0)).backlogs == []
+    finally:
+        await consumer.stop()

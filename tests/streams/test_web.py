@@ -1,0 +1,57 @@
+"""The worker's HTTP routes: metrics in the Prometheus format, health from the last partition check."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from guard.devenv._proc import free_port
+from guard.metrics import Metrics
+from streams.watchdog import Backlog, Health
+from streams.web import Server, routes
+
+
+async def test_routes_serve_metrics_health_and_readiness():
+    metrics = Metrics()
+    metrics.decisions.labels("block", "default").inc(3)
+    state = {"health": Health(), "ready": False}
+    port = free_port()
+    server = Server(routes(metrics.registry, lambda: state["health"], lambda: state["ready"]), "127.0.0.1", port)
+    await server.start()
+    base = server.url
+    assert base == f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/metrics") as r:
+                assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+                assert 'guard_decisions_total{action="block",policy="default"} 3.0' in await r.text()
+            async with http.get(f"{base}/readyz") as r:
+                assert r.status == 503 and (await r.json()) == {"ready": False}
+            state["ready"] = True
+            async with http.get(f"{base}/readyz") as r:
+                assert r.status == 200
+            async with http.get(f"{base}/healthz") as r:  # before the first partition check
+                assert r.status == 200
+                assert await r.json() == {"status": "starting", "assigned": [], "backlogs": [], "stalled": []}
+            state["health"] = Health(checked=True, assigned=[0, 1])
+            async with http.get(f"{base}/healthz") as r:
+                assert r.status == 200
+                assert await r.json() == {"status": "ok", "assigned": [0, 1], "backlogs": [], "stalled": []}
+            lagging = Backlog(partition=1, next_offset=4, end=10, waiting_s=130.0)
+            state["health"] = Health(checked=True, assigned=[0, 1], backlogs=[lagging], stalled=[lagging])
+            async with http.get(f"{base}/healthz") as r:
+                assert r.status == 503
+                body = await r.json()
+                assert body["status"] == "stalled" and body["stalled"] == [1]
+                assert body["backlogs"] == [{"partition": 1, "next_offset": 4, "end": 10, "waiting_s": 130.0,
+                                             "lag": 6}]
+            async with http.get(f"{base}/table/stream_state") as r:
+                assert r.status == 404  # nothing but the three routes: stream state stays private
+    finally:
+        await server.stop()
+
+
+async def test_port_zero_serves_nothing():
+    server = Server(routes(Metrics().registry, Health, lambda: True), "127.0.0.1", 0)
+    await server.start()
+    assert server.url is None
+    await server.stop()
