@@ -17,6 +17,7 @@ only offset there is before the agent handles anything).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -115,13 +116,15 @@ class StallWatch:
         tps = sorted((tp for tp in self.consumer.assignment() if tp.topic == self.topic),
                      key=lambda tp: tp.partition)
         ends = await self.consumer.highwaters(*tps) if tps else {}
+        nexts = {tp: self.progress.next_offset.get(tp.partition) for tp in tps}
+        # Nothing handled since the assignment: it starts where the consumer is (asked all at once;
+        # Faust answers each from its consumer thread).
+        unknown = [tp for tp, n in nexts.items() if n is None]
+        nexts.update(zip(unknown, await asyncio.gather(*map(self.consumer.position, unknown)), strict=True))
         seen: dict[int, tuple[int, float]] = {}
         out = []
         for tp in tps:
-            nxt = self.progress.next_offset.get(tp.partition)
-            if nxt is None:  # nothing handled since the assignment: it starts where the consumer is
-                nxt = await self.consumer.position(tp)
-            end = ends.get(tp)
+            nxt, end = nexts[tp], ends.get(tp)
             if nxt is None or end is None or end <= nxt:
                 continue
             prev = self._seen.get(tp.partition)
