@@ -91,7 +91,8 @@ def create_app(s: Settings) -> Worker:
     metrics = Metrics()
     progress = Progress()
     watch = StallWatch(app.consumer, s.topic_chunks, progress, timeout_s=s.stall_timeout_s,
-                       interval_s=min(5.0, s.stall_timeout_s / 4) or 5.0)
+                       interval_s=min(5.0, s.stall_timeout_s / 4) or 5.0,
+                       busy=lambda: bool(app.rebalancing or app.in_recovery))
     health = Health()
     server = Server(routes(metrics.registry, lambda: health, resources.ready.is_set), s.web_host, s.web_port)
 

@@ -84,10 +84,15 @@ class Health:
 class StallWatch:
     """Call ``check`` every ``interval_s``; a backlog that waited ``timeout_s`` is a stall (0: never).
 
-    A check that starts late (more than twice the interval after the last one ended) restarts every
-    clock: the event loop itself was held up (a paused process, a starved machine), so the agent had
-    no chance to move either, and that is not the partition's fault. (From the last *end*: the
-    check asks the broker, and a slow answer is not a held-up loop.)
+    Two things restart every clock, because the agent had no chance to move and that is not the
+    partition's fault:
+    - a check that starts late (more than twice the interval after the last one ended): the event
+      loop itself was held up (a paused process, a starved machine). From the last *end*, because
+      the check asks the broker, and a slow answer is not a held-up loop;
+    - ``busy()``: Faust is rebalancing or restoring tables from their changelogs, and pauses the
+      partitions on purpose meanwhile (a large table can take minutes; counting that as a stall
+      would kill every worker that restores one, again after each restart). The price: a restore
+      that hangs for ever is not caught here (Faust logs its progress, with an estimate).
     """
 
     consumer: PartitionConsumer
@@ -96,6 +101,7 @@ class StallWatch:
     timeout_s: float
     interval_s: float = 5.0
     clock: Callable[[], float] = time.monotonic
+    busy: Callable[[], bool] = lambda: False
     _seen: dict[int, tuple[int, float]] = field(default_factory=dict)
     _last_end: float | None = None
 
@@ -108,7 +114,7 @@ class StallWatch:
         now = self.clock()
         late = self._last_end is not None and now - self._last_end > 2 * self.interval_s
         try:
-            return await self._look(now, late)
+            return await self._look(now, late or self.busy())
         finally:
             self._last_end = self.clock()
 

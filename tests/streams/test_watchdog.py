@@ -103,6 +103,22 @@ async def test_a_late_check_restarts_the_clock():
     assert (await at(w, 65)).backlogs[0].waiting_s == 5
 
 
+async def test_time_spent_rebalancing_or_restoring_tables_does_not_count():
+    c = FakeConsumer(ends={0: 10}, positions={0: 3})
+    busy = {"now": False}
+    progress = Progress()
+    w = StallWatch(c, TOPIC, progress, timeout_s=10.0, clock=Clock(), busy=lambda: busy["now"])
+    assert (await at(w, 0)).backlogs[0].waiting_s == 0
+    busy["now"] = True  # Faust pauses partitions while it restores the table: minutes, on purpose
+    for t in range(5, 200, 5):
+        h = await at(w, t)
+        assert h.backlogs[0].waiting_s == 0 and not h.stalled
+    busy["now"] = False  # restored: the clock runs from the last busy look (195)
+    after = [await at(w, t) for t in (200, 205)]
+    assert [h.backlogs[0].waiting_s for h in after] == [5, 10]
+    assert [bool(h.stalled) for h in after] == [False, True]
+
+
 async def test_a_slow_answer_from_the_broker_is_not_a_late_check():
     # Each look takes 4 s (a busy broker); checks start 5 s after the last one ended: on time.
     clock = Clock()
