@@ -1,7 +1,7 @@
 """Notice a worker that holds chunk partitions and does not serve them.
 
 faust-streaming can end a rebalance with a partition assigned to a worker that never resumes it
-(its issues #471 and #629; our own two-worker test saw it once under load: partitions 2 and 3 held,
+(its issues #629 and #523; our own two-worker test saw it once under load: partitions 2 and 3 held,
 neither served, for 240 s). The group believes the partition is served, so no other worker takes it,
 and every stream hashed to it gets no decisions. Neither Kafka nor Faust reports it.
 
