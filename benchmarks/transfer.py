@@ -60,6 +60,7 @@ def markdown(res: dict[str, Any]) -> str:
     cats = [c for c in CATEGORIES if any(c in r["unseen"]["auprc"] for r in res["runs"])]
     powers = sorted({c.get("source_power", 0.5) for c in res["configs"].values()})  # 0.5 before b1 had the key
     probes = sorted({c.get("probe_epochs", 0) for c in res["configs"].values()})
+    wise = sorted({float(r["model"].rsplit("-wise", 1)[1]) for r in res["runs"] if "-wise" in r["model"]})
     lines = [
         "# Transfer to unseen sources: frozen encoder vs adapter",
         "",
@@ -71,7 +72,9 @@ def markdown(res: dict[str, Any]) -> str:
         + (" Bracketed placeholders ([USER], [URL]) skipped: True."
            if res["tokenizer"].get("bracketed_placeholders") else "")
         + (f" Source power: {', '.join(map(str, powers))}." if powers != [0.5] else "")
-        + (f" Head-only epochs first (LP-FT): {', '.join(map(str, probes))}." if probes != [0] else ""),
+        + (f" Head-only epochs first (LP-FT): {', '.join(map(str, probes))}." if probes != [0] else "")
+        + (f" Rows named `-wise<α>`: the last epoch's model moved back toward the probe's, at α = "
+           f"{', '.join(map(str, wise))} (WiSE-FT; no training of their own)." if wise else ""),
         "",
         "| model | epoch | set | any | " + " | ".join(cats) + " |",
         "|---|---|---|---|" + "---|" * len(cats),
@@ -83,7 +86,7 @@ def markdown(res: dict[str, Any]) -> str:
                          + " | ".join(f"{f['auprc'][c]:.3f}" if c in f["auprc"] else "–" for c in cats)
                          + " |")
     lines += ["", "Training time: " + ", ".join(f"{r['model']} epoch {r['epoch']} {r.get('seconds', '–')} s"
-                                                  for r in res["runs"]), ""]
+                                                  for r in res["runs"] if "-wise" not in r["model"]), ""]
     return "\n".join(lines)
 
 

@@ -68,6 +68,15 @@ def test_a_run_with_a_training_option_names_it(run: str, model: str, key: str, v
     assert absent not in rendered(other)[1]
 
 
+def test_a_wise_run_names_its_rows_and_times_only_the_trained_ones() -> None:
+    """Run l2: the WiSE-FT rows are the last epoch's, say what they are, and trained nothing."""
+    res, text = rendered("l2-wise-ft")
+    assert [r["epoch"] for r in res["runs"] if r["model"] == "adapter-lpft-wise0.5"] == [3]
+    assert "| adapter-lpft-wise0.5 | 3 | held-out sources |" in text
+    assert "at α = 0.5 (WiSE-FT" in text and "wise0.5 epoch" not in text
+    assert "WiSE" not in rendered("l1-linear-probe-first")[1]
+
+
 def test_a_run_without_the_bracketed_placeholders_says_so() -> None:
     """Run b2: its tokenizer settings record the placeholders unread, and the markdown names it."""
     res, text = rendered("b2-bracketed-placeholders")
