@@ -22,7 +22,7 @@ from guard.thresholds import Thresholds
 from streams.agents import guard as guard_agent
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
-from streams.watchdog import Health, PartitionStalled, Progress, StallWatch
+from streams.watchdog import Health, PartitionStalled, Progress, StallWatch, export
 from streams.web import Server, routes
 
 log = structlog.get_logger(__name__)
@@ -134,14 +134,7 @@ def create_app(s: Settings) -> Worker:
         except Exception as exc:  # noqa: BLE001 - a failed look is not a stall
             log.warning("partition_check_failed", error=repr(exc))
             return
-        metrics.lag.clear()
-        metrics.lag_waiting.clear()
-        for p in health.assigned:
-            metrics.lag.labels(str(p)).set(0)
-            metrics.lag_waiting.labels(str(p)).set(0)
-        for b in health.backlogs:
-            metrics.lag.labels(str(b.partition)).set(b.lag)
-            metrics.lag_waiting.labels(str(b.partition)).set(b.waiting_s)
+        export(health, metrics)
         if health.stalled:
             log.error("partition_stalled", partitions=[b.partition for b in health.stalled],
                       lag=[b.lag for b in health.stalled],

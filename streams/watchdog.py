@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from guard.metrics import Metrics
+
 
 class PartitionConsumer(Protocol):
     """The three consumer calls the watch needs (Faust's ``app.consumer`` has them)."""
@@ -141,6 +143,18 @@ class StallWatch:
         out.sort(key=lambda b: -b.waiting_s)
         stalled = [b for b in out if b.waiting_s >= self.timeout_s] if self.timeout_s > 0 else []
         return Health(checked=True, assigned=[tp.partition for tp in tps], backlogs=out, stalled=stalled)
+
+
+def export(health: Health, metrics: Metrics) -> None:
+    """Lag and wait per held partition as gauges: 0 for those without a backlog, none for others."""
+    metrics.lag.clear()
+    metrics.lag_waiting.clear()
+    for p in health.assigned:
+        metrics.lag.labels(str(p)).set(0)
+        metrics.lag_waiting.labels(str(p)).set(0)
+    for b in health.backlogs:
+        metrics.lag.labels(str(b.partition)).set(b.lag)
+        metrics.lag_waiting.labels(str(b.partition)).set(b.waiting_s)
 
 
 class PartitionStalled(RuntimeError):

@@ -11,7 +11,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.watchdog import Health, PartitionStalled, Progress, StallWatch
+from guard.metrics import Metrics
+from streams.watchdog import Backlog, Health, PartitionStalled, Progress, StallWatch, export
 
 TOPIC = "llm.chunks"
 
@@ -155,6 +156,18 @@ async def test_timeout_zero_reports_backlogs_but_never_stalls():
     for now in range(0, 100, 5):
         h = await at(w, now)
     assert h.backlogs[0].waiting_s == 95 and h.stalled == []
+
+
+def test_export_sets_gauges_for_held_partitions_only():
+    m = Metrics()
+    export(Health(checked=True, assigned=[0, 5]), m)
+    lagging = Backlog(partition=5, next_offset=3, end=10, waiting_s=12.0)
+    export(Health(checked=True, assigned=[1, 5], backlogs=[lagging]), m)  # 0 revoked, 1 new
+    got = {(s.name, s.labels["partition"]): s.value for f in m.registry.collect()
+           if f.name.startswith("guard_chunk_partition") for s in f.samples}
+    assert got == {("guard_chunk_partition_lag", "1"): 0, ("guard_chunk_partition_lag", "5"): 7,
+                   ("guard_chunk_partition_waiting_seconds", "1"): 0,
+                   ("guard_chunk_partition_waiting_seconds", "5"): 12.0}
 
 
 async def test_stall_error_names_partitions_and_lag_not_content():
