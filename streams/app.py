@@ -79,7 +79,6 @@ class Worker:
     topics: Topics
     resources: Resources
     metrics: Metrics
-    watch: StallWatch
 
 
 def create_app(s: Settings) -> Worker:
@@ -153,7 +152,7 @@ def create_app(s: Settings) -> Worker:
         if n:
             log.info("streams_expired", count=n)
 
-    return Worker(app, topics, resources, metrics, watch)
+    return Worker(app, topics, resources, metrics)
 
 
 def main(argv: list[str] | None = None) -> int:

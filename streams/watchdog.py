@@ -164,4 +164,3 @@ class PartitionStalled(RuntimeError):
         parts = ", ".join(f"{b.partition} (lag {b.lag}, {b.waiting_s:.0f} s)" for b in stalled)
         super().__init__(f"assigned chunk partitions not served: {parts}; leaving the group so "
                          "others take them")
-        self.stalled = stalled
