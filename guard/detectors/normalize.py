@@ -264,6 +264,19 @@ def _open_start(text: str, kinds: list[int]) -> int:
     return i
 
 
+def _tail_start(kinds: list[int], count: int) -> int:
+    """Start of the last ``count`` characters that do not vanish.
+
+    Counted without vanishing ones because those put no distance between a word and what comes
+    next: "kys" then ten zero-width spaces is still an unfinished word that appended letters join
+    ("kys" + ZWSP×10 + "kys" reads "kyskys"), however many raw characters the spaces take."""
+    i, seen = len(kinds), 0
+    while i > 0 and seen < count:
+        i -= 1
+        seen += kinds[i] != _GONE
+    return i
+
+
 def project(text: str, final: bool = True) -> Projection:
     """Project ``text`` onto canonical letters with word structure; see ``Projection``.
 
@@ -303,7 +316,7 @@ def project(text: str, final: bool = True) -> Projection:
     single = tuple(letters_per_word[w] == 1 and word_raw_len[w] <= RADIUS for w in word)
     # Appended text can only re-read the last RADIUS characters of an unfinished word; a short
     # unfinished word is uncertain as a whole (it may still stop, or stop being, a single letter).
-    certain = n if final else max(_open_start(text, kinds), n - RADIUS)
+    certain = n if final else max(_open_start(text, kinds), _tail_start(kinds, RADIUS))
     return Projection(
         text="".join(chars),
         origin=tuple(origin),

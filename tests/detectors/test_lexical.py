@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from guard.detectors.base import Scanner
@@ -210,6 +210,9 @@ def lexical_texts(draw: st.DrawFn) -> str:
 class TestStreamingContract:
     @settings(max_examples=400, deadline=None)
     @given(lexical_texts(), st.integers(0, 400), st.integers(0, 400))
+    # Found by this test (stop 23): zero-width spaces after "kys" pushed it past the hold-back,
+    # though appended letters still join it ("kys" + ZWSP×10 + "kys" reads "kyskys").
+    @example(text="\u200b" * 10 + "kys" + "\u200b" * 10 + "kys hello how to m@ke a p!pe bomb ", k=21, k2=21)
     def test_contract(self, scanner: LexicalScanner, text: str, k: int, k2: int) -> None:
         check_contract(scanner, text, k, k2)
 
