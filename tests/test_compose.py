@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,46 @@ def test_compose_file_validates_and_reserves_a_gpu_for_triton():
     assert env["GUARD_WEB_HOST"] == "0.0.0.0", "the healthcheck and scrapes reach the worker's port"
     assert services["worker"]["restart"] == "unless-stopped", "a worker that leaves on a stall comes back"
     assert "/healthz" in " ".join(services["worker"]["healthcheck"]["test"])
+
+
+
+def _top_imports(path: Path) -> set[str]:
+    """Modules a file imports when it is imported (lazy imports inside functions are not counted);
+    parsing as 3.10 raises SyntaxError on newer syntax."""
+    tree = ast.parse(path.read_text(), feature_version=(3, 10))
+    out: set[str] = set()
+    for n in tree.body:
+        if isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+            out.add(n.module)
+        elif isinstance(n, ast.Import):
+            out |= {a.name for a in n.names}
+    return out
+
+
+def _source(module: str) -> Path:
+    path = REPO / (module.replace(".", "/") + ".py")
+    return path if path.exists() else REPO / module.replace(".", "/") / "__init__.py"
+
+
+def test_triton_image_python_can_import_what_the_heads_stub_needs():
+    """NVIDIA's tritonserver:24.08 runs the python backend on Python 3.10, with guard's source on
+    PYTHONPATH (guard itself needs 3.11, so it is not pip-installed there). Everything the heads stub
+    pulls from guard must parse as 3.10 and need nothing beyond numpy, or the GPU stack never starts."""
+    dockerfile = (REPO / "docker" / "triton.Dockerfile").read_text()
+    assert "tritonserver:24.08-py3" in dockerfile and "ENV PYTHONPATH=/opt/guard" in dockerfile
+    imports = _top_imports(REPO / "triton_models_gpu" / "harm_heads" / "1" / "model.py")
+    todo, seen, outside = [m for m in imports if m.startswith("guard.")], set(), set()
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        parents = [".".join(mod.split(".")[:i]) for i in range(1, mod.count(".") + 1)]
+        seen.add(mod)
+        todo.extend(parents)
+        for m in _top_imports(_source(mod)):
+            if m.split(".")[0] == "guard":
+                todo.append(m)
+            else:
+                outside.add(m.split(".")[0])
+    assert "guard.models.heads" in seen
+    assert outside - set(sys.stdlib_module_names) - {"__future__"} == {"numpy"}

@@ -3,8 +3,8 @@
 Runs ``guard.models.heads.Heads.predict`` on the pooled features and, for the n-gram part, the
 window's token ids — the same code the in-process detector uses, so the two
 paths cannot drift. The stub imports ``guard`` from the interpreter's environment: the local server
-puts the virtualenv (where guard is installed) first on PATH; a GPU image must ``pip install``
-guard (numpy is its only import here).
+puts the virtualenv (where guard is installed) first on PATH; the GPU image puts guard's source on
+PYTHONPATH (its Python is 3.10; see docker/triton.Dockerfile), numpy being its only import here.
 """
 
 from __future__ import annotations
