@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     topic_feedback: str = Field("guard.feedback", description="reviewer / user verdicts on decisions")
     topic_thresholds: str = Field("guard.thresholds", description="compacted threshold events")
     partitions: int = Field(4, ge=1, description="partitions of the keyed topics (scale-out unit)")
+    replication_factor: int = Field(
+        1, ge=1, description="replicas of the topics and table changelogs guard creates (1 suits one broker; "
+        "3 on a production cluster, or the streams' state has a single copy)")
     batch_max: int = Field(64, ge=1, description="chunks taken per batch (one semantic call per batch)")
     batch_within_s: float = Field(0.005, ge=0, description="how long a batch waits to fill")
     state_ttl_s: float = Field(600.0, gt=0, description="finished or idle streams are forgotten after this")

@@ -30,7 +30,7 @@ def new_app(s: Settings, app_id: str) -> faust.App:
         broker=f"kafka://{s.kafka_bootstrap}",
         store="memory://",
         topic_partitions=s.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=s.replication_factor,
         key_serializer="raw",
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
@@ -67,7 +67,8 @@ def run(prog: str, description: str | None, build: Callable[[Settings], faust.Ap
 
 def declare(app: faust.App, s: Settings) -> Topics:
     """Keyed topics share the partition count so one worker owns a stream end to end."""
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw",
+           "replicas": s.replication_factor}
     return Topics(
         chunks=app.topic(s.topic_chunks, partitions=s.partitions, **raw),
         decisions=app.topic(s.topic_decisions, partitions=s.partitions, **raw),
