@@ -27,3 +27,28 @@ class Metrics:
         self.lag_waiting = Gauge("guard_chunk_partition_waiting_seconds",
                                  "how long an assigned chunk partition's backlog has not moved", ["partition"],
                                  registry=r)
+
+
+@dataclass
+class TunerMetrics:
+    """The tuner's instruments: what it read, what it published, and whether its inputs keep up."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.verdicts = Counter("guard_tuner_verdicts", "verdicts read, by what became of them "
+                                "(counted, duplicate, unknown decision, ...)", ["result"], registry=r)
+        self.indexed = Counter("guard_tuner_decisions_indexed", "decisions of tuned policies indexed", registry=r)
+        self.deadletters = Counter("guard_tuner_deadletters", "records sent to the dead-letter topic", ["code"],
+                                   registry=r)
+        self.changes = Counter("guard_tuner_threshold_changes", "threshold changes published", ["status"],
+                               registry=r)
+        self.index_size = Gauge("guard_tuner_index_size", "decisions held for verdicts to find", registry=r)
+        self.version = Gauge("guard_tuner_thresholds_version", "version of the thresholds in force", registry=r)
+        self.lag: dict[str, tuple[Gauge, Gauge]] = {
+            input_: (Gauge(f"guard_tuner_{input_}_partition_lag", f"records of an assigned {input_} partition "
+                           "not handled yet", ["partition"], registry=r),
+                     Gauge(f"guard_tuner_{input_}_partition_waiting_seconds", f"how long an assigned {input_} "
+                           "partition's backlog has not moved", ["partition"], registry=r))
+            for input_ in ("feedback", "decisions")}

@@ -22,8 +22,8 @@ from guard.thresholds import Thresholds
 from streams.agents import guard as guard_agent
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
-from streams.watchdog import Health, PartitionStalled, Progress, StallWatch, export
-from streams.web import Server, routes
+from streams.watchdog import Health, Progress, StallWatch, patrol
+from streams.web import Server, body, routes
 
 log = structlog.get_logger(__name__)
 
@@ -93,7 +93,8 @@ def create_app(s: Settings) -> Worker:
                        interval_s=min(5.0, s.stall_timeout_s / 4) or 5.0,
                        busy=lambda: bool(app.rebalancing or app.in_recovery))
     health = Health()
-    server = Server(routes(metrics.registry, lambda: health, resources.ready.is_set), s.web_host, s.web_port)
+    server = Server(routes(metrics.registry, lambda: body(health), resources.ready.is_set), s.web_host,
+                    s.web_port)
 
     class Lifecycle(mode.Service):
         async def on_start(self) -> None:
@@ -128,17 +129,7 @@ def create_app(s: Settings) -> Worker:
         nonlocal health
         if not resources.ready.is_set():  # start-up has its own timeouts, and fails loudly
             return
-        try:
-            health = await watch.check()
-        except Exception as exc:  # noqa: BLE001 - a failed look is not a stall
-            log.warning("partition_check_failed", error=repr(exc))
-            return
-        export(health, metrics)
-        if health.stalled:
-            log.error("partition_stalled", partitions=[b.partition for b in health.stalled],
-                      lag=[b.lag for b in health.stalled],
-                      waiting_s=[round(b.waiting_s) for b in health.stalled])
-            await app.crash(PartitionStalled(health.stalled))
+        health = await patrol(watch, metrics.lag, metrics.lag_waiting, app.crash, log) or health
 
     @app.timer(interval=s.policy_reload_s)
     async def reload_policies() -> None:

@@ -20,6 +20,10 @@ Why the tuner reads the thresholds topic before it tunes: versions must only gro
 restarts and CLI pins, and the topic (compacted, newest event per key) is the one record of them. The
 tuner follows it like a worker does, so pins take effect on its next batch.
 
+Operations: ``/metrics``, ``/healthz`` and ``/readyz`` on ``GUARD_TUNER_WEB_PORT`` (``streams.web``),
+and the workers' stall watch over both inputs (``streams.watchdog``): a stalled decisions partition
+would leave verdicts without their decisions, a stalled feedback one would leave verdicts unread.
+
 Why the shadow scores are computed once, at start: the frozen labelled sets do not change and the
 model does not change under a running process; scoring them per proposal would cost a model pass
 per change. They are scored through the same detector path as the workers (in-process by default,
@@ -48,6 +52,7 @@ from structlog.contextvars import bound_contextvars
 
 from guard.errors import GuardError, SchemaError
 from guard.messages import Decision, Feedback, ThresholdChange, decode, encode
+from guard.metrics import TunerMetrics
 from guard.policy.load import PolicySet, PolicyStore
 from guard.settings import Settings
 from guard.thresholds import ThresholdKey, TuningSpec
@@ -57,6 +62,8 @@ from streams import deadletter
 from streams.feedback_cli import validate_feedback
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
+from streams.watchdog import Health, Progress, StallWatch, patrol
+from streams.web import Server, per_topic, routes
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +90,12 @@ class TunerSettings(BaseSettings):
     report_interval_s: float = Field(30.0, gt=0, description="how often the tuner logs its counters")
     catchup_timeout_s: float = Field(30.0, gt=0, description="warn if the thresholds topic is not read "
                                      "by then (the tuner keeps waiting: it never tunes without it)")
+    web_port: int = Field(6067, ge=0, description="tuner HTTP port for /metrics, /healthz, /readyz (0 = none; "
+                          "not the workers' 6066, so both can run on one host)")
+    web_host: str = Field("127.0.0.1", description="address the tuner's HTTP port binds (0.0.0.0 in containers)")
+    stall_timeout_s: float = Field(
+        120.0, ge=0, description="an assigned feedback or decisions partition with a backlog that has not moved "
+        "this long makes the tuner exit, to be restarted (0 = never)")
 
 
 def _now_ms() -> int:
@@ -261,6 +274,7 @@ class Brain:
     indexed: int = 0
     deadlettered: int = 0
     published: dict[str, int] = field(default_factory=lambda: {"promoted": 0, "rejected": 0})
+    metrics: TunerMetrics = field(default_factory=TunerMetrics)
     _specs: tuple[PolicySet, dict[tuple[str, str], TuningSpec]] | None = None
 
     def specs(self) -> dict[tuple[str, str], TuningSpec]:
@@ -335,6 +349,7 @@ class Tuner:
     app: faust.App
     topics: Topics
     brain: Brain
+    server: Server
 
 
 def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
@@ -348,6 +363,18 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
 
     follower = ThresholdFollower(s.kafka_bootstrap, s.topic_thresholds)
     brain = Brain(s, ts, follower, PolicyStore(s.policy_dir))
+    metrics = brain.metrics
+    # Both inputs are watched like a worker's chunks (streams.watchdog): a stalled decisions
+    # partition leaves verdicts without their decisions, a stalled feedback one leaves them unread.
+    inputs = {"feedback": s.topic_feedback, "decisions": s.topic_decisions}
+    progress = {name: Progress() for name in inputs}
+    watches = {name: StallWatch(app.consumer, topic, progress[name], timeout_s=ts.stall_timeout_s,
+                                interval_s=min(5.0, ts.stall_timeout_s / 4) or 5.0,
+                                busy=lambda: bool(app.rebalancing or app.in_recovery))
+               for name, topic in inputs.items()}
+    healths = {name: Health() for name in inputs}
+    server = Server(routes(metrics.registry, lambda: per_topic({inputs[n]: h for n, h in healths.items()}),
+                           brain.ready.is_set), ts.web_host, ts.web_port)
 
     class Lifecycle(mode.Service):
         _stack: AsyncExitStack
@@ -358,6 +385,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
 
             brain.policies.current  # a bad policy file fails start-up, loudly
             self._stack = AsyncExitStack()
+            await server.start()
+            self._stack.push_async_callback(server.stop)
             self._stack.push_async_callback(follower.stop)
             await declare_thresholds(topics)
             await follower.start(catchup_timeout_s=ts.catchup_timeout_s)
@@ -377,7 +406,14 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
 
     async def dead(event: faust.EventT, error: Exception) -> None:
         brain.deadlettered += 1
+        metrics.deadletters.labels(deadletter.code_of(error)).inc()
         await deadletter.send(topics.deadletter, event, error, log)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: faust.App, assigned: set, **_: object) -> None:
+        for name in inputs:  # offsets of an earlier assignment say nothing about this one
+            progress[name].reset()
+            watches[name].reset()
 
     @app.agent(topics.decisions, name="tuner-decisions", concurrency=1)
     async def index_decisions(stream: faust.StreamT) -> None:
@@ -397,6 +433,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
                 if rec is not None:
                     decisions[rec.decision_id.encode()] = encode_record(rec)
                     brain.indexed += 1
+                    metrics.indexed.inc()
+            progress["decisions"].handled_all((ev.message.partition, ev.message.offset) for ev in events)
 
     async def handle(events: Sequence[faust.EventT]) -> None:
         await brain.ready.wait()
@@ -420,6 +458,9 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
                     records[fb.decision_id] = decode_record(fb.decision_id, raw)
             now = _now_ms()
             before, after, changes = brain.step(batch, records, now)
+            for name, n in asdict(after.counts).items():
+                if n > getattr(before.counts, name):
+                    metrics.verdicts.labels(name).inc(n - getattr(before.counts, name))
             for ident, ts_ms in changed_identities(before, after, batch):
                 seen[identity_key(ident)] = str(ts_ms).encode()
             for key, ev in changed_evidence(before, after):
@@ -434,6 +475,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
                                                      encode(change), None, None, None)
                     brain.follower.apply_local(change)
                     brain.published[change.status] = brain.published.get(change.status, 0) + 1
+                    metrics.changes.labels(change.status).inc()
+                    metrics.version.set(brain.follower.current.version)
                     log.info("threshold_change_published", status=change.status, old=change.old,
                              value=change.value, reason=change.reason)
             log.info("feedback_batch", size=len(events), valid=len(batch), changes=len(changes),
@@ -442,7 +485,17 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     @app.agent(topics.feedback, name="tuner-feedback", concurrency=1)
     async def tune_feedback(stream: faust.StreamT) -> None:
         await deadletter.consume(stream, ts.feedback_batch_max, ts.feedback_batch_within_s, handle, dead, log,
-                                 failed_event="feedback_batch_failed")
+                                 failed_event="feedback_batch_failed",
+                                 done=lambda evs: progress["feedback"].handled_all(
+                                     (ev.message.partition, ev.message.offset) for ev in evs))
+
+    @app.timer(interval=min(w.interval_s for w in watches.values()))
+    async def watch_inputs() -> None:
+        if not brain.ready.is_set():  # verdicts wait for the thresholds topic on purpose
+            return
+        for name, watch in watches.items():
+            lag, waiting = metrics.lag[name]
+            healths[name] = await patrol(watch, lag, waiting, app.crash, log, what=name) or healths[name]
 
     @app.timer(interval=s.policy_reload_s)
     async def reload_policies() -> None:
@@ -468,13 +521,15 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     @app.timer(interval=ts.report_interval_s)
     async def report() -> None:
         st = brain.state
+        metrics.index_size.set(len(decisions))
+        metrics.version.set(follower.current.version)
         log.info("tuner_status", ready=brain.ready.is_set(), indexed=brain.indexed,
                  index_size=len(decisions), identities=len(st.seen) if st else None,
                  keys=len(st.evidence) if st else None, counts=asdict(st.counts) if st else None,
                  deadlettered=brain.deadlettered, published=brain.published,
                  thresholds_version=follower.current.version)
 
-    return Tuner(app, topics, brain)
+    return Tuner(app, topics, brain, server)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from guard.metrics import Metrics
+from prometheus_client import Gauge
 
 
 class PartitionConsumer(Protocol):
@@ -145,22 +145,41 @@ class StallWatch:
         return Health(checked=True, assigned=[tp.partition for tp in tps], backlogs=out, stalled=stalled)
 
 
-def export(health: Health, metrics: Metrics) -> None:
-    """Lag and wait per held partition as gauges: 0 for those without a backlog, none for others."""
-    metrics.lag.clear()
-    metrics.lag_waiting.clear()
+def export(health: Health, lag: Gauge, waiting: Gauge) -> None:
+    """Lag and wait per held partition as gauges (labelled ``partition``): 0 for those without a
+    backlog, none for partitions no longer held."""
+    lag.clear()
+    waiting.clear()
     for p in health.assigned:
-        metrics.lag.labels(str(p)).set(0)
-        metrics.lag_waiting.labels(str(p)).set(0)
+        lag.labels(str(p)).set(0)
+        waiting.labels(str(p)).set(0)
     for b in health.backlogs:
-        metrics.lag.labels(str(b.partition)).set(b.lag)
-        metrics.lag_waiting.labels(str(b.partition)).set(b.waiting_s)
+        lag.labels(str(b.partition)).set(b.lag)
+        waiting.labels(str(b.partition)).set(b.waiting_s)
 
 
 class PartitionStalled(RuntimeError):
-    """Raised into the worker (Faust crashes, the process exits non-zero) when a partition stalls."""
+    """Raised into the app (Faust crashes, the process exits non-zero) when a partition stalls."""
 
-    def __init__(self, stalled: list[Backlog]) -> None:
+    def __init__(self, stalled: list[Backlog], what: str = "chunk") -> None:
         parts = ", ".join(f"{b.partition} (lag {b.lag}, {b.waiting_s:.0f} s)" for b in stalled)
-        super().__init__(f"assigned chunk partitions not served: {parts}; leaving the group so "
+        super().__init__(f"assigned {what} partitions not served: {parts}; leaving the group so "
                          "others take them")
+
+
+async def patrol(watch: StallWatch, lag: Gauge, waiting: Gauge, crash: Callable[[BaseException], Awaitable[None]],
+                 log: Any, what: str = "chunk") -> Health | None:
+    """One timer tick of an app's watchdog: check, export the gauges, and crash the app on a stall
+    (its exit leaves the group, so the partitions move). None when the check itself failed: a
+    failed look at the broker is not a stall."""
+    try:
+        health = await watch.check()
+    except Exception as exc:  # noqa: BLE001
+        log.warning("partition_check_failed", topic=watch.topic, error=repr(exc))
+        return None
+    export(health, lag, waiting)
+    if health.stalled:
+        log.error("partition_stalled", topic=watch.topic, partitions=[b.partition for b in health.stalled],
+                  lag=[b.lag for b in health.stalled], waiting_s=[round(b.waiting_s) for b in health.stalled])
+        await crash(PartitionStalled(health.stalled, what))
+    return health

@@ -1,4 +1,5 @@
-"""The worker's HTTP side: ``/metrics`` for Prometheus, ``/healthz`` and ``/readyz`` for the orchestrator.
+"""The HTTP side of guard's Faust apps: ``/metrics`` for Prometheus, ``/healthz`` and ``/readyz`` for the
+orchestrator. The worker serves its chunk partitions' health; the tuner, that of its two inputs.
 
 Faust has a web server of its own, but its default pages show table contents, and guard's table
 holds what streams said; so guard serves these three routes and nothing else, with aiohttp (which
@@ -8,13 +9,13 @@ Faust already depends on).
 - ``/healthz``: 200 unless an assigned chunk partition has stalled (``streams.watchdog``); the body
   lists every partition with a backlog, so it doubles as a lag probe. Its status is "starting"
   until the first partition check (a few seconds after ``/readyz``), then "ok" or "stalled".
-- ``/metrics``: the worker's ``guard.metrics.Metrics`` registry, in the Prometheus text format.
+- ``/metrics``: the app's Prometheus registry (``guard.metrics``), in the text format.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 
 import structlog
@@ -33,16 +34,26 @@ def body(health: Health) -> dict[str, object]:
             "stalled": [b.partition for b in health.stalled]}
 
 
-def routes(registry: CollectorRegistry, health: Callable[[], Health], ready: Callable[[], bool]) -> web.Application:
-    """``health`` returns the last check's ``Health`` (the worker's watchdog timer makes them)."""
+def per_topic(healths: Mapping[str, Health]) -> dict[str, object]:
+    """One body for an app that watches several topics (the tuner): stalled if any of them is."""
+    bodies = {t: body(h) for t, h in healths.items()}
+    states = {b["status"] for b in bodies.values()}
+    status = next((s for s in ("stalled", "starting") if s in states), "ok")
+    return {"status": status, "topics": bodies}
+
+
+def routes(registry: CollectorRegistry, health: Callable[[], dict[str, object]],
+           ready: Callable[[], bool]) -> web.Application:
+    """``health`` returns the body of the last check (``body`` or ``per_topic`` of the app's
+    watchdog timer); its ``status`` "stalled" answers 503."""
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        h = health()
-        return web.Response(text=json.dumps(body(h)), content_type="application/json",
-                            status=503 if h.stalled else 200)
+        b = health()
+        return web.Response(text=json.dumps(b), content_type="application/json",
+                            status=503 if b["status"] == "stalled" else 200)
 
     async def readyz(_: web.Request) -> web.Response:
         ok = ready()
@@ -55,7 +66,7 @@ def routes(registry: CollectorRegistry, health: Callable[[], Health], ready: Cal
 
 
 class Server:
-    """Serve ``routes`` on ``host:port`` for the worker's lifetime (port 0: not served at all)."""
+    """Serve ``routes`` on ``host:port`` for the app's lifetime (port 0: not served at all)."""
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:
         self._app, self._host, self._port = app, host, port

@@ -32,6 +32,9 @@ def test_compose_file_validates_and_reserves_a_gpu_for_triton():
     assert env["GUARD_WEB_HOST"] == "0.0.0.0", "the healthcheck and scrapes reach the worker's port"
     assert services["worker"]["restart"] == "unless-stopped", "a worker that leaves on a stall comes back"
     assert "/healthz" in " ".join(services["worker"]["healthcheck"]["test"])
+    tuner = services["tuner"]
+    assert tuner["environment"]["GUARD_TUNER_WEB_HOST"] == "0.0.0.0" and tuner["restart"] == "unless-stopped"
+    assert "6067/healthz" in " ".join(tuner["healthcheck"]["test"])
 
 
 

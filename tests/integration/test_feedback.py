@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -31,6 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from guard.devenv._proc import free_port
 from guard.devenv.kafka import create_topics
 from guard.messages import Chunk, Decision, Feedback, ThresholdChange, encode
 from guard.settings import Settings
@@ -217,7 +219,8 @@ def system(kafka_broker, tmp_path_factory) -> Iterator[System]:
     asyncio.run(create_topics(kafka_broker.bootstrap, topics.specs(settings)))
     logs = REPO / "build" / "test-logs"
     tuner_env = {**env, "GUARD_TUNER_APP_ID": tuner_group, "GUARD_TUNER_REPORT_INTERVAL_S": "1",
-                 "GUARD_TUNER_FEEDBACK_BATCH_WITHIN_S": "0.2"}
+                 "GUARD_TUNER_FEEDBACK_BATCH_WITHIN_S": "0.2", "GUARD_TUNER_WEB_PORT": str(free_port()),
+                 "GUARD_TUNER_STALL_TIMEOUT_S": "60"}
     tuner = WorkerProcess(kafka_broker.bootstrap, None, logs / f"tuner-{run}.log", tuner_env,
                           args=("-m", "streams.tuner"))
     workers = [WorkerProcess(kafka_broker.bootstrap, None, logs / f"worker-{run}-{i}.log",
@@ -592,3 +595,65 @@ async def test_pinned_threshold_does_not_move(system: System):
                               capture_output=True, text=True, timeout=60)
         (row,) = [json.loads(line) for line in show.stdout.splitlines()]
         assert row["pinned"] and row["value"] == s.start and row["version"] == pin.version
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    """``{labels: value}`` of one Prometheus series family in the text format."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name):
+            series, value = line.rsplit(" ", 1)
+            out[series[len(name):]] = float(value)
+    return out
+
+
+async def test_tuner_serves_metrics_and_health(system: System):
+    """The tuner's /readyz, /healthz (both inputs held and read, no backlog) and /metrics, which
+    count what it indexes and what became of each verdict, on the real broker."""
+    s = system
+    base = f"http://127.0.0.1:{s.env['GUARD_TUNER_WEB_PORT']}"
+    async with aiohttp.ClientSession() as http:
+        async def metrics() -> str:
+            async with http.get(f"{base}/metrics") as r:
+                assert r.status == 200
+                return await r.text()
+
+        async with http.get(f"{base}/readyz") as r:
+            assert r.status == 200
+        before = await metrics()
+        indexed0 = _samples(before, "guard_tuner_decisions_indexed_total").get("", 0.0)
+        unknown0 = _samples(before, "guard_tuner_verdicts_total").get('{result="unknown"}', 0.0)
+
+        ds = list((await decide(s, "fb-live", [(sid, s.low) for sid in partition_ids("http")])).values())
+        await consumed(s, s.settings.topic_decisions)
+        ghost = Feedback(decision_id="no-such-stream:0", stream_id="no-such-stream", category=CATEGORY,
+                         verdict="false_positive", source="http-test", ts_ms=int(time.time() * 1000))
+        await send_feedback(s, [encode(ghost)])
+        await consumed(s, s.settings.topic_feedback)
+
+        async def counted() -> str | None:
+            text = await metrics()
+            got = _samples(text, "guard_tuner_verdicts_total").get('{result="unknown"}', 0.0)
+            return text if got >= unknown0 + 1 else None
+
+        deadline = time.monotonic() + 30
+        while (text := await counted()) is None:
+            assert time.monotonic() < deadline, "the unknown verdict was never counted"
+            await asyncio.sleep(0.5)
+        assert _samples(text, "guard_tuner_decisions_indexed_total")[""] >= indexed0 + len(ds)
+        assert _samples(text, "guard_tuner_thresholds_version")[""] >= 0
+        assert set(_samples(text, "guard_tuner_feedback_partition_lag")) == {
+            f'{{partition="{p}"}}' for p in range(PARTITIONS)}
+
+        deadline = time.monotonic() + 30
+        while True:  # the watch looks every 5 s
+            async with http.get(f"{base}/healthz") as r:
+                body = await r.json()
+            topics_ = body["topics"]
+            if body["status"] == "ok" and not any(t["backlogs"] for t in topics_.values()):
+                break
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(1.0)
+        assert r.status == 200
+        assert {t: v["assigned"] for t, v in topics_.items()} == {
+            s.settings.topic_feedback: list(range(PARTITIONS)), s.settings.topic_decisions: list(range(PARTITIONS))}

@@ -160,9 +160,9 @@ async def test_timeout_zero_reports_backlogs_but_never_stalls():
 
 def test_export_sets_gauges_for_held_partitions_only():
     m = Metrics()
-    export(Health(checked=True, assigned=[0, 5]), m)
+    export(Health(checked=True, assigned=[0, 5]), m.lag, m.lag_waiting)
     lagging = Backlog(partition=5, next_offset=3, end=10, waiting_s=12.0)
-    export(Health(checked=True, assigned=[1, 5], backlogs=[lagging]), m)  # 0 revoked, 1 new
+    export(Health(checked=True, assigned=[1, 5], backlogs=[lagging]), m.lag, m.lag_waiting)  # 0 revoked, 1 new
     got = {(s.name, s.labels["partition"]): s.value for f in m.registry.collect()
            if f.name.startswith("guard_chunk_partition") for s in f.samples}
     assert got == {("guard_chunk_partition_lag", "1"): 0, ("guard_chunk_partition_lag", "5"): 7,

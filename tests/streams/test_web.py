@@ -1,4 +1,4 @@
-"""The worker's HTTP routes: metrics in the Prometheus format, health from the last partition check."""
+"""The apps' HTTP routes: metrics in the Prometheus format, health from the last partition check."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import aiohttp
 from guard.devenv._proc import free_port
 from guard.metrics import Metrics
 from streams.watchdog import Backlog, Health
-from streams.web import Server, routes
+from streams.web import Server, body, per_topic, routes
 
 
 async def test_routes_serve_metrics_health_and_readiness():
@@ -15,7 +15,8 @@ async def test_routes_serve_metrics_health_and_readiness():
     metrics.decisions.labels("block", "default").inc(3)
     state = {"health": Health(), "ready": False}
     port = free_port()
-    server = Server(routes(metrics.registry, lambda: state["health"], lambda: state["ready"]), "127.0.0.1", port)
+    server = Server(routes(metrics.registry, lambda: body(state["health"]), lambda: state["ready"]), "127.0.0.1",
+                    port)
     await server.start()
     base = server.url
     assert base == f"http://127.0.0.1:{port}"
@@ -40,9 +41,9 @@ async def test_routes_serve_metrics_health_and_readiness():
             state["health"] = Health(checked=True, assigned=[0, 1], backlogs=[lagging], stalled=[lagging])
             async with http.get(f"{base}/healthz") as r:
                 assert r.status == 503
-                body = await r.json()
-                assert body["status"] == "stalled" and body["stalled"] == [1]
-                assert body["backlogs"] == [{"partition": 1, "next_offset": 4, "end": 10, "waiting_s": 130.0,
+                got = await r.json()
+                assert got["status"] == "stalled" and got["stalled"] == [1]
+                assert got["backlogs"] == [{"partition": 1, "next_offset": 4, "end": 10, "waiting_s": 130.0,
                                              "lag": 6}]
             async with http.get(f"{base}/table/stream_state") as r:
                 assert r.status == 404  # nothing but the three routes: stream state stays private
@@ -51,7 +52,29 @@ async def test_routes_serve_metrics_health_and_readiness():
 
 
 async def test_port_zero_serves_nothing():
-    server = Server(routes(Metrics().registry, Health, lambda: True), "127.0.0.1", 0)
+    server = Server(routes(Metrics().registry, lambda: body(Health()), lambda: True), "127.0.0.1", 0)
     await server.start()
     assert server.url is None
     await server.stop()
+
+
+async def test_per_topic_health_is_stalled_if_any_input_is():
+    """The tuner watches two inputs: one stalled topic makes the whole app unhealthy (503)."""
+    lagging = Backlog(partition=2, next_offset=0, end=3, waiting_s=200.0)
+    state = {"feedback": Health(checked=True, assigned=[0]), "decisions": Health()}
+    port = free_port()
+    server = Server(routes(Metrics().registry, lambda: per_topic(state), lambda: True), "127.0.0.1", port)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{server.url}/healthz") as r:
+                b = await r.json()
+                assert r.status == 200 and b["status"] == "starting"  # decisions not checked yet
+                assert b["topics"]["feedback"] == {"status": "ok", "assigned": [0], "backlogs": [], "stalled": []}
+            state["decisions"] = Health(checked=True, assigned=[2], backlogs=[lagging], stalled=[lagging])
+            async with http.get(f"{server.url}/healthz") as r:
+                b = await r.json()
+                assert r.status == 503 and b["status"] == "stalled"
+                assert b["topics"]["decisions"]["stalled"] == [2] and b["topics"]["feedback"]["status"] == "ok"
+    finally:
+        await server.stop()
