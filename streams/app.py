@@ -63,6 +63,12 @@ class Resources:
         log.info("worker_ready", triton=bool(s.triton_url), policies=sorted(self.policies.current.policies),
                  thresholds_version=self.thresholds.version)
 
+    def is_ready(self) -> bool:
+        """Pipeline up and every threshold event read. A worker that cannot read the thresholds
+        topic in time decides with the policies' defaults meanwhile (it must not wait forever), but
+        it does not claim to be ready: tuned and pinned thresholds are missing from its decisions."""
+        return self.ready.is_set() and self.follower is not None and self.follower.caught_up.is_set()
+
     async def stop(self) -> None:
         if self._stack is not None:
             await self._stack.aclose()
@@ -93,7 +99,7 @@ def create_app(s: Settings) -> Worker:
                        interval_s=min(5.0, s.stall_timeout_s / 4) or 5.0,
                        busy=lambda: bool(app.rebalancing or app.in_recovery))
     health = Health()
-    server = Server(routes(metrics.registry, lambda: body(health), resources.ready.is_set), s.web_host,
+    server = Server(routes(metrics.registry, lambda: body(health), resources.is_ready), s.web_host,
                     s.web_port)
 
     class Lifecycle(mode.Service):

@@ -98,11 +98,21 @@ class ThresholdFollower:
     # -- the loop ----------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Follow for the process's lifetime. A failed poll is retried (with backoff, logged): if
+        this task died, every decision after it would use thresholds that silently stop changing."""
         assert self._consumer is not None
+        failures = 0
         while True:
-            if not self.caught_up.is_set():
-                await self._check_caught_up()
-            batches = await self._consumer.getmany(timeout_ms=self.poll_ms)
+            try:
+                if not self.caught_up.is_set():
+                    await self._check_caught_up()
+                batches = await self._consumer.getmany(timeout_ms=self.poll_ms)
+            except Exception as exc:  # noqa: BLE001 - keep following; the log says why it paused
+                failures += 1
+                log.warning("thresholds_follow_failed", topic=self.topic, error=repr(exc), failures=failures)
+                await asyncio.sleep(min(10.0, 0.5 * 2 ** min(failures, 5)))
+                continue
+            failures = 0
             for records in batches.values():
                 for msg in records:
                     self._apply(msg.value, msg.offset, msg.partition)
