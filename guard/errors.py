@@ -38,12 +38,17 @@ class StreamError(GuardError):
 
 
 class DetectorError(GuardError):
+    """Retriable unless the detector knows another try would fail the same way (a bad request, an
+    unknown model, a malformed answer): only the detector can tell a blip from a standing fault."""
+
     code = "detector-error"
     retriable = True
 
-    def __init__(self, detector: str, message: str = "") -> None:
+    def __init__(self, detector: str, message: str = "", *, retriable: bool | None = None) -> None:
         super().__init__(f"{detector}: {message}" if message else detector)
         self.detector = detector
+        if retriable is not None:
+            self.retriable = retriable
 
 
 class DetectorTimeout(DetectorError):

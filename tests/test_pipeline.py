@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from guard.detectors.retry import RetryingDetector, RetryPolicy
 from guard.errors import DetectorUnavailable, StreamError
 from guard.messages import Chunk
 from guard.pipeline import Pipeline, chunk_text
@@ -91,6 +92,26 @@ async def test_detector_failure_fails_closed_by_default():
     ds = await run(p, chunk_text("Some ordinary words keep coming in this answer today.", 6))
     assert any(d.action == "block" for d in ds)
     assert released(ds) == ""
+
+
+async def test_a_detector_blip_is_retried_instead_of_failing_closed():
+    class Blip(FakeDetector):
+        failures = 1
+
+        async def score(self, windows):
+            if self.failures:
+                self.failures -= 1
+                raise DetectorUnavailable("fake", "StatusCode.UNAVAILABLE")
+            return await super().score(windows)
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    text = "Some ordinary words keep coming in this answer today."
+    flaky = make(RetryingDetector(Blip({"hate": ["hateword"]}), RetryPolicy(retries=2), sleep=no_wait))
+    assert released(await run(flaky, chunk_text(text, 100))) == text
+    unretried = make(Blip({"hate": ["hateword"]}))
+    assert (await run(unretried, chunk_text(text, 100)))[0].action == "block"
 
 
 async def test_detector_failure_fails_open_when_policy_says_so():
