@@ -8,6 +8,8 @@ whether a retry could help (``retriable``), so callers decide by attribute, neve
     │   └── PolicyError        a policy file failed validation (names file and field)
     ├── SchemaError            a message on the wire could not be decoded or validated
     ├── StreamError            a chunk does not fit its stream (gap, after final, ...)
+    │   ├── SequenceGap        chunks that never came were given up (a range, not a record)
+    │   └── StreamExpired      a chunk was still waiting when its stream's state expired
     └── DetectorError          a detector could not answer
         ├── DetectorTimeout
         └── DetectorUnavailable
@@ -35,6 +37,25 @@ class SchemaError(GuardError):
 
 class StreamError(GuardError):
     code = "stream-error"
+
+
+class SequenceGap(StreamError):
+    """The chunks ``first..last`` of a stream were given up after the gap timeout.
+
+    Its own code, because what it reports is not a record guard received: its dead letter carries
+    the range and no raw bytes.
+    """
+
+    code = "sequence-gap"
+
+    def __init__(self, first: int, last: int, waited_ms: int) -> None:
+        super().__init__(f"sequence gap: seq {first}..{last} missing for {waited_ms} ms; "
+                         "continuing without them")
+        self.first, self.last = first, last
+
+
+class StreamExpired(StreamError):
+    code = "stream-expired"
 
 
 class DetectorError(GuardError):

@@ -18,7 +18,7 @@ import structlog
 
 from guard import context, windowing
 from guard.detectors.base import Scanner, SemanticDetector
-from guard.errors import DetectorError, GuardError, PolicyError, SchemaError, StreamError
+from guard.errors import DetectorError, GuardError, PolicyError, SchemaError, SequenceGap, StreamError
 from guard.messages import Chunk, Decision, Span, decision_id
 from guard.policy.decide import ScoredWindow, StaticThresholds, ThresholdView, decide
 from guard.policy.load import PolicySet
@@ -54,7 +54,7 @@ class Outcome:
     state: StreamState | None
     decisions: list[Decision] = field(default_factory=list)
     error: GuardError | None = None
-    skipped: list[StreamError] = field(default_factory=list)  # gaps given up: report, don't reject
+    skipped: list[SequenceGap] = field(default_factory=list)  # gaps given up: report, don't reject
 
 
 @dataclass
@@ -182,9 +182,7 @@ class Pipeline:
             if now - state.gap_since_ms <= self.gap_timeout_ms:
                 return spec, []
             first = min(state.pending)
-            outcome.skipped.append(StreamError(
-                f"sequence gap: seq {state.next_seq}..{first - 1} missing for "
-                f"{now - state.gap_since_ms} ms; continuing without them"))
+            outcome.skipped.append(SequenceGap(state.next_seq, first - 1, now - state.gap_since_ms))
             state.next_seq = first
             chunk = state.pending[first]
         ready = [(state, chunk)]

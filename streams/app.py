@@ -149,7 +149,7 @@ def create_app(s: Settings) -> Worker:
 
     @app.timer(interval=max(5.0, s.state_ttl_s / 10))
     async def expire_streams() -> None:
-        n = guard_agent.expire(table, s.state_ttl_s)
+        n = await guard_agent.expire(table, s.state_ttl_s, topics, metrics)
         if n:
             log.info("streams_expired", count=n)
 
