@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from guard.detectors.base import Scanner, SemanticDetector
+from guard.detectors.retry import DEFAULT_RETRY, RetryingDetector, RetryPolicy
 from guard.policy.decide import StaticThresholds, ThresholdView
 from guard.policy.load import PolicyStore
+
+if TYPE_CHECKING:
+    from guard.settings import Settings
 
 
 def fast_scanners(policy_dir: Path) -> dict[str, Scanner]:
@@ -23,22 +28,33 @@ def fast_scanners(policy_dir: Path) -> dict[str, Scanner]:
             "pii": PiiScanner()}
 
 
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The Triton retry settings (``GUARD_TRITON_RETRIES``, ``_BACKOFF_S``, ``_RETRY_BUDGET_S``)."""
+    return RetryPolicy(retries=settings.triton_retries, backoff_s=settings.triton_backoff_s,
+                       budget_s=settings.triton_retry_budget_s)
+
+
 @asynccontextmanager
 async def semantic_detector(triton_url: str | None, model: str = "harm_classifier",
-                            timeout_s: float = 2.0) -> AsyncIterator[SemanticDetector]:
-    """Triton when a URL is given, else ONNX Runtime in-process; same tokens, same heads."""
+                            timeout_s: float = 2.0,
+                            retry: RetryPolicy = DEFAULT_RETRY) -> AsyncIterator[SemanticDetector]:
+    """Triton when a URL is given, else ONNX Runtime in-process; same tokens, same heads.
+
+    Only Triton is retried: its failures can be blips of a server or a network, while an in-process
+    failure would repeat.
+    """
     from guard.detectors.semantic import LocalDetector, TritonDetector
 
     if triton_url:
         async with TritonDetector.connect(triton_url, model=model, timeout_s=timeout_s) as det:
-            yield det
+            yield RetryingDetector(det, retry) if retry.retries > 0 else det
     else:
         yield LocalDetector.from_build_dir()
 
 
 @asynccontextmanager
 async def pipeline(policy_dir: Path, triton_url: str | None = None, *, model: str = "harm_classifier",
-                   timeout_s: float = 2.0,
+                   timeout_s: float = 2.0, retry: RetryPolicy = DEFAULT_RETRY,
                    thresholds: Callable[[], ThresholdView] = StaticThresholds,
                    gap_timeout_ms: int = 10_000) -> AsyncIterator[tuple["Pipeline", PolicyStore]]:
     from guard.models.tokenizer import WindowTokenizer
@@ -46,7 +62,7 @@ async def pipeline(policy_dir: Path, triton_url: str | None = None, *, model: st
 
     store = PolicyStore(policy_dir)
     store.current  # validate every policy up front: a bad file fails start-up, loudly
-    async with semantic_detector(triton_url, model, timeout_s) as det:
+    async with semantic_detector(triton_url, model, timeout_s, retry) as det:
         yield Pipeline(policies=lambda: store.current, scanners=fast_scanners(policy_dir),
                        semantic=det, tokenizer=WindowTokenizer.from_file(),
                        thresholds=thresholds, gap_timeout_ms=gap_timeout_ms), store

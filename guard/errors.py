@@ -8,6 +8,8 @@ whether a retry could help (``retriable``), so callers decide by attribute, neve
     │   └── PolicyError        a policy file failed validation (names file and field)
     ├── SchemaError            a message on the wire could not be decoded or validated
     ├── StreamError            a chunk does not fit its stream (gap, after final, ...)
+    │   ├── SequenceGap        chunks that never came were given up (a range, not a record)
+    │   └── StreamExpired      a chunk was still waiting when its stream's state expired
     └── DetectorError          a detector could not answer
         ├── DetectorTimeout
         └── DetectorUnavailable
@@ -37,13 +39,37 @@ class StreamError(GuardError):
     code = "stream-error"
 
 
+class SequenceGap(StreamError):
+    """The chunks ``first..last`` of a stream were given up after the gap timeout.
+
+    Its own code, because what it reports is not a record guard received: its dead letter carries
+    the range and no raw bytes.
+    """
+
+    code = "sequence-gap"
+
+    def __init__(self, first: int, last: int, waited_ms: int) -> None:
+        super().__init__(f"sequence gap: seq {first}..{last} missing for {waited_ms} ms; "
+                         "continuing without them")
+        self.first, self.last = first, last
+
+
+class StreamExpired(StreamError):
+    code = "stream-expired"
+
+
 class DetectorError(GuardError):
+    """Retriable unless the detector knows another try would fail the same way (a bad request, an
+    unknown model, a malformed answer): only the detector can tell a blip from a standing fault."""
+
     code = "detector-error"
     retriable = True
 
-    def __init__(self, detector: str, message: str = "") -> None:
+    def __init__(self, detector: str, message: str = "", *, retriable: bool | None = None) -> None:
         super().__init__(f"{detector}: {message}" if message else detector)
         self.detector = detector
+        if retriable is not None:
+            self.retriable = retriable
 
 
 class DetectorTimeout(DetectorError):

@@ -123,7 +123,13 @@ class ThresholdChange(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    """A record guard could not use, on ``guard.deadletter``, with the reason and the raw bytes."""
+    """A record guard could not use, on ``guard.deadletter``, with the reason and the raw bytes.
+
+    Some dead letters are about a stream rather than one consumed record, and say so: a gap given
+    up names the ``skipped`` seqs and has no raw bytes (nothing was received), and a chunk still
+    waiting when its stream expired carries that chunk re-encoded. Both have ``offset`` -1 and name
+    the ``stream_id``. The two fields are optional, so older readers and records still fit.
+    """
 
     v: Literal[1] = 1
     error: str
@@ -133,6 +139,9 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     offset: int = -1
     raw_b64: str = ""
     ts_ms: NonNegInt = 0
+    stream_id: str | None = None
+    #: first and last seq of a range given up behind a gap
+    skipped: tuple[NonNegInt, NonNegInt] | None = None
 
 
 def decision_id(stream_id: str, seq: int) -> str:

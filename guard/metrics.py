@@ -18,6 +18,11 @@ class Metrics:
                              registry=r)
         self.deadletters = Counter("guard_deadletters", "records sent to the dead-letter topic", ["code"],
                                    registry=r)
+        self.expired = Counter("guard_streams_expired", "stream states forgotten after GUARD_STATE_TTL_S",
+                               registry=r)
+        self.unreleased = Counter("guard_expired_unreleased_chars",
+                                  "characters streams received but never released before their state expired",
+                                  registry=r)
         self.latency = Histogram("guard_added_latency_seconds", "pipeline time per chunk", registry=r,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
         self.batch = Histogram("guard_batch_chunks", "chunks per processed batch", registry=r,

@@ -18,7 +18,7 @@ import structlog
 
 from guard import context, windowing
 from guard.detectors.base import Scanner, SemanticDetector
-from guard.errors import DetectorError, GuardError, SchemaError, StreamError
+from guard.errors import DetectorError, GuardError, PolicyError, SchemaError, SequenceGap, StreamError
 from guard.messages import Chunk, Decision, Span, decision_id
 from guard.policy.decide import ScoredWindow, StaticThresholds, ThresholdView, decide
 from guard.policy.load import PolicySet
@@ -54,7 +54,7 @@ class Outcome:
     state: StreamState | None
     decisions: list[Decision] = field(default_factory=list)
     error: GuardError | None = None
-    skipped: list[StreamError] = field(default_factory=list)  # gaps given up: report, don't reject
+    skipped: list[SequenceGap] = field(default_factory=list)  # gaps given up: report, don't reject
 
 
 @dataclass
@@ -129,15 +129,15 @@ class Pipeline:
     async def _round(self, rnd: list[tuple[int, Chunk]], states: dict[str, StreamState | None],
                      outcomes: list[Outcome], t0: float) -> None:
         works: list[tuple[int, _Work]] = []
+        policies = self.policies()  # one snapshot per round, even if a reload lands mid-batch
         for i, chunk in rnd:
             try:
-                ready = self._admit(states, chunk, outcomes[i])
-            except GuardError as exc:
+                spec, ready = self._admit(states, chunk, outcomes[i], policies)
+            except GuardError as exc:  # this chunk's fault: the other streams go on
                 outcomes[i].error = exc
                 outcomes[i].state = states.get(chunk.stream_id)
                 continue
             for state, ch in ready:
-                spec = self.policies().select(state.policy)
                 works.append((i, self._plan(state, ch, spec, t0)))
         scores, failure = await self._score(w for _, w in works)
         for i, work in works:
@@ -147,24 +147,28 @@ class Pipeline:
         for i, chunk in rnd:
             outcomes[i].state = states.get(chunk.stream_id)
 
-    def _admit(self, states: dict[str, StreamState | None], chunk: Chunk,
-               outcome: Outcome) -> list[tuple[StreamState, Chunk]]:
+    def _admit(self, states: dict[str, StreamState | None], chunk: Chunk, outcome: Outcome,
+               policies: PolicySet) -> tuple[PolicySpec, list[tuple[StreamState, Chunk]]]:
         """Order chunks per stream: drop duplicates, hold chunks behind a gap, reject late ones.
 
         A gap that stays open longer than ``gap_timeout_ms`` (checked when the stream's next chunk
         arrives) is given up: the chunks behind it go on, and the outcome reports the skipped range.
+
+        Raises before the state changes, so a rejected chunk leaves its stream as it was.
         """
         if any(0xD800 <= ord(ch) <= 0xDFFF for ch in chunk.text):
             raise SchemaError("chunk text contains lone surrogates (not valid Unicode text)")
         state = states.get(chunk.stream_id)
         if state is None:
-            spec = self.policies().select(chunk.policy, chunk.tenant)
+            spec = policies.select(chunk.policy, chunk.tenant)
             state = StreamState(stream_id=chunk.stream_id, policy=spec.policy, tenant=chunk.tenant,
                                 updated_ms=self.wall_ms())
             states[chunk.stream_id] = state
+        else:
+            spec = self._policy_of(state, policies)
         if chunk.seq < state.next_seq or chunk.seq in state.pending:
             log.info("duplicate_chunk_dropped", stream_id=chunk.stream_id, seq=chunk.seq)
-            return []
+            return spec, []
         if state.final:
             raise StreamError(f"chunk seq {chunk.seq} after the stream's final chunk")
         if chunk.seq > state.next_seq:
@@ -176,11 +180,9 @@ class Pipeline:
             if state.gap_since_ms is None:
                 state.gap_since_ms = now
             if now - state.gap_since_ms <= self.gap_timeout_ms:
-                return []
+                return spec, []
             first = min(state.pending)
-            outcome.skipped.append(StreamError(
-                f"sequence gap: seq {state.next_seq}..{first - 1} missing for "
-                f"{now - state.gap_since_ms} ms; continuing without them"))
+            outcome.skipped.append(SequenceGap(state.next_seq, first - 1, now - state.gap_since_ms))
             state.next_seq = first
             chunk = state.pending[first]
         ready = [(state, chunk)]
@@ -191,7 +193,25 @@ class Pipeline:
             nxt += 1
         state.pending = pending
         state.gap_since_ms = state.gap_since_ms if pending else None
-        return ready
+        return spec, ready
+
+    @staticmethod
+    def _policy_of(state: StreamState, policies: PolicySet) -> PolicySpec:
+        """The policy a stream started with, for its whole life.
+
+        When that policy was removed on a reload, each further chunk of the stream is rejected (and
+        dead-lettered) rather than judged by another policy: the stream's hold-back, risk and block
+        state were built under its own rules, and falling back to ``default`` could release text that
+        the chosen policy (a children's app's, say) would block. Chunks already waiting behind a gap
+        stay in the state, so nothing is dropped. If the file comes back, the stream goes on once the
+        gap its dead-lettered chunks left is given up (``gap_timeout_ms``).
+        """
+        try:
+            return policies.select(state.policy)
+        except PolicyError:
+            raise PolicyError(f"policy {state.policy!r} of this stream is no longer loaded (removed on a "
+                              f"reload?); known: {sorted(policies.policies)}; the chunk was not "
+                              "moderated") from None
 
     def _plan(self, state: StreamState, chunk: Chunk, spec: PolicySpec, t0: float) -> _Work:
         state.next_seq = chunk.seq + 1

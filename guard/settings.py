@@ -22,6 +22,13 @@ class Settings(BaseSettings):
         None, description="Triton gRPC endpoint (host:port); unset = detectors in-process (ONNX Runtime)")
     triton_model: str = Field("harm_classifier", description="Triton model (ensemble) to call")
     triton_timeout_s: float = Field(2.0, gt=0, description="per-request deadline for Triton")
+    triton_retries: int = Field(
+        2, ge=0, description="further tries of a Triton call that failed transiently (unavailable, "
+        "deadline, connection); 0 = none")
+    triton_backoff_s: float = Field(
+        0.05, ge=0, description="pause before the first retry; doubles per retry, jittered to 50-100 %")
+    triton_retry_budget_s: float = Field(
+        1.0, gt=0, description="retries and pauses of one call end within this many seconds of its first failure")
     policy_dir: Path = Field(_REPO / "policies", description="folder of policy YAML files")
     policy_reload_s: float = Field(5.0, gt=0, description="how often the worker checks policies for changes")
     app_id: str = Field("guard", description="Faust app id = Kafka consumer group")

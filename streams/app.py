@@ -56,7 +56,8 @@ class Resources:
         await self.follower.start(catchup_timeout_s=THRESHOLDS_CATCHUP_S)
         self.pipeline, self.policies = await self._stack.enter_async_context(
             assemble.pipeline(s.policy_dir, s.triton_url, model=s.triton_model,
-                              timeout_s=s.triton_timeout_s, gap_timeout_ms=s.gap_timeout_ms,
+                              timeout_s=s.triton_timeout_s, retry=assemble.retry_policy(s),
+                              gap_timeout_ms=s.gap_timeout_ms,
                               thresholds=lambda: self.thresholds))
         self.follower.set_defaults(policy_defaults(self.policies.current))
         self.ready.set()
@@ -145,7 +146,7 @@ def create_app(s: Settings) -> Worker:
 
     @app.timer(interval=max(5.0, s.state_ttl_s / 10))
     async def expire_streams() -> None:
-        n = guard_agent.expire(table, s.state_ttl_s)
+        n = await guard_agent.expire(table, s.state_ttl_s, topics, metrics)
         if n:
             log.info("streams_expired", count=n)
 

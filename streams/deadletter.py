@@ -20,10 +20,11 @@ def code_of(error: Exception) -> str:
     return str(getattr(error, "code", "internal-error"))
 
 
-def record(error: Exception, topic: str, partition: int, offset: int, raw: bytes | None) -> bytes:
+def record(error: Exception, topic: str, partition: int, offset: int, raw: bytes | None, *,
+           stream_id: str | None = None, skipped: tuple[int, int] | None = None) -> bytes:
     return encode(DeadLetter(error=str(error)[:2000], code=code_of(error), topic=topic, partition=partition,
                              offset=offset, raw_b64=base64.b64encode(raw or b"").decode("ascii"),
-                             ts_ms=int(time.time() * 1000)))
+                             ts_ms=int(time.time() * 1000), stream_id=stream_id, skipped=skipped))
 
 
 async def send(topic: faust.TopicT, event: faust.EventT, error: Exception, log: Any) -> None:
@@ -32,6 +33,19 @@ async def send(topic: faust.TopicT, event: faust.EventT, error: Exception, log: 
     log.warning("record_deadlettered", code=code_of(error), topic=msg.topic, partition=msg.partition,
                 offset=msg.offset)
     await topic.send(key=msg.key, value=record(error, msg.topic, msg.partition, msg.offset, event.value))
+
+
+async def send_for_stream(topic: faust.TopicT, stream_id: str, error: Exception, log: Any, *, source: str,
+                          partition: int = -1, raw: bytes = b"", skipped: tuple[int, int] | None = None) -> None:
+    """Dead-letter something about a stream that is not the record just consumed (so offset -1).
+
+    A gap given up has no raw bytes: presenting the chunk that happened to reveal it would make a
+    record that was decided look failed. A chunk an expired stream still held is passed re-encoded.
+    """
+    log.warning("stream_deadlettered", code=code_of(error), stream_id=stream_id, topic=source,
+                partition=partition, skipped=skipped)
+    await topic.send(key=stream_id.encode(), value=record(error, source, partition, -1, raw,
+                                                          stream_id=stream_id, skipped=skipped))
 
 
 async def consume(stream: faust.StreamT, batch_max: int, within_s: float,

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guard.errors import DetectorUnavailable, StreamError
-from guard.messages import Chunk
+from guard.detectors.retry import RetryingDetector, RetryPolicy
+from guard.errors import DetectorUnavailable, PolicyError, StreamError
+from guard.messages import Chunk, Decision
 from guard.pipeline import Pipeline, chunk_text
 from guard.policy.load import PolicySet
 from guard.policy.schema import PolicySpec
+from guard.state import StreamState, dump_state, load_state
 from guard.testing import FailingDetector, FakeDetector, RegexScanner, SimpleTokenizer
 
 EMAIL = r"[\w.+-]+@[\w-]+\.[\w.]+\w"
@@ -93,6 +97,26 @@ async def test_detector_failure_fails_closed_by_default():
     assert released(ds) == ""
 
 
+async def test_a_detector_blip_is_retried_instead_of_failing_closed():
+    class Blip(FakeDetector):
+        failures = 1
+
+        async def score(self, windows):
+            if self.failures:
+                self.failures -= 1
+                raise DetectorUnavailable("fake", "StatusCode.UNAVAILABLE")
+            return await super().score(windows)
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    text = "Some ordinary words keep coming in this answer today."
+    flaky = make(RetryingDetector(Blip({"hate": ["hateword"]}), RetryPolicy(retries=2), sleep=no_wait))
+    assert released(await run(flaky, chunk_text(text, 100))) == text
+    unretried = make(Blip({"hate": ["hateword"]}))
+    assert (await run(unretried, chunk_text(text, 100)))[0].action == "block"
+
+
 async def test_detector_failure_fails_open_when_policy_says_so():
     p = make(FailingDetector(DetectorUnavailable("fake", "down")), on_detector_error="open")
     text = "Some ordinary words keep coming in this answer today."
@@ -164,3 +188,47 @@ async def test_policy_needing_semantic_without_a_detector_fails_as_declared():
     ds = await run(p, chunk_text("Plain words here.", 5))
     assert ds[0].action == "block" and released(ds) == ""
     assert ds[0].evidence[0].label == "detector-unavailable"
+
+
+def copy(state: StreamState) -> StreamState:
+    return load_state(dump_state(state))
+
+
+def same(d: Decision) -> Decision:
+    """A decision without its timing fields."""
+    return msgspec.structs.replace(d, ts_ms=0, latency_ms=0.0)
+
+
+def two_policies() -> dict[str, PolicySpec]:
+    default = policy().policies["default"]
+    strict = PolicySpec.model_validate({**default.model_dump(), "policy": "strict"})
+    return {"default": default, "strict": strict}
+
+
+async def test_a_policy_removed_mid_stream_fails_only_that_streams_chunks():
+    live = two_policies()
+
+    def build(policies: Callable[[], PolicySet]) -> Pipeline:
+        return Pipeline(policies=policies, scanners={"pii": RegexScanner("pii", EMAIL, "pii", "EMAIL")},
+                        semantic=FakeDetector({"hate": ["hateword"]}), tokenizer=SimpleTokenizer(),
+                        wall_ms=lambda: 1_000)
+
+    p = build(lambda: PolicySet(dict(live)))
+    a = chunk_text("alpha beta gamma delta epsilon zeta eta theta", 12, stream_id="a", policy="strict")
+    b = chunk_text("one two three four five six seven eight nine", 12, stream_id="b")
+    (oa, ob) = await p.process([(None, a[0]), (None, b[0])])
+    (oa,) = await p.process([(oa.state, a[2])])  # waits behind the missing a[1]
+    assert oa.error is None and ob.error is None and list(oa.state.pending) == [2]
+    a_before = copy(oa.state)
+    (control,) = await build(lambda: PolicySet(dict(live))).process([(copy(ob.state), b[1])])
+
+    del live["strict"]  # an operator removes strict.yaml; the reload drops it
+    ra, rb = await p.process([(oa.state, a[1]), (ob.state, b[1])])
+    assert rb.error is None and rb.state == control.state
+    assert [same(d) for d in rb.decisions] == [same(d) for d in control.decisions] != []
+    assert isinstance(ra.error, PolicyError) and ra.error.code == "policy-error"
+    assert "'strict'" in str(ra.error) and "no longer loaded" in str(ra.error)
+    assert ra.decisions == [] and ra.state == a_before, "the stream, and the chunk it holds, as they were"
+
+    (later,) = await p.process([(ra.state, a[3])])  # every further chunk: the same clear error
+    assert isinstance(later.error, PolicyError) and later.state == a_before

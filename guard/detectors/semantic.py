@@ -12,7 +12,8 @@ them from a stream's tokens, and the detector wraps each window as ``[CLS] ids [
   default every window is its own request, sent concurrently, so Triton's dynamic batcher groups
   windows of all streams and workers (and ``mode="batch"`` sends one request per call instead).
   The int8 encoder quantizes activations per token, so a window's score does not depend on what it
-  is batched with.
+  is batched with. Its failures say whether another try could help (``DetectorError.retriable``);
+  ``guard.detectors.retry`` makes the tries, so this class stays one attempt per call.
 """
 
 from __future__ import annotations
@@ -194,7 +195,8 @@ class TritonDetector:
         probs = result.as_numpy(OUTPUT)
         if probs is None or probs.shape != (ids.shape[0], len(self.categories)):
             got = None if probs is None else probs.shape
-            raise DetectorUnavailable(self.name, f"{self.model} returned {OUTPUT} of shape {got}")
+            raise DetectorUnavailable(self.name, f"{self.model} returned {OUTPUT} of shape {got}",
+                                      retriable=False)  # a wrong model or repository, not a blip
         return probs.astype(np.float32, copy=False)
 
     async def score(self, windows: Sequence[Window], *, timeout_s: float | None = None) -> np.ndarray:
@@ -217,15 +219,23 @@ class TritonDetector:
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
+#: gRPC statuses that can clear by themselves (a restarting server, a dropped channel, a full queue),
+#: so another try may succeed. Any other status (bad input, unknown model, a failing model) would
+#: come back the same, and retrying it only adds latency and load.
+TRANSIENT_STATUSES: Final = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"})
+
+
 def _map_error(detector: str, exc: BaseException) -> DetectorError:
-    """The one place transport errors become guard errors."""
+    """The one place transport errors become guard errors, and where a blip is told from a fault."""
     from tritonclient.utils import InferenceServerException
 
     if isinstance(exc, TimeoutError):
         return DetectorTimeout(detector, "no answer before the deadline")
     if isinstance(exc, InferenceServerException):
-        status = str(exc.status() or "")
+        status = str(exc.status() or "")  # "StatusCode.UNAVAILABLE" from a gRPC error; None if local
         if "DEADLINE_EXCEEDED" in status:
             return DetectorTimeout(detector, exc.message() or status)
-        return DetectorUnavailable(detector, f"{status} {exc.message()}".strip())
-    return DetectorUnavailable(detector, f"{type(exc).__name__}: {exc}")
+        transient = status.rpartition(".")[2] in TRANSIENT_STATUSES
+        return DetectorUnavailable(detector, f"{status} {exc.message()}".strip(), retriable=transient)
+    # a socket-level failure (refused, reset) is the connection, not the request
+    return DetectorUnavailable(detector, f"{type(exc).__name__}: {exc}", retriable=isinstance(exc, OSError))

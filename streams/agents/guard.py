@@ -4,19 +4,30 @@ Concurrency 1 per partition set (table writes stay in order); batches come from 
 one semantic call covers every stream in the batch. Nothing escapes the loop: a record that cannot
 be used is dead-lettered with its reason, and an unexpected failure dead-letters the batch it hit,
 so no record is lost and the worker keeps running.
+
+Nothing at the edges of a stream is dropped silently either:
+
+- A gap given up after ``GUARD_GAP_TIMEOUT_MS`` is dead-lettered as a range (code ``sequence-gap``,
+  the seqs in ``skipped``, no raw bytes: nothing of it was received). Its timeout is checked only
+  when the stream's next chunk arrives, not on a timer: releasing the chunks behind the gap means
+  running the pipeline on the stream's state, which only this agent may do without racing itself.
+- So a stream that goes quiet behind a gap is settled by ``expire``: after ``GUARD_STATE_TTL_S`` each
+  chunk it still holds is dead-lettered (code ``stream-expired``, the chunk re-encoded as raw bytes),
+  and text it received but never released (no final chunk came) is logged and counted.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from guard.errors import GuardError, SchemaError
+from guard.errors import GuardError, SchemaError, StreamExpired
 from guard.messages import Chunk, decode, encode
 from guard.metrics import Metrics
 from guard.pipeline import Pipeline
@@ -28,15 +39,21 @@ from streams.watchdog import Progress
 log = structlog.get_logger(__name__)
 
 
-def register(app: faust.App, topics: Topics, table: faust.Table,
-             pipeline: Callable[[], Awaitable[Pipeline]], metrics: Metrics,
-             batch_max: int, batch_within_s: float, progress: Progress) -> Any:
-    async def dead(event: faust.EventT, error: Exception) -> None:
-        metrics.deadletters.labels(deadletter.code_of(error)).inc()
-        await deadletter.send(topics.deadletter, event, error, log)
+@dataclass
+class ChunkHandler:
+    """Handles one batch of chunk records: decode, moderate, send decisions and dead letters, save."""
 
-    async def handle(events: Sequence[faust.EventT]) -> None:
-        pipe = await pipeline()
+    topics: Topics
+    table: MutableMapping[bytes, bytes]
+    pipeline: Callable[[], Awaitable[Pipeline]]
+    metrics: Metrics
+
+    async def dead(self, event: faust.EventT, error: Exception) -> None:
+        self.metrics.deadletters.labels(deadletter.code_of(error)).inc()
+        await deadletter.send(self.topics.deadletter, event, error, log)
+
+    async def __call__(self, events: Sequence[faust.EventT]) -> None:
+        pipe = await self.pipeline()
         items: list[tuple[StreamState | None, Chunk]] = []
         sources: list[faust.EventT] = []
         for ev in events:
@@ -49,51 +66,96 @@ def register(app: faust.App, topics: Topics, table: faust.Table,
                     raise SchemaError("record key does not match stream_id (partitioning by stream_id "
                                       "is what keeps a stream on one worker)")
             except GuardError as exc:
-                await dead(ev, exc)
+                await self.dead(ev, exc)
                 continue
-            raw = table.get(chunk.stream_id.encode())
+            raw = self.table.get(chunk.stream_id.encode())
             items.append((load_state(raw) if raw else None, chunk))
             sources.append(ev)
         if not items:
             return
-        metrics.batch.observe(len(items))
+        self.metrics.batch.observe(len(items))
         outcomes = await pipe.process(items)
         for ev, out in zip(sources, outcomes, strict=True):
             with bound_contextvars(stream_id=out.stream_id):
                 if out.error is not None:
-                    await dead(ev, out.error)
-                for gap in out.skipped:
-                    await dead(ev, gap)
+                    await self.dead(ev, out.error)
+                for gap in out.skipped:  # about missing chunks, not about this (decided) record
+                    self.metrics.deadletters.labels(gap.code).inc()
+                    await deadletter.send_for_stream(self.topics.deadletter, out.stream_id, gap, log,
+                                                     source=ev.message.topic, partition=ev.message.partition,
+                                                     skipped=(gap.first, gap.last))
                 for d in out.decisions:
-                    await topics.decisions.send(key=d.stream_id.encode(), value=encode(d))
-                    metrics.decisions.labels(d.action, d.policy).inc()
-                    metrics.latency.observe(d.latency_ms / 1000.0)
+                    await self.topics.decisions.send(key=d.stream_id.encode(), value=encode(d))
+                    self.metrics.decisions.labels(d.action, d.policy).inc()
+                    self.metrics.latency.observe(d.latency_ms / 1000.0)
                     for e in d.evidence:
-                        metrics.fired.labels(e.principle, e.category).inc()
+                        self.metrics.fired.labels(e.principle, e.category).inc()
                     if d.action != "allow":
                         log.info("decision", decision_id=d.decision_id, action=d.action,
                                  principle=d.principle, released_offset=d.released_offset,
                                  latency_ms=d.latency_ms)
                 if out.state is not None:
-                    table[out.stream_id.encode()] = dump_state(out.state)
+                    self.table[out.stream_id.encode()] = dump_state(out.state)
+
+
+def register(app: faust.App, topics: Topics, table: faust.Table,
+             pipeline: Callable[[], Awaitable[Pipeline]], metrics: Metrics,
+             batch_max: int, batch_within_s: float, progress: Progress) -> Any:
+    handle = ChunkHandler(topics, table, pipeline, metrics)
 
     @app.agent(topics.chunks, name="guard-chunks", concurrency=1)
     async def moderate(stream: faust.StreamT) -> None:
-        await deadletter.consume(stream, batch_max, batch_within_s, handle, dead, log,
+        await deadletter.consume(stream, batch_max, batch_within_s, handle, handle.dead, log,
                                  done=lambda evs: progress.handled_all(
                                      (ev.message.partition, ev.message.offset) for ev in evs))
 
     return moderate
 
 
-def expire(table: faust.Table, ttl_s: float, now_ms: int | None = None) -> int:
-    """Forget streams that finished or went idle longer than ``ttl_s`` ago."""
+async def expire(table: MutableMapping[bytes, bytes], ttl_s: float, topics: Topics, metrics: Metrics,
+                 now_ms: int | None = None) -> int:
+    """Forget streams that finished or went idle longer than ``ttl_s`` ago, accounting for what they held.
+
+    Every stale state is deleted before anything is sent: with no await between reading a state and
+    deleting it, the chunk agent cannot save a newer state in between that this would then delete.
+    If dead-lettering a stream's leftovers fails, its state is put back (unless the stream came back
+    meanwhile) so the next round tries again: a leftover may then be dead-lettered twice, never lost.
+    """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    stale = []
+    stale: list[tuple[bytes, bytes, StreamState]] = []
     for key, raw in list(table.items()):
         st = load_state(raw)
         if now_ms - st.updated_ms > ttl_s * 1000:
-            stale.append(key)
-    for key in stale:
+            stale.append((key, raw, st))
+    for key, _, _ in stale:
         del table[key]
+    for key, raw, st in stale:
+        with bound_contextvars(stream_id=st.stream_id):
+            try:
+                await _leftovers(st, topics, metrics, now_ms - st.updated_ms)
+            except Exception:  # a failed send must not stop the timer, nor lose the state
+                log.exception("expired_stream_deadletter_failed", pending=len(st.pending))
+                if key not in table:
+                    table[key] = raw
+                continue
+        metrics.expired.inc()
     return len(stale)
+
+
+async def _leftovers(st: StreamState, topics: Topics, metrics: Metrics, idle_ms: int) -> None:
+    """Dead-letter the chunks a stream still held behind a gap; log and count unreleased text.
+
+    The text is not dead-lettered: its chunks were decided already, only their release was still
+    pending (held back by a layer, and no final chunk came to flush it).
+    """
+    source = topics.chunks.get_topic_name()
+    for seq in sorted(st.pending):
+        error = StreamExpired(f"stream idle for {idle_ms // 1000} s (GUARD_STATE_TTL_S): chunk seq {seq} "
+                              f"was waiting behind missing seq {st.next_seq} and was never moderated")
+        await deadletter.send_for_stream(topics.deadletter, st.stream_id, error, log, source=source,
+                                         raw=encode(st.pending[seq]))
+        metrics.deadletters.labels(error.code).inc()
+    held = 0 if st.blocked else st.end - st.released
+    if held:
+        log.warning("stream_expired_with_unreleased_text", held_chars=held, idle_s=idle_ms // 1000)
+        metrics.unreleased.inc(held)

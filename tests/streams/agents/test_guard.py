@@ -1,0 +1,214 @@
+"""The chunk agent's handler and expiry, over fake topics and a dict table (no Kafka).
+
+The pipeline is the real one over the test doubles of ``guard.testing``.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+import pytest
+
+from guard.messages import Chunk, DeadLetter, Decision, decode, encode
+from guard.metrics import Metrics
+from guard.pipeline import Pipeline
+from guard.policy.load import PolicySet
+from guard.policy.schema import PolicySpec
+from guard.state import StreamState, dump_state, load_state
+from guard.testing import FakeDetector, SimpleTokenizer
+from streams.agents.guard import ChunkHandler, expire
+from streams.topics import Topics
+
+TTL_S = 600.0
+EXPIRED_AT = 600_001  # ms: just past the TTL of a state last updated at 0
+
+
+@dataclass
+class FakeTopic:
+    name: str
+    sent: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    fail: bool = False
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+    async def send(self, key: bytes | None = None, value: bytes = b"") -> None:
+        if self.fail:
+            raise ConnectionError("broker gone")
+        self.sent.append((key, value))
+
+
+@dataclass
+class Message:
+    key: bytes | None
+    topic: str = "llm.chunks"
+    partition: int = 2
+    offset: int = 0
+
+
+@dataclass
+class Event:
+    value: bytes
+    message: Message
+
+
+def topics() -> Topics:
+    return Topics(*(FakeTopic(n) for n in ("llm.chunks", "guard.decisions", "guard.deadletter",  # type: ignore[arg-type]
+                                           "guard.feedback", "guard.thresholds")))
+
+
+def spec(name: str) -> PolicySpec:
+    return PolicySpec.model_validate({
+        "policy": name, "max_hold_back_chars": 400, "window": {"tokens": 16, "stride": 4},
+        "principles": [{"id": "no-hate", "text": "no hate", "categories": ["hate"], "threshold": 0.5,
+                        "action": "block", "detectors": ["semantic"]}]})
+
+
+def events(*chunks: Chunk, offset: int = 0) -> list[Event]:
+    return [Event(encode(c), Message(c.stream_id.encode(), offset=offset + i)) for i, c in enumerate(chunks)]
+
+
+def dead_letters(t: Topics) -> list[DeadLetter]:
+    return [decode(DeadLetter, v) for _, v in t.deadletter.sent]  # type: ignore[attr-defined]
+
+
+def decisions(t: Topics) -> list[Decision]:
+    return [decode(Decision, v) for _, v in t.decisions.sent]  # type: ignore[attr-defined]
+
+
+def count(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@dataclass
+class Rig:
+    policies: dict[str, PolicySpec] = field(default_factory=lambda: {"default": spec("default"),
+                                                                     "strict": spec("strict")})
+    now_ms: int = 1_000
+    topics: Topics = field(default_factory=topics)
+    table: dict[bytes, bytes] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        pipe = Pipeline(policies=lambda: PolicySet(dict(self.policies)), scanners={},
+                        semantic=FakeDetector({"hate": ["hateword"]}), tokenizer=SimpleTokenizer(),
+                        wall_ms=lambda: self.now_ms, gap_timeout_ms=5_000)
+
+        async def get() -> Pipeline:
+            return pipe
+
+        self.handle = ChunkHandler(self.topics, self.table, get, self.metrics)
+
+
+# -- gaps given up ---------------------------------------------------------------------------------
+
+
+async def test_a_gap_given_up_is_dead_lettered_as_a_range_without_the_decided_chunk():
+    rig = Rig()
+    cs = [Chunk(stream_id="s", seq=i, text=f"word{i} ") for i in range(5)]
+    await rig.handle(events(cs[0]))
+    await rig.handle(events(cs[3], offset=1))  # seq 1 and 2 missing: waits
+    rig.now_ms += 6_000
+    await rig.handle(events(cs[4], offset=2))  # past the gap timeout: 1..2 are given up
+
+    assert [d.seq for d in decisions(rig.topics)] == [0, 3, 4], "the chunk that revealed the gap was decided"
+    (gap,) = dead_letters(rig.topics)
+    assert gap.code == "sequence-gap" and gap.skipped == (1, 2) and gap.stream_id == "s"
+    assert "seq 1..2 missing" in gap.error
+    assert gap.raw_b64 == "" and gap.offset == -1, "no record is presented as the failed one"
+    assert gap.topic == "llm.chunks" and gap.partition == 2
+    assert rig.topics.deadletter.sent[0][0] == b"s"  # type: ignore[attr-defined]
+    assert count(rig.metrics, "guard_deadletters_total", code="sequence-gap") == 1
+
+
+def test_older_dead_letters_still_decode():
+    old = b'{"v":1,"error":"e","code":"schema-error","topic":"llm.chunks","partition":0,"offset":7,' \
+          b'"raw_b64":"","ts_ms":1}'
+    dl = decode(DeadLetter, old)
+    assert dl.skipped is None and dl.stream_id is None and dl.offset == 7
+
+
+# -- a policy removed on reload ----------------------------------------------------------------------
+
+
+async def test_removed_policy_dead_letters_only_that_streams_chunk_and_names_the_policy():
+    rig = Rig()
+    await rig.handle(events(Chunk(stream_id="a", seq=0, text="secret words ", policy="strict"),
+                            Chunk(stream_id="b", seq=0, text="other words ")))
+    del rig.policies["strict"]
+    await rig.handle(events(Chunk(stream_id="a", seq=1, text="more secret "),
+                            Chunk(stream_id="b", seq=1, text="more words "), offset=2))
+
+    (dl,) = dead_letters(rig.topics)
+    assert dl.code == "policy-error" and "'strict'" in dl.error and "secret" not in dl.error
+    assert decode(Chunk, base64.b64decode(dl.raw_b64)).seq == 1, "the rejected record itself is kept"
+    assert [(d.stream_id, d.seq) for d in decisions(rig.topics)] == [("a", 0), ("b", 0), ("b", 1)]
+
+
+# -- expiry ------------------------------------------------------------------------------------------
+
+
+def stale_state(**over: object) -> StreamState:
+    fields: dict = {"stream_id": "s", "policy": "default", "updated_ms": 0}
+    fields.update(over)
+    return StreamState(**fields)
+
+
+async def test_expiry_dead_letters_chunks_waiting_behind_a_gap():
+    rig = Rig()
+    waiting = {3: Chunk(stream_id="s", seq=3, text="three "), 4: Chunk(stream_id="s", seq=4, text="four ")}
+    rig.table[b"s"] = dump_state(stale_state(next_seq=1, base=0, text="zero ", released=5, covered=5,
+                                             pending=waiting, gap_since_ms=0))
+    rig.table[b"fresh"] = dump_state(stale_state(stream_id="fresh", updated_ms=EXPIRED_AT - 1))
+
+    assert await expire(rig.table, TTL_S, rig.topics, rig.metrics, now_ms=EXPIRED_AT) == 1
+    assert list(rig.table) == [b"fresh"]
+    dls = dead_letters(rig.topics)
+    assert [d.code for d in dls] == ["stream-expired"] * 2
+    assert [decode(Chunk, base64.b64decode(d.raw_b64)) for d in dls] == [waiting[3], waiting[4]]
+    assert all(d.stream_id == "s" and d.offset == -1 and d.topic == "llm.chunks" for d in dls)
+    assert "missing seq 1" in dls[0].error and "three" not in dls[0].error
+    assert count(rig.metrics, "guard_deadletters_total", code="stream-expired") == 2
+    assert count(rig.metrics, "guard_streams_expired_total") == 1
+    assert count(rig.metrics, "guard_expired_unreleased_chars_total") == 0
+
+
+async def test_expiry_counts_text_received_but_never_released(capsys: pytest.CaptureFixture[str]):
+    rig = Rig()
+    rig.table[b"s"] = dump_state(stale_state(next_seq=2, text="released part, held tail", released=15,
+                                             covered=15))
+    rig.table[b"done"] = dump_state(stale_state(stream_id="done", text="", base=40, released=40, final=True))
+    rig.table[b"blocked"] = dump_state(stale_state(stream_id="blocked", text="", base=9, released=3,
+                                                   blocked=True))
+
+    assert await expire(rig.table, TTL_S, rig.topics, rig.metrics, now_ms=EXPIRED_AT) == 3
+    assert rig.table == {} and dead_letters(rig.topics) == []
+    assert count(rig.metrics, "guard_expired_unreleased_chars_total") == len("held tail")
+    assert count(rig.metrics, "guard_streams_expired_total") == 3
+    out = capsys.readouterr().out
+    assert "stream_expired_with_unreleased_text" in out and "held tail" not in out
+
+
+async def test_expiry_keeps_the_state_when_dead_lettering_fails():
+    rig = Rig()
+    state = dump_state(stale_state(next_seq=1, pending={2: Chunk(stream_id="s", seq=2, text="two ")}))
+    rig.table[b"s"] = state
+    rig.topics.deadletter.fail = True  # type: ignore[attr-defined]
+    await expire(rig.table, TTL_S, rig.topics, rig.metrics, now_ms=EXPIRED_AT)
+    assert rig.table == {b"s": state}, "put back for the next round"
+
+    rig.topics.deadletter.fail = False  # type: ignore[attr-defined]
+    await expire(rig.table, TTL_S, rig.topics, rig.metrics, now_ms=EXPIRED_AT)
+    assert rig.table == {} and [d.code for d in dead_letters(rig.topics)] == ["stream-expired"]
+
+
+async def test_a_stream_that_went_quiet_behind_a_gap_loses_nothing():
+    """End to end: chunks held behind a gap that never closes reach the dead-letter topic on expiry."""
+    rig = Rig()
+    cs = [Chunk(stream_id="s", seq=i, text=f"word{i} ") for i in range(4)]
+    await rig.handle(events(cs[0], cs[2], cs[3]))
+    assert load_state(rig.table[b"s"]).pending.keys() == {2, 3}
+    await expire(rig.table, TTL_S, rig.topics, rig.metrics, now_ms=rig.now_ms + EXPIRED_AT)
+    expired = [decode(Chunk, base64.b64decode(d.raw_b64)) for d in dead_letters(rig.topics)]
+    assert expired == [cs[2], cs[3]]
