@@ -36,8 +36,8 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 
 @asynccontextmanager
 async def semantic_detector(triton_url: str | None, model: str = "harm_classifier",
-                            timeout_s: float = 2.0,
-                            retry: RetryPolicy = DEFAULT_RETRY) -> AsyncIterator[SemanticDetector]:
+                            timeout_s: float = 2.0, retry: RetryPolicy = DEFAULT_RETRY,
+                            pad_to_multiple: int = 1) -> AsyncIterator[SemanticDetector]:
     """Triton when a URL is given, else ONNX Runtime in-process; same tokens, same heads.
 
     Only Triton is retried: its failures can be blips of a server or a network, while an in-process
@@ -46,7 +46,8 @@ async def semantic_detector(triton_url: str | None, model: str = "harm_classifie
     from guard.detectors.semantic import LocalDetector, TritonDetector
 
     if triton_url:
-        async with TritonDetector.connect(triton_url, model=model, timeout_s=timeout_s) as det:
+        async with TritonDetector.connect(triton_url, model=model, timeout_s=timeout_s,
+                                          pad_to_multiple=pad_to_multiple) as det:
             yield RetryingDetector(det, retry) if retry.retries > 0 else det
     else:
         yield LocalDetector.from_build_dir()
@@ -54,7 +55,7 @@ async def semantic_detector(triton_url: str | None, model: str = "harm_classifie
 
 @asynccontextmanager
 async def pipeline(policy_dir: Path, triton_url: str | None = None, *, model: str = "harm_classifier",
-                   timeout_s: float = 2.0, retry: RetryPolicy = DEFAULT_RETRY,
+                   timeout_s: float = 2.0, retry: RetryPolicy = DEFAULT_RETRY, pad_to_multiple: int = 1,
                    thresholds: Callable[[], ThresholdView] = StaticThresholds,
                    gap_timeout_ms: int = 10_000) -> AsyncIterator[tuple["Pipeline", PolicyStore]]:
     from guard.models.tokenizer import WindowTokenizer
@@ -62,7 +63,7 @@ async def pipeline(policy_dir: Path, triton_url: str | None = None, *, model: st
 
     store = PolicyStore(policy_dir)
     store.current  # validate every policy up front: a bad file fails start-up, loudly
-    async with semantic_detector(triton_url, model, timeout_s, retry) as det:
+    async with semantic_detector(triton_url, model, timeout_s, retry, pad_to_multiple) as det:
         yield Pipeline(policies=lambda: store.current, scanners=fast_scanners(policy_dir),
                        semantic=det, tokenizer=WindowTokenizer.from_file(),
                        thresholds=thresholds, gap_timeout_ms=gap_timeout_ms), store

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         0.05, ge=0, description="pause before the first retry; doubles per retry, jittered to 50-100 %")
     triton_retry_budget_s: float = Field(
         1.0, gt=0, description="retries and pauses of one call end within this many seconds of its first failure")
+    triton_pad_to_multiple: int = Field(
+        1, ge=1, description="pad each Triton request's windows to a multiple of this many tokens: the GPU "
+        "flavour's ONNX Runtime backend batches only requests of equal shape (16 there; 1 = no padding)")
     policy_dir: Path = Field(_REPO / "policies", description="folder of policy YAML files")
     policy_reload_s: float = Field(5.0, gt=0, description="how often the worker checks policies for changes")
     app_id: str = Field("guard", description="Faust app id = Kafka consumer group")

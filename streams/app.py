@@ -57,6 +57,7 @@ class Resources:
         self.pipeline, self.policies = await self._stack.enter_async_context(
             assemble.pipeline(s.policy_dir, s.triton_url, model=s.triton_model,
                               timeout_s=s.triton_timeout_s, retry=assemble.retry_policy(s),
+                              pad_to_multiple=s.triton_pad_to_multiple,
                               gap_timeout_ms=s.gap_timeout_ms,
                               thresholds=lambda: self.thresholds))
         self.follower.set_defaults(policy_defaults(self.policies.current))

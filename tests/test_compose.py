@@ -29,6 +29,7 @@ def test_compose_file_validates_and_reserves_a_gpu_for_triton():
     assert any("triton_models_gpu" in str(v) for v in services["triton"]["volumes"])
     env = services["worker"]["environment"]
     assert env["GUARD_TRITON_URL"] == "triton:8001" and env["GUARD_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert env["GUARD_TRITON_PAD_TO_MULTIPLE"] == "16", "the GPU encoder batches only equal shapes"
     assert env["GUARD_WEB_HOST"] == "0.0.0.0", "the healthcheck and scrapes reach the worker's port"
     assert services["worker"]["restart"] == "unless-stopped", "a worker that leaves on a stall comes back"
     assert "/healthz" in " ".join(services["worker"]["healthcheck"]["test"])

@@ -63,6 +63,22 @@ async def test_local_and_triton_agree(triton_server: TritonServer, local: LocalD
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+async def test_padded_requests_score_as_unpadded(triton_server: TritonServer, local: LocalDetector) -> None:
+    """The GPU flavour needs requests padded to shape buckets (GUARD_TRITON_PAD_TO_MULTIPLE); masked
+    padding must not move a score, which the real server checks here on the CPU flavour."""
+    from guard import assemble
+
+    ws = windows_of(TEXTS + ["Short."])
+    expected = await local.score(ws)
+    async with assemble.semantic_detector(triton_server.grpc_url, pad_to_multiple=16) as det:
+        inner = getattr(det, "inner", det)  # under the retry wrapper
+        assert inner.pad_to_multiple == 16
+        ids, mask = inner._pad([ws[-1].input_ids])
+        assert ids.shape[1] % 16 == 0 and mask[0].sum() < ids.shape[1], "really padded"
+        got = await det.score(ws)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
 async def test_dynamic_batching_batches_concurrent_windows(triton_server: TritonServer) -> None:
     ws = windows_of([f"stream {i}: {TEXTS[i % 3]}" for i in range(64)])
     before = _encoder_stats(triton_server.grpc_url)
