@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from guard.detectors.base import Scanner, SemanticDetector
 from guard.detectors.retry import DEFAULT_RETRY, RetryingDetector, RetryPolicy
+from guard.detectors.timed import TimedDetector
 from guard.policy.decide import StaticThresholds, ThresholdView
 from guard.policy.load import PolicyStore
 
@@ -56,6 +57,7 @@ async def semantic_detector(triton_url: str | None, model: str = "harm_classifie
 @asynccontextmanager
 async def pipeline(policy_dir: Path, triton_url: str | None = None, *, model: str = "harm_classifier",
                    timeout_s: float = 2.0, retry: RetryPolicy = DEFAULT_RETRY, pad_to_multiple: int = 1,
+                   observe: Callable[[float, int, str], None] | None = None,
                    thresholds: Callable[[], ThresholdView] = StaticThresholds,
                    gap_timeout_ms: int = 10_000) -> AsyncIterator[tuple["Pipeline", PolicyStore]]:
     from guard.models.tokenizer import WindowTokenizer
@@ -64,6 +66,8 @@ async def pipeline(policy_dir: Path, triton_url: str | None = None, *, model: st
     store = PolicyStore(policy_dir)
     store.current  # validate every policy up front: a bad file fails start-up, loudly
     async with semantic_detector(triton_url, model, timeout_s, retry, pad_to_multiple) as det:
+        if observe is not None:  # e.g. the worker's Metrics.observe_semantic
+            det = TimedDetector(det, observe)
         yield Pipeline(policies=lambda: store.current, scanners=fast_scanners(policy_dir),
                        semantic=det, tokenizer=WindowTokenizer.from_file(),
                        thresholds=thresholds, gap_timeout_ms=gap_timeout_ms), store

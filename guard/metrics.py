@@ -27,11 +27,20 @@ class Metrics:
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
         self.batch = Histogram("guard_batch_chunks", "chunks per processed batch", registry=r,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.semantic = Histogram("guard_semantic_call_seconds", "one semantic detector call (Triton, retries "
+                                  "included), by outcome: ok or the error code", ["outcome"], registry=r,
+                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.semantic_windows = Histogram("guard_semantic_call_windows", "windows per semantic call", registry=r,
+                                          buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.lag = Gauge("guard_chunk_partition_lag", "records of an assigned chunk partition not handled yet",
                          ["partition"], registry=r)
         self.lag_waiting = Gauge("guard_chunk_partition_waiting_seconds",
                                  "how long an assigned chunk partition's backlog has not moved", ["partition"],
                                  registry=r)
+
+    def observe_semantic(self, seconds: float, windows: int, outcome: str) -> None:
+        self.semantic.labels(outcome).observe(seconds)
+        self.semantic_windows.observe(windows)
 
 
 @dataclass

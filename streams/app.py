@@ -38,6 +38,7 @@ class Resources:
     live thresholds (a follower of ``guard.thresholds``; every decision reads one snapshot of it)."""
 
     settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
     pipeline: Pipeline | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     follower: ThresholdFollower | None = None
@@ -57,7 +58,7 @@ class Resources:
         self.pipeline, self.policies = await self._stack.enter_async_context(
             assemble.pipeline(s.policy_dir, s.triton_url, model=s.triton_model,
                               timeout_s=s.triton_timeout_s, retry=assemble.retry_policy(s),
-                              pad_to_multiple=s.triton_pad_to_multiple,
+                              pad_to_multiple=s.triton_pad_to_multiple, observe=self.metrics.observe_semantic,
                               gap_timeout_ms=s.gap_timeout_ms,
                               thresholds=lambda: self.thresholds))
         self.follower.set_defaults(policy_defaults(self.policies.current))
@@ -94,8 +95,8 @@ def create_app(s: Settings) -> Worker:
     topics = declare(app, s)
     table = app.Table("stream_state", partitions=s.partitions, key_type=bytes, value_type=bytes,
                       use_partitioner=True, help="per-stream state (guard.state.StreamState as JSON)")
-    resources = Resources(s)
     metrics = Metrics()
+    resources = Resources(s, metrics)
     progress = Progress()
     watch = StallWatch(app.consumer, s.topic_chunks, progress, timeout_s=s.stall_timeout_s,
                        interval_s=min(5.0, s.stall_timeout_s / 4) or 5.0,

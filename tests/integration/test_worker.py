@@ -185,3 +185,4 @@ async def test_worker_serves_metrics_and_partition_health(kafka_broker, guard_wo
     assert re.search(r'^guard_decisions_total\{action="block",policy="default"\} [1-9]', text, re.M)
     assert all(f'guard_chunk_partition_lag{{partition="{p}"}} 0.0' in text for p in range(4))
     assert "guard_added_latency_seconds_bucket" in text
+    assert re.search(r'^guard_semantic_call_seconds_count\{outcome="ok"\} [1-9]', text, re.M), "Triton calls timed"
