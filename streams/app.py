@@ -130,7 +130,8 @@ def create_app(s: Settings) -> Worker:
     async def log_rebalanced(sender: faust.App, **_: object) -> None:
         log.info("rebalance_complete")
 
-    guard_agent.register(app, topics, table, resources.get, metrics, s.batch_max, s.batch_within_s, progress)
+    guard_agent.register(app, topics, table, resources.get, metrics, s.batch_max, s.batch_within_s, progress,
+                         s.partitions)
 
     # Lag per assigned partition for /healthz and /metrics, and the way out of a stalled one.
     @app.timer(interval=watch.interval_s)

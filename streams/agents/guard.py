@@ -25,6 +25,7 @@ from typing import Any
 
 import faust
 import structlog
+from aiokafka.partitioner import murmur2
 from structlog.contextvars import bound_contextvars
 
 from guard.errors import GuardError, SchemaError, StreamExpired
@@ -47,6 +48,27 @@ class ChunkHandler:
     table: MutableMapping[bytes, bytes]
     pipeline: Callable[[], Awaitable[Pipeline]]
     metrics: Metrics
+    #: the table's changelog partitions (``GUARD_PARTITIONS``); 0 skips the partitioner check
+    partitions: int = 0
+    _misrouted: int = 0
+
+    def check_partition(self, key: bytes, partition: int) -> None:
+        """Warn when a chunk sits on another partition than murmur2 (Kafka's default partitioner)
+        would put its key. The table writes the stream's state to the changelog partition murmur2
+        picks, and a worker restores only the changelog partitions of the chunk partitions it holds:
+        under another partitioner (librdkafka's default CRC32) a stream's state is restored on the
+        wrong worker after a rebalance, and its stream looks new. Decisions until then are right, so
+        the chunk is decided, counted and logged (at the first and then every 10,000th), not refused."""
+        expected = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+        if expected == partition:
+            return
+        self.metrics.misrouted.inc()
+        if self._misrouted % 10_000 == 0:
+            log.warning("chunk_partition_mismatch", partition=partition, murmur2_partition=expected,
+                        seen=self._misrouted + 1,
+                        fix="producers must key chunks by stream_id with Kafka's default murmur2 "
+                            "partitioner (librdkafka: partitioner=murmur2_random)")
+        self._misrouted += 1
 
     async def dead(self, event: faust.EventT, error: Exception) -> None:
         self.metrics.deadletters.labels(deadletter.code_of(error)).inc()
@@ -65,6 +87,8 @@ class ChunkHandler:
                 if key is not None and key != chunk.stream_id.encode():
                     raise SchemaError("record key does not match stream_id (partitioning by stream_id "
                                       "is what keeps a stream on one worker)")
+                if key is not None and self.partitions:
+                    self.check_partition(key, ev.message.partition)
             except GuardError as exc:
                 await self.dead(ev, exc)
                 continue
@@ -100,8 +124,8 @@ class ChunkHandler:
 
 def register(app: faust.App, topics: Topics, table: faust.Table,
              pipeline: Callable[[], Awaitable[Pipeline]], metrics: Metrics,
-             batch_max: int, batch_within_s: float, progress: Progress) -> Any:
-    handle = ChunkHandler(topics, table, pipeline, metrics)
+             batch_max: int, batch_within_s: float, progress: Progress, partitions: int = 0) -> Any:
+    handle = ChunkHandler(topics, table, pipeline, metrics, partitions)
 
     @app.agent(topics.chunks, name="guard-chunks", concurrency=1)
     async def moderate(stream: faust.StreamT) -> None:

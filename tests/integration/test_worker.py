@@ -186,3 +186,35 @@ async def test_worker_serves_metrics_and_partition_health(kafka_broker, guard_wo
     assert all(f'guard_chunk_partition_lag{{partition="{p}"}} 0.0' in text for p in range(4))
     assert "guard_added_latency_seconds_bucket" in text
     assert re.search(r'^guard_semantic_call_seconds_count\{outcome="ok"\} [1-9]', text, re.M), "Triton calls timed"
+
+
+async def test_a_chunk_on_the_wrong_partition_is_decided_and_counted(kafka_broker, guard_worker):
+    """A producer that does not partition by murmur2 (librdkafka's default, say): the worker still
+    decides the chunk, and says so on /metrics, since such streams lose their state on a rebalance."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from guard.messages import encode
+
+    sid = f"misrouted-{uuid.uuid4().hex[:6]}"
+    right = DefaultPartitioner()(sid.encode(), [0, 1, 2, 3], [0, 1, 2, 3])
+    base = f"http://127.0.0.1:{guard_worker.env['GUARD_WEB_PORT']}"
+
+    async def misrouted(http: aiohttp.ClientSession) -> float:
+        async with http.get(f"{base}/metrics") as r:
+            m = re.search(r"^guard_chunks_misrouted_total ([0-9.]+)", await r.text(), re.M)
+        return float(m.group(1)) if m else 0.0
+
+    async with aiohttp.ClientSession() as http:
+        before = await misrouted(http)
+        async with Collector(kafka_broker.bootstrap) as col:
+            prod = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+            await prod.start()
+            try:
+                await prod.send_and_wait("llm.chunks", key=sid.encode(), partition=(right + 1) % 4,
+                                         value=encode(Chunk(stream_id=sid, seq=0, text="Hello.", final=True)))
+            finally:
+                await prod.stop()
+            await col.wait_for(lambda c: c.final(sid), timeout=60)
+        assert col.decisions[sid][0].action == "allow"
+        assert await misrouted(http) == before + 1

@@ -212,3 +212,26 @@ async def test_a_stream_that_went_quiet_behind_a_gap_loses_nothing():
     await expire(rig.table, TTL_S, rig.topics, rig.metrics, now_ms=rig.now_ms + EXPIRED_AT)
     expired = [decode(Chunk, base64.b64decode(d.raw_b64)) for d in dead_letters(rig.topics)]
     assert expired == [cs[2], cs[3]]
+
+
+# -- partitioning ----------------------------------------------------------------------------------
+
+
+async def test_a_chunk_off_its_murmur2_partition_is_decided_but_counted_and_logged():
+    from aiokafka.partitioner import DefaultPartitioner
+    from structlog.testing import capture_logs
+
+    rig = Rig()
+    rig.handle.partitions = 4
+    right = DefaultPartitioner()(b"s", [0, 1, 2, 3], [0, 1, 2, 3])
+    ok = [Event(encode(Chunk(stream_id="s", seq=0, text="a ")), Message(b"s", partition=right))]
+    wrong = [Event(encode(Chunk(stream_id="s", seq=i, text="b ")), Message(b"s", partition=(right + 1) % 4,
+                                                                                offset=i)) for i in (1, 2)]
+    with capture_logs() as logs:
+        await rig.handle(ok)
+        assert count(rig.metrics, "guard_chunks_misrouted_total") == 0
+        await rig.handle(wrong)
+    assert [d.seq for d in decisions(rig.topics)] == [0, 1, 2], "still decided"
+    assert count(rig.metrics, "guard_chunks_misrouted_total") == 2
+    (warn,) = [e for e in logs if e["event"] == "chunk_partition_mismatch"]  # the first only
+    assert warn["partition"] == (right + 1) % 4 and warn["murmur2_partition"] == right
