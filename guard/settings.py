@@ -7,8 +7,9 @@ code takes its collaborators as arguments.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -18,6 +19,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GUARD_", extra="ignore", frozen=True)
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how every guard client talks to the brokers")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (SASL_* protocols)")
+    kafka_sasl_username: str | None = Field(None, description="SASL user (SASL_* protocols)")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (SASL_* protocols); never logged")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for the brokers' certificates "
+                                          "(SSL, SASL_SSL; unset: the system's)")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate, for brokers that want one")
+    kafka_ssl_keyfile: Path | None = Field(None, description="the client certificate's key")
     triton_url: str | None = Field(
         None, description="Triton gRPC endpoint (host:port); unset = detectors in-process (ONNX Runtime)")
     triton_model: str = Field("harm_classifier", description="Triton model (ensemble) to call")
@@ -55,3 +66,13 @@ class Settings(BaseSettings):
         "makes the worker exit so others take it (0 = never)")
     log_json: bool = Field(True, description="JSON logs (False: console renderer)")
     log_level: str = Field("INFO", description="log level")
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+                self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(f"GUARD_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                             "GUARD_KAFKA_SASL_USERNAME and GUARD_KAFKA_SASL_PASSWORD")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("GUARD_KAFKA_SSL_CERTFILE and GUARD_KAFKA_SSL_KEYFILE go together")
+        return self

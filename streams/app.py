@@ -20,6 +20,7 @@ from guard.pipeline import Pipeline
 from guard.settings import Settings
 from guard.thresholds import Thresholds
 from streams.agents import guard as guard_agent
+from streams.auth import client_options
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
 from streams.watchdog import Health, Progress, StallWatch, patrol
@@ -52,7 +53,7 @@ class Resources:
     async def start(self) -> None:
         s = self.settings
         self._stack = AsyncExitStack()
-        self.follower = ThresholdFollower(s.kafka_bootstrap, s.topic_thresholds)
+        self.follower = ThresholdFollower(s.kafka_bootstrap, s.topic_thresholds, options=client_options(s))
         self._stack.push_async_callback(self.follower.stop)
         await self.follower.start(catchup_timeout_s=THRESHOLDS_CATCHUP_S)
         self.pipeline, self.policies = await self._stack.enter_async_context(

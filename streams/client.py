@@ -96,8 +96,9 @@ def log_events(path: Path, start: int = 0, event: str | None = None) -> list[dic
 class ChunkProducer:
     """Sends chunks keyed by stream_id (so a stream stays on one partition and one worker)."""
 
-    def __init__(self, bootstrap: str, topic: str = "llm.chunks") -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    def __init__(self, bootstrap: str, topic: str = "llm.chunks", options: Mapping[str, Any] | None = None) -> None:
+        """``options``: further aiokafka options (credentials: ``streams.auth.client_options``)."""
+        self._producer = AIOKafkaProducer(**{"bootstrap_servers": bootstrap, **(options or {})}, linger_ms=0, acks=1)
         self.topic = topic
         self.sent_at: dict[tuple[str, int], float] = {}
 
@@ -123,8 +124,8 @@ class Collector:
     """Reads decisions (and dead letters) from the start of the topics into memory."""
 
     def __init__(self, bootstrap: str, decisions: str = "guard.decisions",
-                 deadletter: str = "guard.deadletter") -> None:
-        self._consumer = AIOKafkaConsumer(decisions, deadletter, bootstrap_servers=bootstrap,
+                 deadletter: str = "guard.deadletter", options: Mapping[str, Any] | None = None) -> None:
+        self._consumer = AIOKafkaConsumer(decisions, deadletter, **{"bootstrap_servers": bootstrap, **(options or {})},
                                           auto_offset_reset="earliest", enable_auto_commit=False,
                                           group_id=None, fetch_max_wait_ms=50)
         self._topics = (decisions, deadletter)

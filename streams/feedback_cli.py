@@ -167,10 +167,12 @@ def make_pin(policies: PolicySet, thresholds: Thresholds, policy: str, category:
 # -- commands ----------------------------------------------------------------------------------------
 
 
-async def _send(bootstrap: str, topic: str, key: str, value: bytes) -> None:
+async def _send(s: Settings, topic: str, key: str, value: bytes) -> None:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    from streams.auth import client_options
+
+    producer = AIOKafkaProducer(**client_options(s), acks="all", linger_ms=0)
     await producer.start()
     try:
         await producer.send_and_wait(topic, key=key.encode(), value=value)
@@ -178,13 +180,16 @@ async def _send(bootstrap: str, topic: str, key: str, value: bytes) -> None:
         await producer.stop()
 
 
-async def _ensure_topic(bootstrap: str, topic: str) -> None:
+async def _ensure_topic(s: Settings, topic: str) -> None:
     """Create the thresholds topic compacted before the first read (a broker that auto-creates
     topics would make it on that read, uncompacted); an existing topic is left as it is."""
     from guard.devenv.kafka import TopicSpec, create_topics
 
     try:
-        await create_topics(bootstrap, [TopicSpec(topic, 1, {"cleanup.policy": "compact"})])
+        from streams.auth import client_options
+
+        await create_topics(s.kafka_bootstrap, [TopicSpec(topic, 1, {"cleanup.policy": "compact"})],
+                            client=client_options(s))
     except Exception as exc:  # noqa: BLE001 - no admin rights: reading still works
         print(f"guard thresholds: could not create {topic!r}: {exc}", file=sys.stderr)
 
@@ -214,7 +219,7 @@ def feedback_main(argv: list[str] | None = None) -> int:
     except (ValueError, GuardError) as exc:
         print(f"guard feedback: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_send(s.kafka_bootstrap, s.topic_feedback, fb.stream_id, encode(fb)))
+    asyncio.run(_send(s, s.topic_feedback, fb.stream_id, encode(fb)))
     print(encode(fb).decode())
     return 0
 
@@ -237,9 +242,12 @@ def thresholds_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     s = _settings(args.bootstrap)
     policies = PolicyStore(s.policy_dir).current
-    asyncio.run(_ensure_topic(s.kafka_bootstrap, s.topic_thresholds))
+    asyncio.run(_ensure_topic(s, s.topic_thresholds))
     try:
-        thresholds, history = asyncio.run(read_all(s.kafka_bootstrap, s.topic_thresholds, args.timeout))
+        from streams.auth import client_options
+
+        thresholds, history = asyncio.run(read_all(s.kafka_bootstrap, s.topic_thresholds, args.timeout,
+                                                   client_options(s)))
     except TimeoutError as exc:
         print(f"guard thresholds: {exc}", file=sys.stderr)
         return 1
@@ -273,7 +281,7 @@ def thresholds_main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"guard thresholds: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_send(s.kafka_bootstrap, s.topic_thresholds, ThresholdKey.of(change).topic_key,
+    asyncio.run(_send(s, s.topic_thresholds, ThresholdKey.of(change).topic_key,
                       encode(change)))
     print(encode(change).decode())
     return 0

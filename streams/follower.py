@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -52,6 +53,8 @@ class ThresholdFollower:
     topic: str
     current: Thresholds = field(default_factory=Thresholds)
     on_change: Callable[[ThresholdChange, int], None] | None = None
+    #: further aiokafka options: credentials (``streams.auth.client_options``)
+    options: Mapping[str, Any] = field(default_factory=dict)
     poll_ms: int = 200
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
     events: int = 0
@@ -65,7 +68,7 @@ class ThresholdFollower:
         # coordinator) and follows partition changes; with no committed offsets, "earliest" is the
         # start of the log. A short metadata age notices a topic created after we started.
         self._consumer = AIOKafkaConsumer(
-            self.topic, bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            self.topic, **{"bootstrap_servers": self.bootstrap, **self.options}, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=self.poll_ms, metadata_max_age_ms=5000)
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"follow:{self.topic}")
@@ -151,12 +154,12 @@ class ThresholdFollower:
             self.on_change(change, offset)
 
 
-async def read_all(bootstrap: str, topic: str, timeout_s: float = 10.0
+async def read_all(bootstrap: str, topic: str, timeout_s: float = 10.0, options: Mapping[str, Any] | None = None
                    ) -> tuple[Thresholds, list[tuple[int, ThresholdChange]]]:
     """Every event on the topic now, in offset order, and the snapshot they make (for the CLI)."""
     history: list[tuple[int, ThresholdChange]] = []
-    follower = ThresholdFollower(bootstrap, topic,
-                                 on_change=lambda ch, off: history.append((off, ch)))
+    follower = ThresholdFollower(bootstrap, topic, on_change=lambda ch, off: history.append((off, ch)),
+                                 options=dict(options or {}))
     t0 = time.monotonic()
     try:
         ok = await follower.start(catchup_timeout_s=timeout_s)

@@ -9,6 +9,7 @@ import faust
 import structlog
 
 from guard.settings import Settings
+from streams.auth import faust_credentials
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +32,7 @@ def new_app(s: Settings, app_id: str) -> faust.App:
         store="memory://",
         topic_partitions=s.partitions,
         topic_replication_factor=s.replication_factor,
+        broker_credentials=faust_credentials(s),
         key_serializer="raw",
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",

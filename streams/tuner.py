@@ -59,6 +59,7 @@ from guard.thresholds import ThresholdKey, TuningSpec
 from guard.tuning import BINS, Counts, DecisionRecord, Evidence, TunerState, expire, observe, tune
 from guard.types import CATEGORIES
 from streams import deadletter
+from streams.auth import client_options
 from streams.feedback_cli import validate_feedback
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
@@ -361,7 +362,7 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     seen = app.Table("seen", help="verdict identities already counted → decision time", **table)
     evidence = app.Table("evidence", help="labelled score bins per tenant/policy/category", **table)
 
-    follower = ThresholdFollower(s.kafka_bootstrap, s.topic_thresholds)
+    follower = ThresholdFollower(s.kafka_bootstrap, s.topic_thresholds, options=client_options(s))
     brain = Brain(s, ts, follower, PolicyStore(s.policy_dir))
     metrics = brain.metrics
     # Both inputs are watched like a worker's chunks (streams.watchdog): a stalled decisions

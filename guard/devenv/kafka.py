@@ -232,8 +232,10 @@ class TopicSpec(NamedTuple):
     replication_factor: int = 1
 
 
-async def create_topics(bootstrap: str, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0) -> list[str]:
-    """Create topics, skipping those that exist; returns the names actually created.
+async def create_topics(bootstrap: str, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0,
+                        client: Mapping[str, Any] | None = None) -> list[str]:
+    """Create topics, skipping those that exist; returns the names actually created. ``client``:
+    further aiokafka options (credentials: ``streams.auth.client_options``).
 
     Idempotent on purpose so every start-up (services, tests, demo) can call it blindly. An existing
     topic is left as is, even if its settings differ.
@@ -245,7 +247,7 @@ async def create_topics(bootstrap: str, specs: Iterable[TopicSpec], *, timeout_s
     if not specs:
         return []
     timeout_ms = int(timeout_s * 1000)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    admin = AIOKafkaAdminClient(**{"bootstrap_servers": bootstrap, **(client or {})}, request_timeout_ms=timeout_ms)
     try:
         await admin.start()
         response = await admin.create_topics(
@@ -326,7 +328,10 @@ class KafkaBroker:
         extra_config: Mapping[str, str] | None = None,
         java: str | None = None,
         fetch: bool = True,
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
+        """``sasl_users`` (user → password): also serve a SASL_PLAINTEXT listener (mechanism PLAIN)
+        for them, at ``sasl_bootstrap``, so clients' credentials can be tested on a real broker."""
         self._version = version
         self._home = home
         self._num_partitions = num_partitions
@@ -337,6 +342,8 @@ class KafkaBroker:
         self._extra_config = dict(extra_config or {})
         self._java = java
         self._fetch = fetch
+        self._sasl_users = dict(sasl_users or {})
+        self._sasl_bootstrap: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
         self._bootstrap: str | None = None
@@ -350,6 +357,12 @@ class KafkaBroker:
         if self._bootstrap is None:
             raise RuntimeError("KafkaBroker is not started")
         return self._bootstrap
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        if self._sasl_bootstrap is None:
+            raise RuntimeError("KafkaBroker is not started with sasl_users")
+        return self._sasl_bootstrap
 
     @property
     def log_path(self) -> Path | None:
@@ -374,7 +387,8 @@ class KafkaBroker:
             raise ConfigError("Java 17+ is needed to run the local Kafka broker (no `java` on PATH)")
         return found
 
-    def _server_properties(self, data_dir: Path, broker_port: int, controller_port: int) -> dict[str, str]:
+    def _server_properties(self, data_dir: Path, broker_port: int, controller_port: int,
+                           sasl_port: int | None = None) -> dict[str, str]:
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -400,6 +414,15 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "log.flush.interval.messages": "10000000",
         }
+        if sasl_port is not None:
+            sasl = f"SASL_PLAINTEXT://{self._host}:{sasl_port}"
+            users = " ".join(f'user_{u}="{p}"' for u, p in self._sasl_users.items())
+            props["listeners"] += f",{sasl}"
+            props["advertised.listeners"] += f",{sasl}"
+            props["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            props["sasl.enabled.mechanisms"] = "PLAIN"
+            props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};")
         props.update(self._extra_config)
         return props
 
@@ -421,8 +444,9 @@ class KafkaBroker:
         log_path = self._resolved_log_path()
         assert log_path is not None
         try:
-            broker_port, controller_port = free_ports(2, self._host)
-            props = self._server_properties(self._workdir / "data", broker_port, controller_port)
+            broker_port, controller_port, *sasl = free_ports(3 if self._sasl_users else 2, self._host)
+            props = self._server_properties(self._workdir / "data", broker_port, controller_port,
+                                            sasl[0] if sasl else None)
             props_path = self._workdir / "server.properties"
             props_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()), encoding="utf-8")
             log4j = self._workdir / "log4j2.properties"
@@ -448,6 +472,7 @@ class KafkaBroker:
             self.stop()
             raise
         self._bootstrap = bootstrap
+        self._sasl_bootstrap = f"{self._host}:{sasl[0]}" if sasl else None
         self.startup_s = time.monotonic() - launched
         log.info(
             "kafka_started",
