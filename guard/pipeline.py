@@ -376,7 +376,7 @@ class Pipeline:
             state.pending, state.openers = {}, {}
             return
         keep = min(state.released - self._context_chars,
-                   state.sem_cursor - windowing.max_window_chars(spec.window.tokens) - 1)
+                   windowing.retain_from(state.sem_cursor, spec.window.tokens))
         keep = max(state.base, keep)
         if keep > state.base:
             state.text = state.text[keep - state.base :]

@@ -150,3 +150,45 @@ def test_private_key_body_is_never_shown_whatever_the_hold_back(keyed, hold_back
     middle = shown[len(prefix):len(shown) - len(suffix)]
     begin = block.split("\n", 1)[0]
     assert middle == "[PRIVATE_KEY]" or (middle and begin.startswith(middle)), middle
+
+
+# -- text without spaces: judged before it is released ---------------------------------------------
+
+# (no URL: the tokenizer skips a URL with whatever is glued to it, harm included — a limit of
+# reading URLs as platform artefacts, not of where windows fall)
+RUNS = ["人工智能是计算机科学的一个分支", "，", "。", "日本語のテキストはスペースがありません",
+        "ภาษาไทยไม่มีช่องว่าง", "aGVsbG8gd29ybGQgdGhpcyBp", "🦊"]
+
+
+@pytest.mark.parametrize("policy", ["default", "strict"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(parts=st.lists(st.one_of(st.sampled_from(RUNS), st.just("仇恨")), min_size=1, max_size=80),
+       spaces=st.booleans(), size=st.sampled_from([0, 1, 4, 8, 50]),
+       cuts=st.lists(st.integers(0, 1500), max_size=60))
+def test_text_without_spaces_is_judged_before_it_is_released(policy, parts, spaces, size, cuts):
+    # "仇恨" ("hatred") stands for harm the semantic layer would catch; before long runs were cut
+    # into words the hold-back bound pushed such text out before any window had scored it
+    text = (" " if spaces else "").join(parts)
+    ps = PolicySet.load(POLICIES)
+
+    def pipeline() -> Pipeline:
+        return Pipeline(policies=lambda: ps, scanners=scanners,
+                        semantic=FakeDetector({"hate": ["hateword", "仇恨"]}), tokenizer=tokenizer)
+
+    async def stream(pieces: list[str]) -> tuple[str, str]:
+        p, state, out, last = pipeline(), None, [], "allow"
+        for i, t in enumerate(pieces):
+            c = Chunk(stream_id="s", seq=i, text=t, final=i == len(pieces) - 1, policy=policy)
+            (o,) = await p.process([(state, c)])
+            state = o.state
+            out += [d.text for d in o.decisions]
+            last = o.decisions[-1].action
+            if not (state.final or state.blocked):
+                assert state.released <= state.sem_cursor, "released before the semantic layer judged it"
+        return "".join(out), last
+
+    whole, whole_action = asyncio.run(stream([text]))
+    streamed, action = asyncio.run(stream(chunked(text, size, cuts)))
+    assert streamed == whole and action == whole_action
+    assert "仇恨" not in streamed
+    assert (action == "block") == ("仇恨" in text)
