@@ -24,7 +24,7 @@ from guard.policy.decide import ScoredWindow, StaticThresholds, ThresholdView, d
 from guard.policy.load import PolicySet
 from guard.policy.schema import PolicySpec
 from guard.release import cut, settle_frontier
-from guard.state import StreamState
+from guard.state import Opener, StreamState
 from guard.types import CATEGORIES, Finding, Window
 
 log = structlog.get_logger(__name__)
@@ -324,21 +324,41 @@ class Pipeline:
         return decision
 
     def _scan(self, state: StreamState, spec: PolicySpec) -> tuple[list[Finding], int]:
+        """Settled findings of the fast layers, and how far they vouch for the text.
+
+        Each scanner sees the unreleased text plus its left context. An entity a scanner reports
+        as opened (a private key block) can outgrow both; its opener is kept in the state and put
+        back in front of the context once it has left it, so the scanner still reads the entity as
+        open, and until it closes the entity counts as a finding up to the end of the text: a
+        forced release masks it (``ScanResult.opened``).
+        """
         layers = _layers(spec)
         start = max(state.base, state.released - self._context_chars)
         text = state.slice(start, state.end)
         findings: list[Finding] = []
         frontier = state.end
+        openers = dict(state.openers)
         for name, scanner in self.scanners.items():
             if name not in layers:
                 continue
-            res = scanner.scan(text, state.final)
-            stable = start + res.stable_until
+            opener = openers.get(name)
+            head = opener if opener is not None and opener.start < start else None
+            view = (head.text if head else "") + text
+            at = _placer(head, start)
+            res = scanner.scan(view, state.final)
+            stable = at(res.stable_until)
             frontier = min(frontier, stable)
             for f in res.findings:
-                g = f.shifted(start)
+                g = Finding(at(f.start), at(f.end - 1) + 1, f.category, f.label, f.score, f.detector)
                 if g.start < stable and g.end > state.released:
                     findings.append(g)
+            if res.opened is None:
+                openers.pop(name, None)
+                continue
+            o = res.opened
+            openers[name] = Opener(start=at(o.start), text=view[o.start:o.end])
+            findings.append(Finding(at(o.start), state.end, o.category, o.label, o.score, o.detector))
+        state.openers = openers
         return findings, frontier
 
     def _decision(self, state: StreamState, chunk: Chunk, spec: PolicySpec, action: str, text: str,
@@ -373,14 +393,23 @@ class Pipeline:
         """Forget text no layer can need again: O(chunk + context) memory per stream."""
         if state.blocked or state.final:
             state.base, state.text = state.end, ""
-            state.pending = {}
+            state.pending, state.openers = {}, {}
             return
         keep = min(state.released - self._context_chars,
-                   state.sem_cursor - windowing.max_window_chars(spec.window.tokens) - 1)
+                   windowing.retain_from(state.sem_cursor, spec.window.tokens))
         keep = max(state.base, keep)
         if keep > state.base:
             state.text = state.text[keep - state.base :]
             state.base = keep
+
+
+def _placer(head: Opener | None, start: int) -> Callable[[int], int]:
+    """Where offset ``i`` of a scanned view lies in the stream: the view is the text from
+    ``start``, after ``head`` (an opener put back in front of it) if there is one."""
+    if head is None:
+        return lambda i: start + i
+    n = len(head.text)
+    return lambda i: head.start + i if i < n else start + i - n
 
 
 def chunk_text(text: str, size: int, stream_id: str = "s", prompt: str | None = None,

@@ -12,6 +12,13 @@ import msgspec
 from guard.messages import Chunk, Evidence
 
 
+class Opener(msgspec.Struct, frozen=True):
+    """The text that opened an entity still open at ``start`` (a private key's BEGIN line)."""
+
+    start: int
+    text: str
+
+
 class StreamState(msgspec.Struct, kw_only=True):
     stream_id: str
     policy: str
@@ -40,6 +47,10 @@ class StreamState(msgspec.Struct, kw_only=True):
     block_principle: str | None = None
     blocked: bool = False
     final: bool = False
+    #: per scanner, the opener of an entity still open (see ``ScanResult.opened``): kept because
+    #: the entity can outlast the retained text, and shown to the scanner again once it has
+    #: left the scan context, so the entity stays open (and masked) until it ends
+    openers: dict[str, Opener] = {}
     #: chunks that arrived ahead of a gap, by seq
     pending: dict[int, Chunk] = {}
     gap_since_ms: int | None = None

@@ -51,10 +51,17 @@ class ScanResult:
     ``stable_until`` is the release frontier this scanner vouches for: every finding that starts
     before it is final and reported, and text appended later can only create findings that start at
     or after it. With ``final=True`` the scanner must return ``stable_until == len(text)``.
+
+    ``opened`` is an entity that has begun but not ended, and may outgrow any bounded hold-back (a
+    private key block before its END line): it runs from ``opened.start`` to at least the end of the
+    text, and ``opened`` spans the text that opened it. That text followed by any later part of the
+    entity must scan as the entity still open, so a caller that forgets the start can show the
+    scanner the opener again instead (see ``Pipeline._scan``). None when final.
     """
 
     findings: tuple[Finding, ...]
     stable_until: int
+    opened: Finding | None = None
 
 
 @dataclass(frozen=True, slots=True)

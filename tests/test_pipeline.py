@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from guard.detectors.pii import PiiScanner
 from guard.detectors.retry import RetryingDetector, RetryPolicy
 from guard.errors import DetectorUnavailable, PolicyError, StreamError
 from guard.messages import Chunk, Decision
@@ -232,3 +233,49 @@ async def test_a_policy_removed_mid_stream_fails_only_that_streams_chunks():
 
     (later,) = await p.process([(ra.state, a[3])])  # every further chunk: the same clear error
     assert isinstance(later.error, PolicyError) and later.state == a_before
+
+
+KEY_LINES = [("MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun"[i:] +
+              "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK"[:i]) for i in range(25)]
+PEM = ("-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(KEY_LINES) + "\n-----END RSA PRIVATE KEY-----")
+
+
+def pii_pipeline(hold_back: int = 256) -> Pipeline:
+    ps = policy(max_hold_back_chars=hold_back, principles=[
+        {"id": "privacy", "text": "no keys", "detectors": ["pii"], "entities": ["PRIVATE_KEY"],
+         "action": "redact"}])
+    return Pipeline(policies=lambda: ps, scanners={"pii": PiiScanner()})
+
+
+@pytest.mark.parametrize("size", [4, 8, 50, 200])
+async def test_private_key_longer_than_the_hold_back_is_masked_as_it_is_forced_out(size):
+    # the audit's probe: a 25-line key through a 256-character hold-back leaked 192-256 characters
+    # of key body, and differently for each chunk size
+    text = f"Here is the key:\n{PEM}\nKeep it safe."
+    p, state, ds, trimmed = pii_pipeline(), None, [], False
+    for c in chunk_text(text, size):
+        (out,) = await p.process([(state, c)])
+        state = out.state
+        ds += out.decisions
+        opener = state.openers.get("pii")
+        trimmed |= opener is not None and opener.start < state.base  # BEGIN no longer retained
+    assert released(ds) == "Here is the key:\n[PRIVATE_KEY]\nKeep it safe."
+    assert trimmed, "the block should outlive the retained text"
+    assert max(d.held_chars for d in ds) <= 256
+
+
+async def test_unterminated_private_key_is_masked_to_the_end():
+    text = f"Key:\n{PEM[:-40]}"
+    ds = await run(pii_pipeline(), chunk_text(text, 7))
+    assert released(ds) == "Key:\n[PRIVATE_KEY]"
+
+
+async def test_private_key_body_is_never_shown_even_without_hold_back():
+    # with no hold-back the BEGIN line's first characters may go out before it is complete, but
+    # nothing after it
+    text = f"Key:\n{PEM}\nDone."
+    ds = await run(pii_pipeline(hold_back=0), chunk_text(text, 5))
+    shown = released(ds)
+    assert shown.startswith("Key:\n") and shown.endswith("\nDone.")
+    middle = shown[len("Key:\n"):-len("\nDone.")]
+    assert middle == "[PRIVATE_KEY]" or "-----BEGIN RSA PRIVATE KEY-----".startswith(middle), middle

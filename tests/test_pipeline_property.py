@@ -81,3 +81,114 @@ def test_released_text_does_not_depend_on_cuts(policy, parts, seps, cuts, one_ch
         if any(e in p for p in parts):
             assert e not in streamed
     assert "@" not in streamed
+
+
+# -- private keys: the one entity with no length bound ---------------------------------------------
+
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+@st.composite
+def keyed_texts(draw: st.DrawFn) -> tuple[str, str, str, bool]:
+    """(prefix, key block, suffix, terminated): a PEM-like block of any length between prose."""
+    kind = draw(st.sampled_from(["RSA ", "EC ", "", "OPENSSH ", "ENCRYPTED "]))
+    width = draw(st.sampled_from([64, 70, 76]))
+    rng = draw(st.randoms(use_true_random=False))
+    body = "".join(rng.choice(B64) for _ in range(draw(st.integers(1, 3000))))
+    lines = [body[i:i + width] for i in range(0, len(body), width)]
+    terminated = draw(st.booleans())
+    block = f"-----BEGIN {kind}PRIVATE KEY-----\n" + "\n".join(lines)
+    if terminated:
+        block += f"\n-----END {kind}PRIVATE KEY-----"
+    prefix = draw(st.sampled_from(["", "Here is the key you asked for:\n", "Key: "]))
+    suffix = draw(st.sampled_from(["\nKeep it safe.", " and that is all.", "\n"])) if terminated else ""
+    return prefix, block, suffix, terminated
+
+
+def chunked(text: str, size: int, cuts: list[int]) -> list[str]:
+    return cut(text, cuts) if size == 0 else [text[i:i + size] for i in range(0, len(text), size)]
+
+
+@pytest.mark.parametrize("policy", ["pii-only", "default"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(keyed=keyed_texts(), size=st.sampled_from([0, 1, 4, 8, 50, 200]),
+       cuts=st.lists(st.integers(0, 3300), max_size=60))
+def test_private_key_of_any_length_is_masked_however_it_is_cut(policy, keyed, size, cuts):
+    prefix, block, suffix, _ = keyed
+    text = prefix + block + suffix
+    whole, _ = asyncio.run(released(policy, [text]))
+    assert whole == prefix + "[PRIVATE_KEY]" + suffix
+    streamed, _ = asyncio.run(released(policy, chunked(text, size, cuts)))
+    assert streamed == whole
+
+
+def with_hold_back(policy: str, chars: int) -> PolicySet:
+    ps = PolicySet.load(POLICIES)
+    spec = ps.select(policy).model_copy(update={"max_hold_back_chars": chars})
+    return PolicySet({policy: spec})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(keyed=keyed_texts(), hold_back=st.sampled_from([0, 1, 16, 64, 100]),
+       size=st.sampled_from([0, 1, 3, 8, 50]), cuts=st.lists(st.integers(0, 3300), max_size=60))
+def test_private_key_body_is_never_shown_whatever_the_hold_back(keyed, hold_back, size, cuts):
+    # A hold-back shorter than the BEGIN line may show the line's first characters before it is
+    # complete (and then no placeholder follows); never a character after it.
+    prefix, block, suffix, _ = keyed
+    text = prefix + block + suffix
+    ps = with_hold_back("pii-only", hold_back)
+    p = Pipeline(policies=lambda: ps, scanners=scanners)
+    state, out = None, []
+    pieces = chunked(text, size, cuts)
+    for i, t in enumerate(pieces):
+        c = Chunk(stream_id="s", seq=i, text=t, final=i == len(pieces) - 1, policy="pii-only")
+        (o,) = asyncio.run(p.process([(state, c)]))
+        state = o.state
+        out += [d.text for d in o.decisions]
+    shown = "".join(out)
+    assert shown.startswith(prefix) and shown.endswith(suffix)
+    middle = shown[len(prefix):len(shown) - len(suffix)]
+    begin = block.split("\n", 1)[0]
+    assert middle == "[PRIVATE_KEY]" or (middle and begin.startswith(middle)), middle
+
+
+# -- text without spaces: judged before it is released ---------------------------------------------
+
+# (no URL: the tokenizer skips a URL with whatever is glued to it, harm included — a limit of
+# reading URLs as platform artefacts, not of where windows fall)
+RUNS = ["人工智能是计算机科学的一个分支", "，", "。", "日本語のテキストはスペースがありません",
+        "ภาษาไทยไม่มีช่องว่าง", "aGVsbG8gd29ybGQgdGhpcyBp", "🦊"]
+
+
+@pytest.mark.parametrize("policy", ["default", "strict"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(parts=st.lists(st.one_of(st.sampled_from(RUNS), st.just("仇恨")), min_size=1, max_size=80),
+       spaces=st.booleans(), size=st.sampled_from([0, 1, 4, 8, 50]),
+       cuts=st.lists(st.integers(0, 1500), max_size=60))
+def test_text_without_spaces_is_judged_before_it_is_released(policy, parts, spaces, size, cuts):
+    # "仇恨" ("hatred") stands for harm the semantic layer would catch; before long runs were cut
+    # into words the hold-back bound pushed such text out before any window had scored it
+    text = (" " if spaces else "").join(parts)
+    ps = PolicySet.load(POLICIES)
+
+    def pipeline() -> Pipeline:
+        return Pipeline(policies=lambda: ps, scanners=scanners,
+                        semantic=FakeDetector({"hate": ["hateword", "仇恨"]}), tokenizer=tokenizer)
+
+    async def stream(pieces: list[str]) -> tuple[str, str]:
+        p, state, out, last = pipeline(), None, [], "allow"
+        for i, t in enumerate(pieces):
+            c = Chunk(stream_id="s", seq=i, text=t, final=i == len(pieces) - 1, policy=policy)
+            (o,) = await p.process([(state, c)])
+            state = o.state
+            out += [d.text for d in o.decisions]
+            last = o.decisions[-1].action
+            if not (state.final or state.blocked):
+                assert state.released <= state.sem_cursor, "released before the semantic layer judged it"
+        return "".join(out), last
+
+    whole, whole_action = asyncio.run(stream([text]))
+    streamed, action = asyncio.run(stream(chunked(text, size, cuts)))
+    assert streamed == whole and action == whole_action
+    assert "仇恨" not in streamed
+    assert (action == "block") == ("仇恨" in text)

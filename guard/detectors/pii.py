@@ -40,6 +40,12 @@ followed by a character that cannot continue it, and ``stable_until`` is the sta
 run that still touches the end of the text (in ordinary prose: the last, unfinished word), of an
 unterminated private key block, or of a settled finding that reaches into held text (a longer
 overlapping candidate could still claim it). Only settled findings are reported.
+
+A private key block is the one entity with no length bound, so it alone can outgrow the pipeline's
+hold-back and scan context. While it is open the scan reports its BEGIN line as ``opened``: the
+pipeline masks the block as it forces text out and, once the BEGIN line has left the context, scans
+that line again in front of the rest, so the block stays open until its END line. A closed block is
+reported at once, whole, even while text after its END is still held.
 """
 
 from __future__ import annotations
@@ -355,10 +361,16 @@ class PiiScanner:
         stable = limit
         if not final:
             # A settled candidate reaching into held text could still lose to a longer one there.
+            # A closed private key cannot (nothing outranks it and its END line is complete), nor
+            # can what overlaps one: a key is reported whole as soon as it closes, which a caller
+            # that force-released part of it relies on to mask the rest.
+            keys = [c for c in candidates if c.label == "PRIVATE_KEY"]
+            may_grow = [c for c in candidates
+                        if not any(c.start < k.end and k.start < c.end for k in keys)]
             moved = True
             while moved:
                 moved = False
-                for c in candidates:
+                for c in may_grow:
                     if c.start < stable < c.end:
                         stable = c.start
                         moved = True
@@ -367,7 +379,19 @@ class PiiScanner:
             for c in _resolve(candidates)
             if c.start < stable and c.label in self.entities
         )
-        return ScanResult(findings, stable)
+        return ScanResult(findings, stable, None if final else self._opened(text))
+
+    def _opened(self, text: str) -> Finding | None:
+        """The BEGIN line of a private key block that has no END yet: the block grows with the
+        stream, past any hold-back, and a scan of that line followed by later text of the block
+        sees the block open again."""
+        if "PRIVATE_KEY" not in self.entities:
+            return None
+        begin = _open_private_key(text)
+        if begin is None:
+            return None
+        return Finding(begin.start(), begin.end(), PII, "PRIVATE_KEY", SCORES["PRIVATE_KEY"],
+                       self.name)
 
     # -- hold-back -------------------------------------------------------------------------
 
@@ -409,9 +433,9 @@ class PiiScanner:
         begin = _BEGIN_TAIL_RE.search(text, max(0, n - 100))
         if begin:
             starts.append(begin.start())
-        open_key = self._open_private_key(text)
+        open_key = _open_private_key(text)
         if open_key is not None:
-            starts.append(open_key)
+            starts.append(open_key.start())
         return min(starts)
 
     @staticmethod
@@ -426,18 +450,6 @@ class PiiScanner:
         if all(c in "0123456789abcdefABCDEF:." for c in address):
             return start
         return None
-
-    @staticmethod
-    def _open_private_key(text: str) -> int | None:
-        pos = 0
-        while True:
-            begin = PRIVATE_KEY_BEGIN_RE.search(text, pos)
-            if begin is None:
-                return None
-            end = PRIVATE_KEY_END_RE.search(text, begin.end())
-            if end is None:
-                return begin.start()
-            pos = end.end()
 
     # -- recognisers -----------------------------------------------------------------------
 
@@ -676,6 +688,19 @@ def _token_label(token: str, cue: bool) -> str | None:
     if len(body) >= MIN_SECRET and looks_random(body):
         return "SECRET"
     return None
+
+
+def _open_private_key(text: str) -> re.Match[str] | None:
+    """The BEGIN line of the block that ``text`` leaves unterminated, if any."""
+    pos = 0
+    while True:
+        begin = PRIVATE_KEY_BEGIN_RE.search(text, pos)
+        if begin is None:
+            return None
+        end = PRIVATE_KEY_END_RE.search(text, begin.end())
+        if end is None:
+            return begin
+        pos = end.end()
 
 
 def _resolve(candidates: Iterable[_Candidate]) -> list[_Candidate]:

@@ -128,6 +128,39 @@ class TestRecognisers:
         final = scanner.scan(text, True)
         assert [(f.label, f.start, f.end) for f in final.findings] == [("PRIVATE_KEY", 5, len(text))]
 
+    def test_open_private_key_reports_its_begin_line_as_opened(self, scanner: PiiScanner) -> None:
+        begin = "-----BEGIN RSA PRIVATE KEY-----"
+        text = f"Key:\n{begin}\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nand more"
+        opened = scanner.scan(text, False).opened
+        assert opened is not None and (opened.label, text[opened.start:opened.end]) == (
+            "PRIVATE_KEY", begin)
+        assert scanner.scan(text, True).opened is None
+        assert scanner.scan(text + "\n-----END RSA PRIVATE KEY-----\n", False).opened is None
+        assert scanner.scan("no key here -----BEGIN", False).opened is None
+        assert PiiScanner(entities=["EMAIL"]).scan(text, False).opened is None
+
+    def test_opener_in_front_of_later_text_of_the_block_reads_it_open(self, scanner: PiiScanner) -> None:
+        # what the pipeline scans once the BEGIN line has left its context
+        begin = "-----BEGIN PRIVATE KEY-----"
+        middle = "gkqhkiG9w0BAQEFAASC\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"
+        held = scanner.scan(begin + middle, False)
+        assert held.opened is not None and held.opened.start == 0 and held.stable_until == 0
+        assert held.findings == ()
+        end = "\n-----END PRIVATE KEY-----"
+        closed = scanner.scan(begin + middle + end + "\nDone.", False)
+        assert [(f.label, f.start, f.end) for f in closed.findings] == [
+            ("PRIVATE_KEY", 0, len(begin + middle + end))]
+
+    def test_closed_private_key_is_reported_while_text_after_it_is_held(
+            self, scanner: PiiScanner) -> None:
+        # "KEY-----" may still grow into a longer token: the text after the END line is held, but
+        # the block is complete and reported at once
+        text = "Key:\n-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIIGlRHGKhZ7pLT3iK2nDq1sXQ==\n" \
+               "-----END EC PRIVATE KEY-----"
+        result = scanner.scan(text, False)
+        assert [(f.label, f.start, f.end) for f in result.findings] == [("PRIVATE_KEY", 5, len(text))]
+        assert 5 < result.stable_until < len(text) and result.opened is None
+
     def test_ssn_shape_that_fails_validation_is_not_a_phone(self, scanner: PiiScanner) -> None:
         assert found(scanner, "SSN 666-12-3456") == []
 
