@@ -142,12 +142,34 @@ def _words(segment: str, at: list[int]) -> list[tuple[int, int]]:
     return words
 
 
+#: Characters per tokenizer call when counting a segment's tokens. Words are counted piece by piece
+#: because a tokenizer caps one call (4096 tokens in production): one huge chunk counted in a single
+#: call lost every word past the cap, and a final chunk's tail went out without a window. Pieces end
+#: at word boundaries, and a finished word's tokens do not depend on its neighbours, so the counts
+#: are the same; 256 characters stay under the cap even at many tokens per character (emoji names).
+COUNT_PIECE_CHARS = 256
+
+
 def _word_token_counts(tokenizer: Tokenizer, segment: str, at: list[int]) -> list[tuple[int, int]]:
     """(end offset in segment, token count) per word of ``segment`` that has tokens."""
     words = _words(segment, at)
-    if not words:
-        return []
-    offsets = _encode(tokenizer, segment, at)[1]
+    out: list[tuple[int, int]] = []
+    i = 0
+    while i < len(words):
+        start, j = words[i][0], i + 1
+        while j < len(words) and words[j][1] - start <= COUNT_PIECE_CHARS:
+            j += 1
+        stop = words[j - 1][1]
+        piece_at = [c - start for c in at if start < c < stop]
+        spans = [(a - start, b - start) for a, b in words[i:j]]
+        out.extend((start + end, n) for end, n in _piece_counts(tokenizer, segment[start:stop], spans, piece_at))
+        i = j
+    return out
+
+
+def _piece_counts(tokenizer: Tokenizer, piece: str, words: list[tuple[int, int]],
+                  at: list[int]) -> list[tuple[int, int]]:
+    offsets = _encode(tokenizer, piece, at)[1]
     counts = [0] * len(words)
     wi = 0
     for start, end in offsets:

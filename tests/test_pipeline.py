@@ -279,3 +279,17 @@ async def test_private_key_body_is_never_shown_even_without_hold_back():
     assert shown.startswith("Key:\n") and shown.endswith("\nDone.")
     middle = shown[len("Key:\n"):-len("\nDone.")]
     assert middle == "[PRIVATE_KEY]" or "-----BEGIN RSA PRIVATE KEY-----".startswith(middle), middle
+
+
+async def test_a_huge_final_chunk_is_judged_to_its_end():
+    """A 50,000-character chunk with the harmful word last is blocked, not released unjudged
+    (the production tokenizer caps one call at 4096 tokens; windowing counts in pieces)."""
+    from guard.models.tokenizer import WindowTokenizer
+
+    ps = policy()
+    p = Pipeline(policies=lambda: ps, scanners={}, semantic=FakeDetector({"hate": ["hateword"]}),
+                 tokenizer=WindowTokenizer.from_file())
+    text = "All is calm and ordinary here. " * 1600 + "hateword"
+    (out,) = await p.process([(None, Chunk(stream_id="big", seq=0, text=text, final=True))])
+    (d,) = out.decisions
+    assert d.action == "block" and "hateword" not in d.text

@@ -157,3 +157,29 @@ def test_long_url_first_piece_is_skipped_and_the_rest_read():
     assert windowing.cuts(text, 0, 0, len(text)) == [64]  # "https://…-at-home" | ".html"
     _, planned = windowing.plan(text, 0, 0, "s", tok, 64, 16, True)
     assert tok._tok.decode(planned[-1].window.input_ids.tolist()) == "read. html now"
+
+
+def test_a_segment_past_the_tokenizers_cap_is_counted_to_its_end():
+    """One huge final chunk: every word is counted, so windows reach its last word (a 4096-token
+    cap on one tokenizer call used to drop the rest, which then went out with no window)."""
+    tok = WindowTokenizer.from_file(max_tokens=256)  # the production cap, scaled down
+    text = " ".join(f"word{i % 97}" for i in range(3000)) + " hateword"
+    cursor, planned = windowing.plan(text, 0, 0, "s", tok, 16, 4, True)
+    assert cursor == len(text)
+    assert planned[-1].window.end == len(text) and planned[-1].window.text.endswith("hateword")
+    new_starts = [p.new_start for p in planned]
+    assert new_starts == sorted(new_starts) and new_starts[0] == 0
+
+
+def test_counting_in_pieces_changes_no_window():
+    """Pieces end at word boundaries, so a long text windows as it did in one tokenizer call."""
+    tok = WindowTokenizer.from_file(max_tokens=1 << 20)
+    text = ("Plain words, https://example.com/a/very/long/path?with=query&and=more, 🔪 emoji, "
+            + "x" * 90 + " and 漢字" * 40 + " end ") * 12
+    whole = windowing.COUNT_PIECE_CHARS
+    try:
+        windowing.COUNT_PIECE_CHARS = 1 << 20
+        one_call = windowing.plan(text, 0, 0, "s", tok, 64, 16, True)
+    finally:
+        windowing.COUNT_PIECE_CHARS = whole
+    assert windowing.plan(text, 0, 0, "s", tok, 64, 16, True) == one_call
