@@ -68,6 +68,9 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     ``text`` is what may be shown now: the newly released part of the stream, redacted; it is empty
     while text is held and once the stream is blocked. ``released_offset`` is the number of original
     characters of the stream released so far (the watermark); ``held_chars`` what is still held.
+    ``unjudged_chars``: how many of the characters released by this decision no layer of the policy
+    had cleared: let through by a fail-open policy while a detector failed, or forced out by the
+    policy's ``max_hold_back_chars`` before the layers settled them. 0 is the normal case.
     """
 
     v: Literal[1] = 1
@@ -90,6 +93,7 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str = ""
     ts_ms: NonNegInt = 0
     latency_ms: float = 0.0
+    unjudged_chars: NonNegInt = 0
 
 
 class Feedback(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

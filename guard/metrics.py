@@ -18,6 +18,8 @@ class Metrics:
                              registry=r)
         self.deadletters = Counter("guard_deadletters", "records sent to the dead-letter topic", ["code"],
                                    registry=r)
+        self.unjudged = Counter("guard_unjudged_chars", "characters released that no layer had cleared (fail-open "
+                                "detector failures, the hold-back bound)", ["policy"], registry=r)
         self.misrouted = Counter("guard_chunks_misrouted", "chunks on another partition than Kafka's default "
                                  "(murmur2) partitioner would choose for their stream_id", registry=r)
         self.expired = Counter("guard_streams_expired", "stream states forgotten after GUARD_STATE_TTL_S",

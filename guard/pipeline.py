@@ -295,6 +295,10 @@ class Pipeline:
         frontier = min(fast_frontier, state.sem_cursor)
         if state.final:
             frontier = state.end
+        # how far every layer has cleared the text (a failed window clears nothing)
+        judged = min(fast_frontier, failed_from if failed_from is not None else
+                     (state.end if state.final else state.sem_cursor))
+        was_released = state.released
         held_cap = state.end - spec.max_hold_back_chars
         action = "allow"
         if state.block_at is not None:
@@ -318,8 +322,9 @@ class Pipeline:
         if scored:
             state.last_scores = [float(max(w.scores[j] for w in scored)) for j in range(len(CATEGORIES))]
         window_scores = {c: round(v, 4) for c, v in zip(CATEGORIES, state.last_scores, strict=False)}
+        unjudged = max(0, state.released - max(was_released, judged))
         decision = self._decision(state, chunk, spec, action, out.text, work, tview,
-                                  verdict.evidence, window_scores, verdict.principle, findings)
+                                  verdict.evidence, window_scores, verdict.principle, findings, unjudged)
         self._trim(state, spec)
         return decision
 
@@ -363,7 +368,7 @@ class Pipeline:
 
     def _decision(self, state: StreamState, chunk: Chunk, spec: PolicySpec, action: str, text: str,
                   work: _Work, tview: ThresholdView, evidence: Sequence, scores: dict[str, float],
-                  principle: str | None, findings: Sequence[Finding]) -> Decision:
+                  principle: str | None, findings: Sequence[Finding], unjudged: int = 0) -> Decision:
         blocked = action == "block"
         spans = tuple(Span(start=e.start, end=e.end, category=e.category, detector=e.detector,
                            label=e.label, score=e.score) for e in evidence)
@@ -387,6 +392,7 @@ class Pipeline:
             model_version=self.semantic.model_version if self.semantic else "",
             ts_ms=self.wall_ms(),
             latency_ms=round((self.clock() - work.t0) * 1000.0, 3),
+            unjudged_chars=unjudged,
         )
 
     def _trim(self, state: StreamState, spec: PolicySpec) -> None:

@@ -123,6 +123,25 @@ async def test_detector_failure_fails_open_when_policy_says_so():
     text = "Some ordinary words keep coming in this answer today."
     ds = await run(p, chunk_text(text, 6))
     assert released(ds) == text and all(d.action == "allow" for d in ds)
+    assert sum(d.unjudged_chars for d in ds) == len(text), "every character went out unjudged, and says so"
+
+
+async def test_text_the_layers_cleared_is_not_marked_unjudged():
+    text = "The capital of France is Paris. Write to jane.doe@example.com for details."
+    ds = await run(make(), chunk_text(text, 5))
+    assert released(ds).startswith("The capital") and all(d.unjudged_chars == 0 for d in ds)
+
+
+async def test_text_forced_out_by_the_hold_back_bound_is_marked_unjudged():
+    """A stride the text never reaches before the bound: the bound wins, and the decisions say
+    how much of what they released no window had cleared yet."""
+    p = make(max_hold_back_chars=10, window={"tokens": 64, "stride": 60})
+    text = "word " * 30
+    ds = await run(p, chunk_text(text, 5))
+    assert released(ds) == text
+    forced = [d for d in ds if d.unjudged_chars]
+    assert forced and not ds[-1].unjudged_chars, "the final chunk's windows judge the rest"
+    assert sum(d.unjudged_chars for d in ds) <= len(text) - 10
 
 
 async def test_duplicates_dropped_gaps_reordered_late_chunks_rejected():

@@ -112,6 +112,8 @@ class ChunkHandler:
                     await self.topics.decisions.send(key=d.stream_id.encode(), value=encode(d))
                     self.metrics.decisions.labels(d.action, d.policy).inc()
                     self.metrics.latency.observe(d.latency_ms / 1000.0)
+                    if d.unjudged_chars:
+                        self.metrics.unjudged.labels(d.policy).inc(d.unjudged_chars)
                     for e in d.evidence:
                         self.metrics.fired.labels(e.principle, e.category).inc()
                     if d.action != "allow":
