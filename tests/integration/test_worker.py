@@ -68,6 +68,7 @@ def check_stream(ds: list[Decision], n: int) -> str:
     assert [d.seq for d in ds] == list(range(n)), "exactly one decision per chunk, in order"
     assert ds[-1].final
     assert ds[-1].held_chars == 0
+    assert all(d.unjudged_chars == 0 for d in ds), "every released character was cleared by the layers"
     return "".join(d.text for d in ds)
 
 
