@@ -31,14 +31,15 @@ SECRET             a 32–200 character token of [A-Za-z0-9+/_-] that looks rand
                    glpat-, ...)
 IN_AADHAAR         Indian Aadhaar: 12 digits, the first 2–9, Verhoeff check digit; grouped
                    4-4-4 by one consistent space or dash, or bare within ``CUE_WINDOW``
-                   characters after "Aadhaar", "Aadhar", "UIDAI" or "आधार" on the same line (8% of
-                   bare 12-digit numbers pass the check: order, tracking and account numbers)
+                   characters after "Aadhaar", "Aadhar", "UIDAI" or "आधार" in the same sentence
+                   and line (8% of bare 12-digit numbers pass the check: order, tracking and
+                   account numbers)
 CA_SIN             Canadian Social Insurance Number: 9 digits, 3-3-3 (one consistent space or
                    dash) or bare, Luhn, first digit not 0 (unissued; the specimen 046 454 286) or
                    8 (business numbers); only within ``CUE_WINDOW`` characters after "SIN", "NAS",
-                   "social insurance" or "assurance sociale" on the same line: a Luhn digit passes
-                   one number in ten, and 3-3-3 is also how Spanish phone numbers and
-                   space-grouped hundreds of millions are written
+                   "social insurance" or "assurance sociale" in the same sentence and line: a
+                   Luhn digit passes one number in ten, and 3-3-3 is also how Spanish phone
+                   numbers and space-grouped hundreds of millions are written
 ES_DNI             Spanish DNI/NIF: 8 digits (or 12.345.678) and the mod-23 check letter, with or
                    without a dash before it
 ES_NIE             Spanish NIE: X, Y or Z (read as 0, 1, 2), 7 digits and the mod-23 check
@@ -321,6 +322,9 @@ _ID_CUE_RE: Final = re.compile(
     r"(?P<IN_AADHAAR>(?i:aadhaa?r|uidai)|आधार)"
     r"|(?P<CA_SIN>\b(?:SIN|NAS)\b|(?i:social insurance|assurance sociale))"
 )
+# A cue vouches for numbers in its own sentence: "... the UIDAI records. Order 823635032980" is
+# an order number.
+_SENTENCE_END_RE: Final = re.compile(r"[.!?]\s+[A-Z]")
 _ES_LETTERS: Final = "TRWAGMYFPDXBNJZSQVHLCKE"
 _VERHOEFF_D: Final = (
     (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5), (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
@@ -416,7 +420,8 @@ def _run_ids(core: str, base: int) -> Iterator[tuple[int, int, str]]:
 
 def _cued_ids(text: str, limit: int) -> Iterator[_Candidate]:
     """Bare Aadhaar numbers and SINs: a digit run starting at most ``CUE_WINDOW`` characters after
-    a cue word for its label, on the same line, and read with the same edges as any digit run."""
+    a cue word for its label, on the same line and in the same sentence, and read with the same
+    edges as any digit run."""
     n = len(text)
     for cue in _ID_CUE_RE.finditer(text):
         if cue.start() >= limit:
@@ -426,6 +431,8 @@ def _cued_ids(text: str, limit: int) -> Iterator[_Candidate]:
         stop = min(cue.end() + CUE_WINDOW, n if line_end == -1 else line_end)
         for m in DIGIT_RUN_RE.finditer(text, cue.end()):
             if m.start() > stop or m.start() >= limit:
+                break
+            if _SENTENCE_END_RE.search(text, cue.end(), m.start()):
                 break
             start, end = m.start(), m.end()
             before = text[start - 1] if start > 0 else " "

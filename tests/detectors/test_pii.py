@@ -280,6 +280,11 @@ class TestCues:
         assert found(scanner, f"SIN {gap} 130 692 544.") == [("CA_SIN", "130 692 544")]
         assert found(scanner, f"SIN {gap}x 130 692 544.") == []
 
+    def test_a_cue_vouches_only_for_its_own_sentence(self, scanner: PiiScanner) -> None:
+        assert found(scanner, "Aadhaar on file. Order 234567890124 shipped.") == []
+        assert found(scanner, "SIN? Ask HR. It is 130 692 544.") == []
+        assert found(scanner, "Aadhaar no. 234567890124.") == [("IN_AADHAAR", "234567890124")]
+
     def test_a_cue_vouches_only_for_its_own_label(self, scanner: PiiScanner) -> None:
         assert found(scanner, "Aadhaar 130692544.\nSIN 234567890124.") == []
 
