@@ -11,6 +11,13 @@ numbers, ISBNs, dates, version strings, Luhn-failing card-like numbers, UUIDs, g
 times, MAC addresses, invalid SSNs and IBANs, long identifiers, paths and URLs). Phone numbers come
 from Faker's per-country generators, kept only when ``phonenumbers`` deems them valid (the
 definition of the entity), and written as Faker wrote them or in a standard format.
+
+National IDs come from Faker's generators (SIN, DNI/NIF, NIE, NIR, codice fiscale) and, for Aadhaar,
+whose Faker generator uses Luhn instead of Verhoeff, from a Verhoeff implementation here that works
+on the dihedral group directly rather than on the usual tables, so it does not share a bug with
+guard's. NIRs of Corsica (department 2A/2B) are drawn again: guard does not recognise them. Their
+near misses have one check digit or letter wrong, or are a valid bare number without the cue word
+the recogniser needs; one that happens to be a valid phone number is drawn again (it is a phone).
 """
 
 from __future__ import annotations
@@ -25,13 +32,16 @@ from dataclasses import dataclass, field
 
 import phonenumbers
 from faker import Faker
+from faker.providers.ssn.it_IT import checksum as it_checksum
 
 from guard.detectors.base import Scanner
+from guard.detectors.pii import DEFAULT_REGIONS
 from guard.types import Finding
 
 TYPES: tuple[str, ...] = (
     "EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "IPV4", "IPV6",
     "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "GITHUB_TOKEN", "PRIVATE_KEY", "SECRET",
+    "IN_AADHAAR", "CA_SIN", "ES_DNI", "ES_NIE", "FR_NIR", "IT_FISCAL_CODE",
 )
 
 BASE62 = string.ascii_letters + string.digits
@@ -147,6 +157,51 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
         "- api token: {x}\n",
         "Authorization: Bearer {x}\n",
     ),
+    "IN_AADHAAR": (
+        "Her Aadhaar number is {x}.",
+        "Aadhaar: {x}",
+        "- Aadhaar no.: {x}\n",
+        "The e-KYC matched {name}'s Aadhaar {x} with the UIDAI records.",
+        "ID on the form: {x}",
+        "Please verify the identity number {x} with the applicant.",
+    ),
+    "CA_SIN": (
+        "His SIN is {x}.",
+        "Social Insurance Number: {x}",
+        "- SIN: {x}\n",
+        "Her social insurance number ({x}) is on the T4 slip.",
+        "NAS : {x}",
+    ),
+    "ES_DNI": (
+        "DNI: {x}",
+        "Su DNI es {x}.",
+        "The tenant's NIF is {x}, please keep it on file.",
+        "- NIF: {x}\n",
+        "{name} signed the contract with ID {x}.",
+    ),
+    "ES_NIE": (
+        "NIE: {x}",
+        "Her NIE is {x}, issued in Madrid.",
+        "- NIE: {x}\n",
+        "The foreigner identity number {x} appears on the TIE card.",
+    ),
+    "FR_NIR": (
+        "Numéro de sécurité sociale : {x}",
+        "His social security number (NIR) is {x}.",
+        "- NIR: {x}\n",
+        "The Carte Vitale of {name} shows {x}.",
+    ),
+    "IT_FISCAL_CODE": (
+        "Codice fiscale: {x}",
+        "Her Italian tax code is {x}.",
+        "- CF: {x}\n",
+        "Il codice fiscale di {name} è {x}.",
+    ),
+}
+
+# A bare Aadhaar number is only recognised after a cue word: these templates have one.
+_CUED_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "IN_AADHAAR": _TEMPLATES["IN_AADHAAR"][:4],
 }
 
 _FILLER = (
@@ -167,6 +222,35 @@ def _rand(rng: random.Random, alphabet: str, n: int) -> str:
     return "".join(rng.choice(alphabet) for _ in range(n))
 
 
+# Verhoeff over the dihedral group D5: 0-4 are rotations, 5-9 reflections.
+_VERHOEFF_PERM = (1, 5, 7, 6, 2, 8, 3, 0, 9, 4)
+
+
+def _d5(j: int, k: int) -> int:
+    if j < 5:
+        return (j + k) % 5 if k < 5 else 5 + (j + k - 5) % 5
+    return 5 + (j - 5 - k) % 5 if k < 5 else (j - k) % 5
+
+
+def _verhoeff_digit(body: str) -> str:
+    c = 0
+    for i, ch in enumerate(reversed(body)):
+        x = int(ch)
+        for _ in range((i + 1) % 8):
+            x = _VERHOEFF_PERM[x]
+        c = _d5(c, x)
+    return str((5 - c) % 5 if c < 5 else c)
+
+
+def _is_phone(value: str) -> bool:
+    """A near miss that is a valid number in a region guard tries is a phone, not a negative."""
+    return any(
+        any(True for _ in phonenumbers.PhoneNumberMatcher(value, region,
+                                                         leniency=phonenumbers.Leniency.VALID))
+        for region in DEFAULT_REGIONS
+    )
+
+
 def _luhn_digit(body: str) -> str:
     total = 0
     for i, ch in enumerate(reversed(body)):
@@ -185,7 +269,8 @@ class _Gen:
         self.fake = Faker("en_US")
         self.fake.seed_instance(seed)
         self.locales: dict[str, Faker] = {}
-        for i, loc in enumerate(("en_US", "en_GB", "de_DE", "fr_FR", "en_IN", "es_ES", "it_IT", "nl_NL")):
+        for i, loc in enumerate(("en_US", "en_GB", "de_DE", "fr_FR", "en_IN", "es_ES", "it_IT", "nl_NL",
+                                 "en_CA")):
             f = Faker(loc)
             f.seed_instance(seed + i + 1)
             self.locales[loc] = f
@@ -316,6 +401,112 @@ class _Gen:
             return _rand(self.rng, BASE62, self.rng.randint(32, 64))
         return base64.b64encode(self.rng.randbytes(self.rng.choice([24, 30, 33, 48]))).decode()
 
+    def _aadhaar_digits(self) -> str:
+        body = str(self.rng.randint(2, 9)) + _rand(self.rng, string.digits, 10)
+        return body + _verhoeff_digit(body)
+
+    def aadhaar(self) -> str:
+        digits = self._aadhaar_digits()
+        r = self.rng.random()
+        if r < 0.25:
+            return digits
+        sep = " " if r < 0.85 else "-"
+        return sep.join((digits[:4], digits[4:8], digits[8:]))
+
+    def sin(self) -> str:
+        value = self.locales["en_CA"].ssn()  # "ddd ddd ddd"
+        r = self.rng.random()
+        if r < 0.6:
+            return value
+        return value.replace(" ", "-" if r < 0.8 else "")
+
+    def dni(self) -> str:
+        value = self.locales["es_ES"].nif()
+        r = self.rng.random()
+        if r < 0.7:
+            return value
+        if r < 0.9:
+            return f"{value[:8]}-{value[8]}"
+        return f"{value[:2]}.{value[2:5]}.{value[5:8]}-{value[8]}"
+
+    def nie(self) -> str:
+        value = self.locales["es_ES"].nie()
+        return value if self.rng.random() < 0.7 else f"{value[0]}-{value[1:8]}-{value[8]}"
+
+    def _nir_digits(self) -> str:
+        while True:
+            value = self.locales["fr_FR"].ssn()
+            if value.isdigit():  # not Corsica (2A/2B)
+                return value
+
+    def nir(self) -> str:
+        v = self._nir_digits()
+        r = self.rng.random()
+        if r < 0.5:
+            return v
+        if r < 0.9:
+            return f"{v[0]} {v[1:3]} {v[3:5]} {v[5:7]} {v[7:10]} {v[10:13]} {v[13:]}"
+        return f"{v[:13]} {v[13:]}"
+
+    def fiscal_code(self) -> str:
+        code = self.locales["it_IT"].ssn()
+        if self.rng.random() < 0.1:  # omocodia: the rightmost digits written as letters
+            chars = list(code[:15])
+            for pos in (14, 13, 12, 10, 9, 7, 6)[: self.rng.randint(1, 3)]:
+                chars[pos] = "LMNPQRSTUV"[int(chars[pos])]
+            body = "".join(chars)
+            code = body + it_checksum(body)
+        return code
+
+    # -- national ID near misses ---------------------------------------------------------
+
+    def _not_a_phone(self, make: Callable[[], str]) -> str:
+        while True:
+            value = make()
+            if not _is_phone(value):
+                return value
+
+    def _not_a_card(self, value: str) -> str:
+        """A bare 15-digit number with a legacy JCB prefix and a right Luhn digit is a card."""
+        while value[:4] in ("1800", "2131") and _luhn_digit(value[:-1]) == value[-1]:
+            value = value[:-1] + str((int(value[-1]) + 1) % 10)
+        return value
+
+    def _id_near_miss(self) -> str:
+        rng = self.rng
+
+        def wrong_digit(value: str) -> str:  # the last digit replaced by another
+            return value[:-1] + str((int(value[-1]) + rng.randint(1, 9)) % 10)
+
+        def wrong_letter(value: str) -> str:
+            return value[:-1] + rng.choice([c for c in string.ascii_uppercase if c != value[-1]])
+
+        def grouped(d: str, sizes: Sequence[int]) -> str:
+            out, i = [], 0
+            for n in sizes:
+                out.append(d[i:i + n])
+                i += n
+            return " ".join(out)
+
+        choices: list[Callable[[], str]] = [
+            lambda: "Aadhaar " + self._not_a_phone(
+                lambda: grouped(wrong_digit(self._aadhaar_digits()), (4, 4, 4))) + " was rejected.",
+            lambda: "Her Aadhaar number is " + self._not_a_phone(
+                lambda: wrong_digit(self._aadhaar_digits())) + ", which fails its check.",
+            lambda: "Order " + self._not_a_phone(self._aadhaar_digits) + " has shipped.",
+            lambda: "SIN " + self._not_a_phone(
+                lambda: wrong_digit(self.locales["en_CA"].ssn())) + " is not valid.",
+            lambda: "Invoice " + self._not_a_phone(self.locales["en_CA"].ssn) + " was paid.",
+            lambda: f"DNI {wrong_letter(self.locales['es_ES'].nif())} has a typo.",
+            lambda: f"NIE {wrong_letter(self.locales['es_ES'].nie())} has a typo.",
+            lambda: "NIR " + self._not_a_phone(
+                lambda: grouped(wrong_digit(self._nir_digits()), (1, 2, 2, 2, 3, 3, 2))) + " is wrong.",
+            lambda: f"The codice fiscale {wrong_letter(self.locales['it_IT'].ssn())} does not check out.",
+            lambda: "Dossier " + self._not_a_phone(lambda: self._not_a_card(
+                wrong_digit(self._nir_digits()))) + " was archived.",
+        ]
+        return rng.choice(choices)()
+
     # -- hard negatives -------------------------------------------------------------------
 
     def negative(self) -> str:
@@ -353,6 +544,9 @@ class _Gen:
             lambda: f"In {rng.randint(1900, 2024)}, about {rng.randint(2, 900)},{_rand(rng, d, 3)} people attended.",
             lambda: f"The color is #{_rand(rng, '0123456789abcdef', 6)}.",
             lambda: f"Room {rng.randint(100, 999)}, floor {rng.randint(1, 30)}, building {rng.randint(1, 9)}.",
+            # national IDs one check digit or letter off, or without the cue they need: ten kinds,
+            # each as likely as any other kind of hard negative
+            *[self._id_near_miss] * 10,
         ]
         return rng.choice(choices)()
 
@@ -418,6 +612,12 @@ _MAKERS: dict[str, Callable[[_Gen], str]] = {
     "GITHUB_TOKEN": _Gen.github_token,
     "PRIVATE_KEY": _Gen.private_key,
     "SECRET": _Gen.secret,
+    "IN_AADHAAR": _Gen.aadhaar,
+    "CA_SIN": _Gen.sin,
+    "ES_DNI": _Gen.dni,
+    "ES_NIE": _Gen.nie,
+    "FR_NIR": _Gen.nir,
+    "IT_FISCAL_CODE": _Gen.fiscal_code,
 }
 
 
@@ -430,7 +630,8 @@ def build_corpus(seed: int = 1234, per_type: int = 2000, negatives: int = 4000,
         templates = _TEMPLATES[label]
         for _ in range(per_type):
             value = _MAKERS[label](gen)
-            sentence, offset = gen.fill(gen.rng.choice(templates), value)
+            choices = _CUED_TEMPLATES[label] if label in _CUED_TEMPLATES and value.isdigit() else templates
+            sentence, offset = gen.fill(gen.rng.choice(choices), value)
             pieces.append((sentence, Entity(offset, offset + len(value), label)))
     pieces.extend((gen.negative(), None) for _ in range(negatives))
     pieces.extend((gen.filler(), None) for _ in range(fillers))

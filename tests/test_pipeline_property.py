@@ -26,6 +26,9 @@ ENTITIES = [
     "4111 1111 1111 1111", "5500-0000-0000-0004", "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432",
     "536-90-4399", "192.168.10.42", "2001:db8:85a3::8a2e:370:7334", "AKIAIOSFODNN7EXAMPLE",
     "ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R",
+    # national IDs (the SIN and the bare Aadhaar with the cue word they need)
+    "2345 6789 0124", "Aadhaar 353251138839", "SIN 667 533 533", "12.345.678-Z", "X-1234567-L",
+    "1 72 02 32 013 121 26", "RSSMRA85T10A562S",
 ]
 WORDS = ["the", "answer", "is", "simple", ",", ".", "please", "contact", "order", "A-20931",
          "version", "1.2.3", "on", "2024-05-01", "shit", "k i l l yourself", "Paris", "café",

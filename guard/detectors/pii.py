@@ -29,9 +29,36 @@ SECRET             a 32–200 character token of [A-Za-z0-9+/_-] that looks rand
                    class changes, and not hexadecimal (git SHAs, digests and UUIDs are common in
                    LLM output and are not secrets); or a token with a known key prefix (sk-, xoxb-,
                    glpat-, ...)
+IN_AADHAAR         Indian Aadhaar: 12 digits, the first 2–9, Verhoeff check digit; grouped
+                   4-4-4 by one consistent space or dash, or bare within ``CUE_WINDOW``
+                   characters after "Aadhaar", "Aadhar", "UIDAI" or "आधार" in the same sentence
+                   and line (8% of bare 12-digit numbers pass the check: order, tracking and
+                   account numbers)
+CA_SIN             Canadian Social Insurance Number: 9 digits, 3-3-3 (one consistent space or
+                   dash) or bare, Luhn, first digit not 0 (unissued; the specimen 046 454 286) or
+                   8 (business numbers); only within ``CUE_WINDOW`` characters after "SIN", "NAS",
+                   "social insurance" or "assurance sociale" in the same sentence and line: a
+                   Luhn digit passes one number in ten, and 3-3-3 is also how Spanish phone
+                   numbers and space-grouped hundreds of millions are written
+ES_DNI             Spanish DNI/NIF: 8 digits (or 12.345.678) and the mod-23 check letter, with or
+                   without a dash before it
+ES_NIE             Spanish NIE: X, Y or Z (read as 0, 1, 2), 7 digits and the mod-23 check
+                   letter, with or without dashes
+FR_NIR             French social security number: sex 1/2, year, month (01–12, 20–42, 50–99),
+                   department (not 00), commune, order (not 000) and the key 97 − (first 13
+                   digits mod 97); 15 digits bare, as 13 + key, or grouped 1 2 2 2 3 3 2.
+                   Corsican numbers (2A/2B) are not recognised
+IT_FISCAL_CODE     Italian codice fiscale: 6 letters, year, month letter, day (01–31, +40 for
+                   women), municipality, check letter (odd/even tables, mod 26); digits may be
+                   replaced by LMNPQRSTUV (omocodia). Upper case only
 =================  ==========================================================================
 
 Digits are ASCII digits. Where recognisers overlap, the more specific wins (``PRIORITY``).
+The national IDs with letters (ES_DNI, ES_NIE, IT_FISCAL_CODE) are words of their own: not
+inside a longer token, path or address. The digit-only ones are whole digit runs: one glued to
+other digits by single spaces ("ref 12 2345 6789 0124") is not found, as for phones (cards and SSNs
+are also read from the head or tail of a run, ``_PART_TYPES``; the 4-4-4 head of any 16-digit
+number would be an Aadhaar about one time in twelve).
 
 Streaming: every recogniser reads a maximal run of its own characters (a word, a run of digits and
 phone punctuation, a base64-ish token, ...) plus a character or two of context on each side, and
@@ -77,6 +104,12 @@ ENTITIES: Final[tuple[str, ...]] = (
     "GITHUB_TOKEN",
     "PRIVATE_KEY",
     "SECRET",
+    "IN_AADHAAR",
+    "CA_SIN",
+    "ES_DNI",
+    "ES_NIE",
+    "FR_NIR",
+    "IT_FISCAL_CODE",
 )
 
 #: Overlap resolution: a finding is dropped when it overlaps one of an earlier entity in this list.
@@ -87,6 +120,15 @@ PRIORITY: Final[tuple[str, ...]] = (
     "AWS_SECRET_KEY",
     "EMAIL",
     "IBAN",
+    # National IDs overlap cards only where a bare 15-digit NIR is also a legacy JCB (1800/2131,
+    # Luhn): the NIR's mod-97 key and fields are the stronger evidence. They beat PHONE: an Aadhaar
+    # grouped 4-4-4 or a SIN after its cue can also be a valid number in some region.
+    "FR_NIR",
+    "IT_FISCAL_CODE",
+    "ES_DNI",
+    "ES_NIE",
+    "IN_AADHAAR",
+    "CA_SIN",
     "CREDIT_CARD",
     "US_SSN",
     "IPV4",
@@ -101,6 +143,9 @@ SCORES: Final[dict[str, float]] = {
     "EMAIL": 1.0, "PHONE": 0.9, "CREDIT_CARD": 1.0, "IBAN": 1.0, "US_SSN": 0.9, "IPV4": 0.9,
     "IPV6": 1.0, "AWS_ACCESS_KEY": 1.0, "AWS_SECRET_KEY": 0.9, "GITHUB_TOKEN": 1.0,
     "PRIVATE_KEY": 1.0, "SECRET": 0.7,
+    # A single check digit passes one number in ten: less sure than a check letter or a mod-97 key.
+    "IN_AADHAAR": 0.9, "CA_SIN": 0.9, "ES_DNI": 1.0, "ES_NIE": 1.0, "FR_NIR": 1.0,
+    "IT_FISCAL_CODE": 1.0,
 }
 
 DEFAULT_REGIONS: Final[tuple[str, ...]] = (
@@ -255,6 +300,182 @@ def isbn13_ok(digits: str) -> bool:
     if len(digits) != 13 or digits[:3] not in ("978", "979"):
         return False
     return sum((3 if i % 2 else 1) * (ord(c) - 48) for i, c in enumerate(digits)) % 10 == 0
+
+
+# -- national IDs ------------------------------------------------------------------------------
+
+_AADHAAR_GROUPED_RE: Final = re.compile(r"[0-9]{4}([ -])[0-9]{4}\1[0-9]{4}")
+_AADHAAR_BARE_RE: Final = re.compile(r"[0-9]{12}")
+_SIN_RE: Final = re.compile(r"[0-9]{3}([ -]?)[0-9]{3}\1[0-9]{3}")
+_NIR_RE: Final = re.compile(
+    r"[0-9]{15}|[0-9]{13} [0-9]{2}|[0-9] [0-9]{2} [0-9]{2} [0-9]{2} [0-9]{3} [0-9]{3} [0-9]{2}"
+)
+# Spanish IDs and the codice fiscale are words: not glued to a token, path, address or dotted
+# number.
+# One character of context on each side, like the other recognisers; a trailing ID is held by the
+# word hold until that character arrives.
+_OMO: Final = "[0-9LMNPQRSTUV]"  # a digit, or the letter omocodia replaces it with
+_ALNUM_ID_RE: Final = re.compile(
+    r"(?<![A-Za-z0-9+/_@.\-])"
+    r"(?:(?P<dni>[0-9]{8}|[0-9]{2}\.[0-9]{3}\.[0-9]{3})-?(?P<dni_letter>[A-Z])"
+    r"|(?P<nie_prefix>[XYZ])-?(?P<nie>[0-9]{7})-?(?P<nie_letter>[A-Z])"
+    rf"|(?P<cf>[A-Z]{{6}}{_OMO}{{2}}[ABCDEHLMPRST]{_OMO}{{2}}[A-Z]{_OMO}{{3}}[A-Z]))"
+    r"(?![A-Za-z0-9+/_@\-])"
+)
+# A cue word, named by the label whose numbers it vouches for (bare Aadhaar numbers; any SIN).
+# "SIN" and "NAS" only in capitals: "sin" is a word and a function, "nas" a word in several languages.
+_ID_CUE_RE: Final = re.compile(
+    r"(?P<IN_AADHAAR>(?i:aadhaa?r|uidai)|आधार)"
+    r"|(?P<CA_SIN>\b(?:SIN|NAS)\b|(?i:social insurance|assurance sociale))"
+)
+# A cue vouches for numbers in its own sentence: "... the UIDAI records. Order 823635032980" is
+# an order number.
+_SENTENCE_END_RE: Final = re.compile(r"[.!?]\s+[A-Z]")
+_ES_LETTERS: Final = "TRWAGMYFPDXBNJZSQVHLCKE"
+_VERHOEFF_D: Final = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5), (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
+    (3, 4, 0, 1, 2, 8, 9, 5, 6, 7), (4, 0, 1, 2, 3, 9, 5, 6, 7, 8), (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
+    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2), (7, 6, 5, 9, 8, 2, 1, 0, 4, 3), (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
+    (9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+)
+_VERHOEFF_P: Final = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 5, 7, 6, 2, 8, 3, 0, 9, 4), (5, 8, 0, 3, 7, 9, 6, 1, 4, 2),
+    (8, 9, 1, 6, 0, 4, 3, 5, 2, 7), (9, 4, 5, 3, 1, 2, 6, 8, 7, 0), (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
+    (2, 7, 9, 3, 8, 0, 6, 4, 1, 5), (7, 0, 4, 6, 9, 1, 3, 2, 5, 8),
+)
+# Codice fiscale: value of each character in an odd (1st, 3rd, ...) position; even positions count
+# digits as 0-9 and letters as A=0 ... Z=25.
+_CF_ODD: Final[dict[str, int]] = dict(zip(
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    (1, 0, 5, 7, 9, 13, 15, 17, 19, 21,
+     1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23),
+))
+_CF_OMOCODES: Final = str.maketrans("LMNPQRSTUV", "0123456789")
+#: labels found in a digit run on its own, and those that need a cue word before the run
+_RUN_IDS: Final = frozenset({"IN_AADHAAR", "FR_NIR"})
+_CUED_IDS: Final = frozenset({"IN_AADHAAR", "CA_SIN"})
+_ALNUM_IDS: Final = frozenset({"ES_DNI", "ES_NIE", "IT_FISCAL_CODE"})
+
+
+def verhoeff_ok(digits: str) -> bool:
+    """Verhoeff's dihedral-group check, which catches every single-digit error and every swap of
+    adjacent digits (Luhn misses 09/90)."""
+    c = 0
+    for i, ch in enumerate(reversed(digits)):
+        c = _VERHOEFF_D[c][_VERHOEFF_P[i % 8][ord(ch) - 48]]
+    return c == 0
+
+
+def aadhaar_ok(digits: str) -> bool:
+    """UIDAI never issues numbers starting 0 or 1; the last digit is a Verhoeff check digit."""
+    return len(digits) == 12 and digits[0] not in "01" and verhoeff_ok(digits)
+
+
+def sin_ok(digits: str) -> bool:
+    """Series 0 is unissued (the specimen 046 454 286 is one) and 8 is for businesses."""
+    return len(digits) == 9 and digits[0] not in "08" and luhn_ok(digits)
+
+
+def nir_ok(digits: str) -> bool:
+    """The fields a NIR can hold (INSEE: months 20-42 and 50-99 stand for an unknown month) and
+    its key, which makes a random 15-digit number pass one time in several thousand."""
+    if len(digits) != 15 or digits[0] not in "12":
+        return False
+    month = int(digits[3:5])
+    if not (1 <= month <= 12 or 20 <= month <= 42 or month >= 50):
+        return False
+    if digits[5:7] == "00" or digits[10:13] == "000":
+        return False
+    return int(digits[13:]) == 97 - int(digits[:13]) % 97
+
+
+def es_id_ok(number: str, letter: str) -> bool:
+    """DNI (8 digits) or NIE (its X/Y/Z already read as 0/1/2): the letter is number mod 23."""
+    return number.strip("0") != "" and _ES_LETTERS[int(number) % 23] == letter
+
+
+def codice_fiscale_ok(code: str) -> bool:
+    """Day of birth 01-31 (41-71 for women; omocodia letters read back as digits) and the check
+    letter; the shape is the recogniser's pattern."""
+    day = int(code[9:11].translate(_CF_OMOCODES))
+    if not (1 <= day <= 31 or 41 <= day <= 71):
+        return False
+    total = sum(_CF_ODD[c] if i % 2 == 0 else ord(c) - (48 if c.isdigit() else 65)
+                for i, c in enumerate(code[:15]))
+    return chr(65 + total % 26) == code[15]
+
+
+def _unwrap(core: str, base: int) -> tuple[str, int]:
+    """An ID in parentheses ("SIN (130 692 544)") is the run without them."""
+    if core.startswith("(") and core.endswith(")"):
+        return core[1:-1], base + 1
+    return core, base
+
+
+def _run_ids(core: str, base: int) -> Iterator[tuple[int, int, str]]:
+    """IDs that are the whole run (``core``: the run without unpaired parentheses). Never a part of
+    a longer run: any 12 or 15 digits inside one would pass a check digit too often."""
+    core, base = _unwrap(core, base)
+    digits = "".join(c for c in core if c.isdigit())
+    if _AADHAAR_GROUPED_RE.fullmatch(core):
+        if aadhaar_ok(digits):
+            yield base, base + len(core), "IN_AADHAAR"
+    elif _NIR_RE.fullmatch(core) and nir_ok(digits):
+        yield base, base + len(core), "FR_NIR"
+
+
+def _cued_ids(text: str, limit: int) -> Iterator[_Candidate]:
+    """Bare Aadhaar numbers and SINs: a digit run starting at most ``CUE_WINDOW`` characters after
+    a cue word for its label, on the same line and in the same sentence, and read with the same
+    edges as any digit run."""
+    n = len(text)
+    for cue in _ID_CUE_RE.finditer(text):
+        if cue.start() >= limit:
+            return
+        label = cue.lastgroup
+        line_end = text.find("\n", cue.end())
+        stop = min(cue.end() + CUE_WINDOW, n if line_end == -1 else line_end)
+        for m in DIGIT_RUN_RE.finditer(text, cue.end()):
+            if m.start() > stop or m.start() >= limit:
+                break
+            if _SENTENCE_END_RE.search(text, cue.end(), m.start()):
+                break
+            start, end = m.start(), m.end()
+            before = text[start - 1] if start > 0 else " "
+            after = text[end] if end < n else " "
+            if before.isalnum() or before in _RUN_BLOCKED_BEFORE or end - start > MAX_DIGIT_RUN:
+                continue
+            if after.isalnum() or after in _RUN_BLOCKED_AFTER:
+                continue
+            if after == "-" and end + 1 < n and text[end + 1].isalnum():
+                continue
+            run = m.group()
+            lead = 1 if run.startswith("(") and ")" not in run else 0
+            trail = 1 if run.endswith(")") and "(" not in run else 0
+            core, base = _unwrap(run[lead:len(run) - trail], start + lead)
+            digits = "".join(c for c in core if c.isdigit())
+            if label == "CA_SIN":
+                ok = _SIN_RE.fullmatch(core) is not None and sin_ok(digits)
+            else:
+                ok = _AADHAAR_BARE_RE.fullmatch(core) is not None and aadhaar_ok(digits)
+            if ok:
+                yield _Candidate(base, base + len(core), label)
+
+
+def _alnum_ids(text: str, limit: int) -> Iterator[_Candidate]:
+    """Spanish IDs and codici fiscali: one pattern, so the text is walked once for all three."""
+    for m in _ALNUM_ID_RE.finditer(text):
+        if m.start() >= limit:
+            return
+        if m.group("dni") is not None:
+            if es_id_ok(m.group("dni").replace(".", ""), m.group("dni_letter")):
+                yield _Candidate(m.start(), m.end(), "ES_DNI")
+        elif m.group("nie") is not None:
+            number = "XYZ".index(m.group("nie_prefix")) * 10_000_000 + int(m.group("nie"))
+            if es_id_ok(str(number), m.group("nie_letter")):
+                yield _Candidate(m.start(), m.end(), "ES_NIE")
+        elif codice_fiscale_ok(m.group("cf")):
+            yield _Candidate(m.start(), m.end(), "IT_FISCAL_CODE")
 
 
 def shannon_entropy(token: str) -> float:
@@ -463,7 +684,7 @@ class PiiScanner:
                     break
                 if len(m.group()) <= MAX_EMAIL and ".." not in m.group():
                     yield _Candidate(m.start(), m.end(), "EMAIL")
-        if want & {"PHONE", "CREDIT_CARD", "US_SSN", "IPV4"}:
+        if want & {"PHONE", "CREDIT_CARD", "US_SSN", "IPV4", *_RUN_IDS}:
             for m in DIGIT_RUN_RE.finditer(text):
                 if m.start() >= limit:
                     break
@@ -473,6 +694,10 @@ class PiiScanner:
                     yield _Candidate(lo + a, lo + b, label)
         if "IBAN" in want:
             yield from self._ibans(text, limit)
+        if want & _CUED_IDS:
+            yield from _cued_ids(text, limit)
+        if want & _ALNUM_IDS:
+            yield from _alnum_ids(text, limit)
         if "IPV6" in want and ("::" in text or _IPV6_HINT_RE.search(text)):
             for m in IPV6_RUN_RE.finditer(text):
                 if m.start() >= limit:
@@ -569,6 +794,7 @@ class PiiScanner:
             if ssn_ok(ssn.group(1), ssn.group(3), ssn.group(4)):
                 found.append((base, base + len(core), "US_SSN"))
             return tuple(found)
+        found.extend(_run_ids(core, base))
         cards = [(c.start, c.end, c.label) for c in _cards(core, base)]
         found.extend(cards)
         if not cards and not _NOT_PHONE_RE.fullmatch(core) and not _DATE_RE.search(core):

@@ -11,12 +11,20 @@ from hypothesis import strategies as st
 
 from guard.detectors.base import Scanner
 from guard.detectors.pii import (
+    CUE_WINDOW,
     ENTITIES,
+    PRIORITY,
     PiiScanner,
+    aadhaar_ok,
     card_issuer_ok,
+    codice_fiscale_ok,
+    es_id_ok,
     iban_ok,
     looks_random,
     luhn_ok,
+    nir_ok,
+    sin_ok,
+    verhoeff_ok,
 )
 from guard.detectors.redact import merge_spans, redact
 from guard.errors import ConfigError
@@ -70,6 +78,24 @@ POSITIVES = [
      "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
     ("key sk-proj-4f9aB2cD8eF1gH7iJ3kL5mN0oP6qR", "SECRET", "sk-proj-4f9aB2cD8eF1gH7iJ3kL5mN0oP6qR"),
     ("key = Zx8Qm2LpR7vT4nW9kY3bH6cJ1fG5dS0aEu", "SECRET", "Zx8Qm2LpR7vT4nW9kY3bH6cJ1fG5dS0aEu"),
+    ("Aadhaar: 2345 6789 0124.", "IN_AADHAAR", "2345 6789 0124"),
+    ("ID 2345-6789-0124 on file", "IN_AADHAAR", "2345-6789-0124"),
+    ("ID (2345 6789 0124) on file", "IN_AADHAAR", "2345 6789 0124"),
+    ("Her Aadhaar number is 234567890124.", "IN_AADHAAR", "234567890124"),
+    ("UIDAI record (234567890124)", "IN_AADHAAR", "234567890124"),
+    ("SIN: 130 692 544.", "CA_SIN", "130 692 544"),
+    ("His social insurance number is 130-692-544", "CA_SIN", "130-692-544"),
+    ("NAS 130692544, ok", "CA_SIN", "130692544"),
+    ("DNI 12345678Z.", "ES_DNI", "12345678Z"),
+    ("NIF: 12345678-Z", "ES_DNI", "12345678-Z"),
+    ("DNI 12.345.678-Z, Madrid", "ES_DNI", "12.345.678-Z"),
+    ("NIE X1234567L.", "ES_NIE", "X1234567L"),
+    ("NIE: X-1234567-L", "ES_NIE", "X-1234567-L"),
+    ("NIR 172023201312126.", "FR_NIR", "172023201312126"),
+    ("Sécu : 1 72 02 32 013 121 26", "FR_NIR", "1 72 02 32 013 121 26"),
+    ("n° 1720232013121 26 ok", "FR_NIR", "1720232013121 26"),
+    ("CF RSSMRA85T10A562S.", "IT_FISCAL_CODE", "RSSMRA85T10A562S"),
+    ("codice fiscale: (RSSMRA85T10A56NH)", "IT_FISCAL_CODE", "RSSMRA85T10A56NH"),  # omocodia
 ]
 
 NEGATIVES = [
@@ -99,6 +125,29 @@ NEGATIVES = [
     "Over 1,000,000 users in 1990.",
     "Zip 94103, room 1203.",
     "Hex colour #ff00ff.",
+    # national IDs one check digit or one field away, bare or cue-less numbers, IDs inside words
+    "Aadhaar 2345 6789 0125 is a typo.",
+    "Aadhaar 1234 5678 9010 starts with 1.",  # Verhoeff-valid, but UIDAI never issues 0/1
+    "Order 234567890124 shipped.",  # a Verhoeff-valid bare 12 digits without its cue
+    "Aadhaar: 234567890120.",
+    "ref 12 2345 6789 0124",  # an Aadhaar-shaped tail of a longer run
+    "SIN 130 692 545 fails Luhn.",
+    "Ref 130 692 544 ok, no cue.",
+    "sin 130 692 544 (the function, not the number)",
+    "SINGAPORE 130 692 544",
+    "SIN\n130 692 544",  # the cue is on another line
+    "SIN, as listed on the form we got back, is 130 692 544.",  # the cue is too far back
+    "SIN 536 228 726 is SSN digits in SIN groups.",
+    "File 12345678A.",
+    "NIE X1234567A.",
+    "Part ab12345678Z and /docs/12345678Z and v1.12.345.678-Z and id 12345678Z-b.",
+    "DNI 00000000T.",
+    "NIR 172023201312127.",
+    "NIR 1 85 13 78 006 084 25 has month 13.",
+    "NIR 3 85 12 78 006 084 06 has sex 3.",
+    "CF RSSMRA85T10A562T.",
+    "CF RSSMRA85T32A562Y has day 32.",
+    "CF rssmra85t10a562s in lower case.",
 ]
 
 
@@ -171,6 +220,10 @@ class TestRecognisers:
     def test_entity_selection(self) -> None:
         only_email = PiiScanner(entities=["EMAIL"])
         assert found(only_email, "a@b.io 4111 1111 1111 1111") == [("EMAIL", "a@b.io")]
+        text = "Aadhaar 2345 6789 0124, NIR 172023201312126, SIN 130 692 544, DNI 12345678Z."
+        for label, value in [("IN_AADHAAR", "2345 6789 0124"), ("FR_NIR", "172023201312126"),
+                             ("CA_SIN", "130 692 544"), ("ES_DNI", "12345678Z")]:
+            assert found(PiiScanner(entities=[label]), text) == [(label, value)]
         with pytest.raises(ConfigError):
             PiiScanner(entities=["PASSPORT"])
         with pytest.raises(ConfigError):
@@ -185,8 +238,88 @@ class TestRecognisers:
         assert isinstance(scanner, Scanner)
         assert set(ENTITIES) == {
             "EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "IPV4", "IPV6", "AWS_ACCESS_KEY",
-            "AWS_SECRET_KEY", "GITHUB_TOKEN", "PRIVATE_KEY", "SECRET",
+            "AWS_SECRET_KEY", "GITHUB_TOKEN", "PRIVATE_KEY", "SECRET", "IN_AADHAAR", "CA_SIN",
+            "ES_DNI", "ES_NIE", "FR_NIR", "IT_FISCAL_CODE",
         }
+
+
+def candidates(scanner: PiiScanner, text: str) -> set[tuple[str, str]]:
+    """Everything the recognisers propose before overlaps are resolved."""
+    return {(c.label, text[c.start:c.end]) for c in scanner._candidates(text, len(text), True)}
+
+
+class TestNationalIdConflicts:
+    """Where a national ID is also read as another entity, ``PRIORITY`` decides; each case shows
+    both readings exist, so the test fails if the order flips."""
+
+    def test_priority_lists_every_entity_once(self) -> None:
+        assert sorted(PRIORITY) == sorted(ENTITIES)
+
+    def test_grouped_aadhaar_beats_a_phone(self, scanner: PiiScanner) -> None:
+        text = "Call 3247 2292 6219."  # also a valid Italian number
+        both = {("PHONE", "3247 2292 6219"), ("IN_AADHAAR", "3247 2292 6219")}
+        assert both <= candidates(scanner, text)
+        assert found(scanner, text) == [("IN_AADHAAR", "3247 2292 6219")]
+
+    def test_bare_aadhaar_is_a_phone_without_its_cue(self, scanner: PiiScanner) -> None:
+        assert found(scanner, "Call 353251138839.") == [("PHONE", "353251138839")]
+        text = "Aadhaar: 353251138839."
+        both = {("PHONE", "353251138839"), ("IN_AADHAAR", "353251138839")}
+        assert both <= candidates(scanner, text)
+        assert found(scanner, text) == [("IN_AADHAAR", "353251138839")]
+
+    def test_sin_beats_a_spanish_mobile_only_after_its_cue(self, scanner: PiiScanner) -> None:
+        assert found(scanner, "Call 667 533 533.") == [("PHONE", "667 533 533")]
+        text = "SIN 667 533 533."
+        assert {("PHONE", "667 533 533"), ("CA_SIN", "667 533 533")} <= candidates(scanner, text)
+        assert found(scanner, text) == [("CA_SIN", "667 533 533")]
+
+    def test_sin_and_ssn_shapes_do_not_meet(self, scanner: PiiScanner) -> None:
+        # 3-2-4 is an SSN even after "SIN"; 3-3-3 is no SSN even after "SSN".
+        assert found(scanner, "SIN: 536-22-8726.") == [("US_SSN", "536-22-8726")]
+        assert found(scanner, "SSN 130 692 544.") == []
+        assert found(scanner, "SIN 130692544 and SSN 536-22-8726") == [
+            ("CA_SIN", "130692544"), ("US_SSN", "536-22-8726")]
+
+    def test_bare_nir_beats_a_legacy_jcb_card(self, scanner: PiiScanner) -> None:
+        text = "NIR 180089341862477."  # Luhn-valid with the JCB prefix 1800, and a valid NIR
+        assert card_issuer_ok("180089341862477") and luhn_ok("180089341862477")
+        both = {("CREDIT_CARD", "180089341862477"), ("FR_NIR", "180089341862477")}
+        assert both <= candidates(scanner, text)
+        assert found(scanner, text) == [("FR_NIR", "180089341862477")]
+
+    def test_iban_digits_are_not_ids(self, scanner: PiiScanner) -> None:
+        for iban in ("ES91 2100 0418 4502 0005 1332", "FR76 3000 6000 0112 3456 7890 189",
+                     "IT60X0542811101000000123456"):
+            assert found(scanner, f"IBAN {iban}.") == [("IBAN", iban)]
+
+    def test_an_address_is_an_email_not_a_fiscal_code(self, scanner: PiiScanner) -> None:
+        text = "Mail RSSMRA85T10A562S@pec.it"
+        assert found(scanner, text) == [("EMAIL", "RSSMRA85T10A562S@pec.it")]
+
+
+class TestCues:
+    @pytest.mark.parametrize(
+        "cue", ["SIN", "NAS", "Social Insurance Number", "numéro d'assurance sociale"])
+    def test_sin_cues(self, scanner: PiiScanner, cue: str) -> None:
+        assert found(scanner, f"{cue}: 130 692 544.") == [("CA_SIN", "130 692 544")]
+
+    @pytest.mark.parametrize("cue", ["Aadhaar", "aadhar", "UIDAI", "आधार"])
+    def test_aadhaar_cues(self, scanner: PiiScanner, cue: str) -> None:
+        assert found(scanner, f"{cue} 234567890124.") == [("IN_AADHAAR", "234567890124")]
+
+    def test_cue_window(self, scanner: PiiScanner) -> None:
+        gap = "x" * (CUE_WINDOW - 2)  # with its two spaces: the run starts CUE_WINDOW after the cue
+        assert found(scanner, f"SIN {gap} 130 692 544.") == [("CA_SIN", "130 692 544")]
+        assert found(scanner, f"SIN {gap}x 130 692 544.") == []
+
+    def test_a_cue_vouches_only_for_its_own_sentence(self, scanner: PiiScanner) -> None:
+        assert found(scanner, "Aadhaar on file. Order 234567890124 shipped.") == []
+        assert found(scanner, "SIN? Ask HR. It is 130 692 544.") == []
+        assert found(scanner, "Aadhaar no. 234567890124.") == [("IN_AADHAAR", "234567890124")]
+
+    def test_a_cue_vouches_only_for_its_own_label(self, scanner: PiiScanner) -> None:
+        assert found(scanner, "Aadhaar 130692544.\nSIN 234567890124.") == []
 
 
 class TestValidators:
@@ -204,6 +337,41 @@ class TestValidators:
         assert iban_ok("DE89370400440532013000")
         assert not iban_ok("DE88370400440532013000")
         assert not iban_ok("DE8937040044053201300")  # wrong length for DE
+
+    def test_verhoeff(self) -> None:
+        assert verhoeff_ok("2363")  # the textbook example: 236 has check digit 3
+        assert not verhoeff_ok("2364")
+        assert not verhoeff_ok("3263")  # two adjacent digits swapped
+
+    def test_aadhaar(self) -> None:
+        assert aadhaar_ok("234567890124")
+        assert not aadhaar_ok("234567890125")
+        assert not aadhaar_ok("123456789010")  # Verhoeff-valid, series 1
+
+    def test_sin(self) -> None:
+        assert sin_ok("130692544")
+        assert not sin_ok("130692545")
+        assert not sin_ok("046454286")  # the specimen: Luhn-valid, series 0
+        assert not sin_ok("812345676")  # Luhn-valid business number
+
+    def test_nir(self) -> None:
+        assert nir_ok("172023201312126")
+        assert nir_ok("185507800608435")  # month 50-99: unknown month of birth
+        assert not nir_ok("172023201312127")
+        assert not nir_ok("185137800608425")  # month 13
+        assert not nir_ok("385127800608406")  # sex 3
+
+    def test_spanish_letter(self) -> None:
+        assert es_id_ok("12345678", "Z")
+        assert not es_id_ok("12345678", "A")
+        assert es_id_ok("01234567", "L")  # NIE X1234567L, X read as 0
+        assert not es_id_ok("00000000", "T")
+
+    def test_codice_fiscale(self) -> None:
+        assert codice_fiscale_ok("RSSMRA85T10A562S")
+        assert codice_fiscale_ok("RSSMRA85T10A56NH")  # omocodia: the last digit 2 written as N
+        assert not codice_fiscale_ok("RSSMRA85T10A562T")
+        assert not codice_fiscale_ok("RSSMRA85T32A562Y")  # right check letter, day 32
 
     @pytest.mark.parametrize(
         ("token", "random_"),
@@ -238,6 +406,11 @@ class TestStableUntil:
             ("Mail a@b.com.", 5),  # maybe a@b.com.au
             ("-----BEGIN RSA PRI", 0),
             ("I was born in 1990.   ", 22),
+            ("Aadhaar 2345 6789 01", 8),
+            ("DNI 12.345.678-Z", 4),  # the word hold starts at "678-Z"; the ID reaches back
+            ("CF RSSMRA85T10A562S", 3),
+            ("CF RSSMRA85T10A562S. ", 21),
+            ("SIN 130 692 544", 4),
         ],
     )
     def test_holds_only_what_may_grow(self, scanner: PiiScanner, text: str, stable: int) -> None:
@@ -255,6 +428,14 @@ class TestRedact:
         text = "Reach John at john@example.com or (415) 555-2671; card 4111 1111 1111 1111."
         assert redact(text, scanner.scan(text, True).findings) == (
             "Reach John at [EMAIL] or [PHONE]; card [CREDIT_CARD]."
+        )
+
+    def test_national_id_placeholders(self, scanner: PiiScanner) -> None:
+        text = ("Aadhaar 2345 6789 0124, SIN 130 692 544, DNI 12345678Z, NIE X1234567L, "
+                "NIR 1 72 02 32 013 121 26, CF RSSMRA85T10A562S.")
+        assert redact(text, scanner.scan(text, True).findings) == (
+            "Aadhaar [IN_AADHAAR], SIN [CA_SIN], DNI [ES_DNI], NIE [ES_NIE], NIR [FR_NIR], "
+            "CF [IT_FISCAL_CODE]."
         )
 
     def test_overlaps_merge_longest_wins(self) -> None:
@@ -277,7 +458,18 @@ class TestRedact:
 
 # -- the streaming contract, on generated text ---------------------------------------------
 
-ENTITY_SAMPLES = [value for _, _, value in POSITIVES] + [
+# National IDs with their cue where they need one: the cue and the number are one sample.
+ID_SAMPLES = [
+    "2345 6789 0124", "3247-2292-6219", "Aadhaar: 353251138839", "SIN 667 533 533",
+    "social insurance number 130692544", "NAS (130-692-544)", "12345678Z", "12345678-Z",
+    "12.345.678-Z", "X1234567L", "X-1234567-L", "Y-1234567X", "RSSMRA85T10A562S", "RSSMRA85T10A56NH",
+    "1 80 08 93 418 624 77", "180089341862477", "1720232013121 26",
+]
+ID_NEGATIVE_SAMPLES = [
+    "2345 6789 0125", "Aadhaar 234567890120", "SIN 130 692 545", "12345678A", "X1234567A",
+    "RSSMRA85T10A562T", "172023201312127", "1 85 13 78 006 084 25",
+]
+ENTITY_SAMPLES = [value for _, _, value in POSITIVES] + ID_SAMPLES + [
     "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIIGlRHGKhZ7pLT3iK2nDq1sXQ==\n-----END EC PRIVATE KEY-----",
     "-----BEGIN PRIVATE KEY-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAASC",  # unterminated
 ]
@@ -285,15 +477,17 @@ NEGATIVE_SAMPLES = [
     "order #123456789012", "978-0-306-40615-7", "2023-10-05", "14:30:00", "v1.2.3.4",
     "1.2.3.4.5", "4111 1111 1111 1112", "550e8400-e29b-41d4-a716-446655440000", "$1,299.99",
     "00:1A:2B:3C:4D:5E", "3f786850e387550fdab836ed7e6dc881de23001b", "666-12-3456",
+    *ID_NEGATIVE_SAMPLES,
 ]
 # Runs longer than any entity: the scanner must neither hold them forever nor, when a later scan
 # starts inside one, see an entity in the part it still has.
 LONG_RUNS = ("Zx8Qm2LpR7vT4nW9" * 14, "1 2 " * 30, "a" * 230 + "@example.com", "12.34." * 20,
              "AKIAIOSFODNN7EXAMPLE" * 12, "DE89" * 15, "ab:cd:" * 16)
 PROSE = ("Sure!", "You can reach", "John", "at", "or call", "the", "card", "is", "IBAN", "SSN",
-         "aws secret", "token", "host", "1990", "3", "and", "(", ")", "+", "-----", "::", "ok.")
+         "aws secret", "token", "host", "1990", "3", "and", "(", ")", "+", "-----", "::", "ok.",
+         "SIN", "Aadhaar", "NAS:", "social insurance", "DNI", "2345", "130")
 SEPARATORS = (" ", " ", "", ". ", ", ", "\n", ":", "-", "(", ")", "+", "/", "=", "\"", "  ")
-ALPHABET = "0123456789 .-+()/:@abcDEFxyzAKI_=\n٣４"
+ALPHABET = "0123456789 .-+()/:@abcDEFxyzAKI_=\n٣４XZLT"
 
 
 @st.composite
@@ -319,6 +513,50 @@ def pii_texts(draw: st.DrawFn) -> str:
     )
     seps = [draw(st.sampled_from(SEPARATORS)) for _ in parts]
     return "".join(p + s for p, s in zip(parts, seps))
+
+
+@st.composite
+def id_texts(draw: st.DrawFn) -> str:
+    """Texts dense in national IDs, their near misses, cues and cut-off IDs, glued to each other and
+    to the characters that decide whether an ID is a word of its own."""
+    rng = random.Random(draw(st.integers(0, 2**32)))
+
+    def cut_id() -> str:
+        value = rng.choice(ID_SAMPLES)
+        return value[: rng.randint(1, len(value))]
+
+    parts = draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from(ID_SAMPLES),
+                st.sampled_from(ID_NEGATIVE_SAMPLES),
+                st.sampled_from(("SIN", "Aadhaar", "NAS", "UIDAI", "DNI", "x", "12", "ok.", "\n")),
+                st.builds(cut_id),
+                st.text(alphabet="0123456789 .-()XYZLT@_/", max_size=6),
+            ),
+            max_size=10,
+        )
+    )
+    seps = [draw(st.sampled_from((" ", " ", "", ". ", "-", "(", ")", "/", "@", ".", "\n")))
+            for _ in parts]
+    return "".join(p + s for p, s in zip(parts, seps))
+
+
+class TestNationalIdStreaming:
+    @pytest.mark.parametrize("value", ID_SAMPLES)
+    def test_every_cut(self, scanner: PiiScanner, value: str) -> None:
+        """Each ID, in the contexts that decide whether it is one, cut at every position."""
+        for before, after in [("", ""), ("Sure: ", ". Bye"), ("(", ")"), ("x ", "@b.io"),
+                              ("SIN ", " 5"), ("a-", "-b"), ("1 ", " 2"), ("Z", "Z"), ("v1.", ".pdf")]:
+            text = before + value + after
+            for k in range(len(text) + 1):
+                for k2 in (k, k + 1, k + 3, len(text)):
+                    check_contract(scanner, text, k, k2)
+
+    @settings(max_examples=300, deadline=None)
+    @given(id_texts(), st.integers(0, 200), st.integers(0, 200))
+    def test_contract(self, scanner: PiiScanner, text: str, k: int, k2: int) -> None:
+        check_contract(scanner, text, k, k2)
 
 
 class TestStreamingContract:

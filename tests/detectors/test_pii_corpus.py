@@ -65,7 +65,7 @@ def test_corpus_streamed_with_both_fast_layers() -> None:
 
 @pytest.mark.slow
 def test_full_corpus_streamed() -> None:
-    """2,000 entities of every type (24,000 in all) plus 4,000 hard negatives, random cuts."""
+    """2,000 entities of every type (36,000 in all) plus 4,000 hard negatives, random cuts."""
     corpus = build_corpus()
     assert min(corpus.counts().values()) >= 2000
     _evaluate(corpus, [PiiScanner()], seed=7, mean_chunk=16.0)

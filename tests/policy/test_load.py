@@ -25,6 +25,16 @@ def test_shipped_policies_load_and_tenants_map():
         ps.select(policy="nope")
 
 
+def test_shipped_policies_redact_every_pii_entity():
+    """A recogniser no shipped policy names would find PII and let it through."""
+    from guard.detectors.pii import ENTITIES
+
+    ps = PolicySet.load(POLICIES)
+    for name in ("default", "strict", "pii-only"):
+        named = {e for p in ps.policies[name].principles if p.action == "redact" for e in p.entities}
+        assert named == set(ENTITIES), name
+
+
 def write(tmp: Path, name: str, body: str) -> Path:
     p = tmp / f"{name}.yaml"
     p.write_text(body)
