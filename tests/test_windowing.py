@@ -18,8 +18,9 @@ def tok(request) -> WindowTokenizer:
 
 
 def plan_all(tok, text: str, cuts: list[int], tokens: int = 16, stride: int = 4):
-    """Feed ``text`` in pieces, trimming retained text like the pipeline does."""
-    base, buf, cursor, out = 0, "", 0, []
+    """Feed ``text`` in pieces, retaining what the pipeline retains (``retain_from``): the windows,
+    the final cursor, and the cursor's lag behind the text seen after each piece."""
+    base, buf, cursor, out, lags = 0, "", 0, [], []
     bounds = sorted({c for c in cuts if 0 < c < len(text)}) + [len(text)]
     pos = 0
     for b in bounds:
@@ -28,9 +29,10 @@ def plan_all(tok, text: str, cuts: list[int], tokens: int = 16, stride: int = 4)
         final = b == len(text)
         cursor, planned = windowing.plan(buf, base, cursor, "s", tok, tokens, stride, final)
         out += [(p.new_start, p.window.start, p.window.end, tuple(p.window.input_ids)) for p in planned]
-        keep = max(base, cursor - windowing.max_window_chars(tokens) - 1)
+        lags.append(b - cursor)
+        keep = max(base, windowing.retain_from(cursor, tokens))
         buf, base = buf[keep - base :], keep
-    return out, cursor
+    return out, cursor, lags
 
 
 WORDS = st.sampled_from(["Paris", "is", "the", "capital", "of", "France", "unbelievably",
@@ -46,8 +48,8 @@ WORDS = st.sampled_from(["Paris", "is", "the", "capital", "of", "France", "unbel
        cuts=st.lists(st.integers(0, 600), max_size=40))
 def test_windows_do_not_depend_on_cuts(tok, words, seps, cuts):
     text = "".join(w + s for w, s in zip(words, seps))
-    whole, end = plan_all(tok, text, [])
-    pieces, end2 = plan_all(tok, text, cuts)
+    whole, end, _ = plan_all(tok, text, [])
+    pieces, end2, _ = plan_all(tok, text, cuts)
     assert pieces == whole
     assert end == end2 == len(text)
     # windows cover the text: each new part starts where the previous ended
@@ -65,23 +67,6 @@ def test_unfinished_word_is_held(tok):
 
 
 # -- whitespace-free runs ------------------------------------------------------------------------
-
-def plan_stream(tok, text: str, cuts: list[int], tokens: int = 16, stride: int = 4):
-    """``plan_all`` retaining what the pipeline retains (``retain_from``); also the cursor after
-    each piece, with the length of text seen so far."""
-    base, buf, cursor, out, lags = 0, "", 0, [], []
-    bounds = sorted({c for c in cuts if 0 < c < len(text)}) + [len(text)]
-    pos = 0
-    for b in bounds:
-        buf += text[pos:b]
-        pos = b
-        final = b == len(text)
-        cursor, planned = windowing.plan(buf, base, cursor, "s", tok, tokens, stride, final)
-        out += [(p.new_start, p.window.start, p.window.end, tuple(p.window.input_ids)) for p in planned]
-        lags.append(b - cursor)
-        keep = max(base, windowing.retain_from(cursor, tokens))
-        buf, base = buf[keep - base :], keep
-    return out, cursor, lags
 
 
 def test_prose_windows_as_before():
@@ -128,9 +113,9 @@ NO_SPACE = st.sampled_from([
        cuts=st.lists(st.integers(0, 2500), max_size=40))
 def test_long_runs_window_alike_however_cut(tok, runs, seps, cuts):
     text = "".join(r + s for r, s in zip(runs, seps))
-    whole, end, _ = plan_stream(tok, text, [])
-    pieces, end2, _ = plan_stream(tok, text, cuts)
-    ones, _, _ = plan_stream(tok, text, list(range(len(text))))
+    whole, end, _ = plan_all(tok, text, [])
+    pieces, end2, _ = plan_all(tok, text, cuts)
+    ones, _, _ = plan_all(tok, text, list(range(len(text))))
     assert pieces == whole == ones
     assert end == end2 == len(text)
     starts, ends = [w[0] for w in whole], [w[2] for w in whole]
@@ -146,7 +131,7 @@ def test_long_runs_window_alike_however_cut(tok, runs, seps, cuts):
 def test_semantic_cursor_keeps_up_with_a_run_without_spaces(tok, run, lead, cuts):
     # without cuts the cursor stood still until the run ended, and the hold-back bound released it
     # unjudged; now it trails by at most two pieces, with the 64-token windows the policies use
-    _, _, lags = plan_stream(tok, " " * lead + run, cuts, tokens=64, stride=16)
+    _, _, lags = plan_all(tok, " " * lead + run, cuts, tokens=64, stride=16)
     assert max(lags[:-1], default=0) <= lead + 2 * windowing.RUN_CHARS
 
 

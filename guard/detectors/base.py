@@ -44,3 +44,26 @@ class SemanticDetector(Protocol):
         Raises ``DetectorError`` (``DetectorTimeout``/``DetectorUnavailable``) when it cannot answer.
         """
         ...
+
+
+class DetectorWrapper:
+    """A semantic detector around another (retries, timing): it answers as the inner one does, so
+    decisions name the model that scored them, not the wrapper. Subclasses override ``score``."""
+
+    def __init__(self, inner: SemanticDetector) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self.inner.categories
+
+    @property
+    def model_version(self) -> str:
+        return self.inner.model_version
+
+    async def score(self, windows: Sequence[Window]) -> np.ndarray:
+        return await self.inner.score(windows)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import structlog
 
-from guard.detectors.base import SemanticDetector
+from guard.detectors.base import DetectorWrapper, SemanticDetector
 from guard.errors import DetectorError, DetectorTimeout
 from guard.types import Window
 
@@ -46,7 +46,7 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 
 
-class RetryingDetector:
+class RetryingDetector(DetectorWrapper):
     """A ``SemanticDetector`` that retries another one; the clock, sleep and jitter are injectable
     so tests (and simulations) can run the schedule without waiting."""
 
@@ -54,23 +54,11 @@ class RetryingDetector:
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic,
                  jitter: Callable[[], float] | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.policy = policy
         self._sleep = sleep
         self._clock = clock
         self._jitter = jitter if jitter is not None else random.Random().random
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def categories(self) -> tuple[str, ...]:
-        return self.inner.categories
-
-    @property
-    def model_version(self) -> str:
-        return self.inner.model_version
 
     async def score(self, windows: Sequence[Window]) -> np.ndarray:
         # the first try is bounded by the detector's own deadline, exactly as without retries

@@ -8,33 +8,21 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from guard.detectors.base import SemanticDetector
+from guard.detectors.base import DetectorWrapper, SemanticDetector
 from guard.errors import DetectorError
 from guard.types import Window
 
 
-class TimedDetector:
+class TimedDetector(DetectorWrapper):
     """A ``SemanticDetector`` that reports each call's seconds, window count and outcome
     (``ok`` or the ``DetectorError`` code) to ``observe``; it wraps retries too, so a call's time
     is what the pipeline waited."""
 
     def __init__(self, inner: SemanticDetector, observe: Callable[[float, int, str], None],
                  clock: Callable[[], float] = time.perf_counter) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._observe = observe
         self._clock = clock
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def categories(self) -> tuple[str, ...]:
-        return self.inner.categories
-
-    @property
-    def model_version(self) -> str:
-        return self.inner.model_version
 
     async def score(self, windows: Sequence[Window]) -> np.ndarray:
         t0 = self._clock()
