@@ -89,6 +89,12 @@ class Pipeline:
     gap_timeout_ms: int = 10_000
 
     def __post_init__(self) -> None:
+        self.replace_scanners(self.scanners)
+
+    def replace_scanners(self, scanners: Mapping[str, Scanner]) -> None:
+        """Take new fast-layer scanners (the worker's reload, after a blocklist edit): every scan
+        from now on uses them. Swapping the mapping whole keeps a scan from seeing half of each."""
+        self.scanners = dict(scanners)
         self._context_chars = max((getattr(s, "context_chars", 64) for s in self.scanners.values()),
                                   default=0)
 

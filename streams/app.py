@@ -15,8 +15,10 @@ import mode
 import structlog
 
 from guard import assemble
+from guard.errors import GuardError
 from guard.metrics import Metrics
 from guard.pipeline import Pipeline
+from guard.policy.load import files_stamp
 from guard.settings import Settings
 from guard.thresholds import Thresholds
 from streams.agents import guard as guard_agent
@@ -44,6 +46,7 @@ class Resources:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     follower: ThresholdFollower | None = None
     _stack: AsyncExitStack | None = None
+    _blocklists: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def thresholds(self) -> Thresholds:
@@ -63,9 +66,26 @@ class Resources:
                               gap_timeout_ms=s.gap_timeout_ms,
                               thresholds=lambda: self.thresholds))
         self.follower.set_defaults(policy_defaults(self.policies.current))
+        self._blocklists = files_stamp(s.policy_dir / "blocklists", "*.txt")
         self.ready.set()
         log.info("worker_ready", triton=bool(s.triton_url), policies=sorted(self.policies.current.policies),
                  thresholds_version=self.thresholds.version)
+
+    def reload_blocklists(self) -> bool:
+        """Rebuild the fast layers when a blocklist file changed; a bad file is logged and the
+        lists in force are kept (as for policy files). True when new lists were taken."""
+        stamp = files_stamp(self.settings.policy_dir / "blocklists", "*.txt")
+        if stamp == self._blocklists or self.pipeline is None:
+            return False
+        self._blocklists = stamp
+        try:
+            scanners = assemble.fast_scanners(self.settings.policy_dir)
+        except GuardError as exc:
+            log.error("blocklists_reload_failed", error=str(exc))
+            return False
+        self.pipeline.replace_scanners(scanners)
+        log.info("blocklists_reloaded", files=len(stamp))
+        return True
 
     def is_ready(self) -> bool:
         """Pipeline up and every threshold event read. A worker that cannot read the thresholds
@@ -144,9 +164,12 @@ def create_app(s: Settings) -> Worker:
 
     @app.timer(interval=s.policy_reload_s)
     async def reload_policies() -> None:
-        if resources.ready.is_set() and resources.policies.reload_if_changed():
+        if not resources.ready.is_set():
+            return
+        if resources.policies.reload_if_changed():
             assert resources.follower is not None
             resources.follower.set_defaults(policy_defaults(resources.policies.current))
+        resources.reload_blocklists()
 
     @app.timer(interval=max(5.0, s.state_ttl_s / 10))
     async def expire_streams() -> None:

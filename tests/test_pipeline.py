@@ -312,3 +312,13 @@ async def test_a_huge_final_chunk_is_judged_to_its_end():
     (out,) = await p.process([(None, Chunk(stream_id="big", seq=0, text=text, final=True))])
     (d,) = out.decisions
     assert d.action == "block" and "hateword" not in d.text
+
+
+async def test_replaced_scanners_judge_the_next_chunks():
+    p = make()
+    text = "Call 555-0100 now. "
+    (a,) = await p.process([(None, Chunk(stream_id="r1", seq=0, text=text, final=True))])
+    assert a.decisions[0].text == text
+    p.replace_scanners({"pii": RegexScanner("pii", r"\d{3}-\d{4}", "pii", "EMAIL")})
+    (b,) = await p.process([(None, Chunk(stream_id="r2", seq=0, text=text, final=True))])
+    assert "555-0100" not in b.decisions[0].text and b.decisions[0].action == "redact"

@@ -100,8 +100,8 @@ class PolicyStore:
         self._stamp: tuple[tuple[str, int], ...] = ()
         self._current: PolicySet | None = None
 
-    def _fingerprint(self) -> tuple[tuple[str, int], ...]:
-        return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in self._dir.glob("*.yaml")))
+    def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        return files_stamp(self._dir, "*.yaml")
 
     @property
     def current(self) -> PolicySet:
@@ -124,6 +124,12 @@ class PolicyStore:
         self._current, self._stamp = fresh, stamp
         log.info("policies_reloaded", policies=sorted(fresh.policies))
         return True
+
+
+def files_stamp(directory: Path, pattern: str) -> tuple[tuple[str, int, int], ...]:
+    """Name, modification time and size of each matching file: what changes when one is edited,
+    added or removed (a reload re-reads the folder only then)."""
+    return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in directory.glob(pattern)))
 
 
 def default_policy_dir() -> Path:

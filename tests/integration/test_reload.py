@@ -1,0 +1,75 @@
+"""A running worker takes an edited blocklist without a restart, and keeps the old lists when the
+edit is bad (real broker, real Triton)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from guard.devenv._proc import free_port
+from guard.devenv.kafka import create_topics
+from guard.messages import Chunk, Decision
+from guard.settings import Settings
+from streams import topics
+from streams.client import ChunkProducer, Collector, WorkerProcess
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
+
+REPO = Path(__file__).resolve().parents[2]
+WORD = "zorblax"  # in no list until the test adds it
+
+
+async def decide(bootstrap: str, s: Settings, text: str) -> Decision:
+    sid = f"reload-{uuid.uuid4().hex[:6]}"
+    async with Collector(bootstrap, s.topic_decisions, s.topic_deadletter) as col, \
+            ChunkProducer(bootstrap, s.topic_chunks) as prod:
+        await prod.send(Chunk(stream_id=sid, seq=0, text=text, final=True))
+        await col.wait_for(lambda c: c.final(sid), timeout=120)
+    (d,) = col.decisions[sid]
+    return d
+
+
+def test_blocklist_edits_apply_live_and_bad_ones_are_refused(kafka_broker, triton_server, tmp_path):
+    pdir = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", pdir)
+    run = uuid.uuid4().hex[:6]
+    names = {f"topic_{t}": f"reload-{run}.{t}" for t in ("chunks", "decisions", "deadletter", "feedback",
+                                                         "thresholds")}
+    s = Settings(kafka_bootstrap=kafka_broker.bootstrap, **names)
+    asyncio.run(create_topics(kafka_broker.bootstrap, topics.specs(s)))
+    env = {"GUARD_POLICY_DIR": str(pdir), "GUARD_POLICY_RELOAD_S": "0.5", "GUARD_APP_ID": f"reload-{run}",
+           "GUARD_WEB_PORT": str(free_port()), "GUARD_LOG_LEVEL": "INFO",
+           **{f"GUARD_{k.upper()}": v for k, v in names.items()}}
+    log = REPO / "build" / "test-logs" / f"worker-reload-{run}.log"
+    text = f"What a {WORD} day it was."
+    with WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, log, env) as worker:
+        before = asyncio.run(decide(kafka_broker.bootstrap, s, text))
+        assert before.action == "allow" and WORD in before.text
+
+        profanity = pdir / "blocklists" / "profanity.txt"
+        profanity.write_text(profanity.read_text() + f"\n{WORD}\n")
+
+        async def until_masked() -> Decision:
+            for _ in range(40):
+                d = await decide(kafka_broker.bootstrap, s, text)
+                if WORD not in d.text:
+                    return d
+                await asyncio.sleep(0.5)
+            pytest.fail(f"the edit was never applied: {log.read_text()[-2000:]}")
+
+        after = asyncio.run(until_masked())
+        assert after.action == "redact" and "[PROFANITY]" in after.text
+        assert worker.events("blocklists_reloaded")
+
+        (pdir / "blocklists" / "not-a-category.txt").write_text("anything\n")  # a bad edit
+        for _ in range(40):
+            if worker.events("blocklists_reload_failed"):
+                break
+            asyncio.run(asyncio.sleep(0.5))
+        assert worker.events("blocklists_reload_failed"), "the bad file was noticed"
+        still = asyncio.run(decide(kafka_broker.bootstrap, s, text))
+        assert still.action == "redact" and WORD not in still.text, "the lists in force were kept"
