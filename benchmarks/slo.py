@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import json
 import random
-import subprocess
 import time
 import uuid
 from contextlib import ExitStack
@@ -39,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import REPO, git_sha
 from benchmarks.machine import describe
 from guard.messages import Chunk
 from guard.settings import Settings
@@ -46,7 +46,6 @@ from streams import topics
 from streams.client import ChunkProducer, Collector, WorkerProcess
 from streams.demo import ANSWERS, cut
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -220,14 +219,6 @@ def report(results: list[dict[str, Any]], slo: Slo, policies: list[str]) -> dict
     return out
 
 
-def _git_sha() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     import sys
 
@@ -277,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                                          a.tokens_per_s, slo, a.seed))
     out = report(results, slo, policies)
     out.update(command="python -m benchmarks.slo " + " ".join(argv if argv is not None else sys.argv[1:]),
-               git_sha=_git_sha(), machine=describe(), corpus=source,
+               git_sha=git_sha(), machine=describe(), corpus=source,
                config={"loads": loads, "policies": policies, "duration_s": a.duration_s,
                        "tokens_per_s": a.tokens_per_s, "workers": a.workers, "answers": len(texts),
                        "seed": a.seed, "partitions": settings.partitions,

@@ -70,3 +70,14 @@ class TunerMetrics:
                      Gauge(f"guard_tuner_{input_}_partition_waiting_seconds", f"how long an assigned {input_} "
                            "partition's backlog has not moved", ["partition"], registry=r))
             for input_ in ("feedback", "decisions")}
+
+    def totals(self) -> dict[str, object]:
+        """The counters the tuner's status line reports, read back from the registry."""
+        def total(name: str, **labels: str) -> int:
+            return int(self.registry.get_sample_value(name, labels) or 0)
+
+        return {"indexed": total("guard_tuner_decisions_indexed_total"),
+                "deadlettered": sum(int(s.value) for m in self.deadletters.collect() for s in m.samples
+                                    if s.name.endswith("_total")),
+                "published": {st: total("guard_tuner_threshold_changes_total", status=st)
+                              for st in ("promoted", "rejected")}}

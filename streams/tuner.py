@@ -272,9 +272,6 @@ class Brain:
     state: TunerState | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    indexed: int = 0
-    deadlettered: int = 0
-    published: dict[str, int] = field(default_factory=lambda: {"promoted": 0, "rejected": 0})
     metrics: TunerMetrics = field(default_factory=TunerMetrics)
     _specs: tuple[PolicySet, dict[tuple[str, str], TuningSpec]] | None = None
 
@@ -407,7 +404,6 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     app.service(Lifecycle)
 
     async def dead(event: faust.EventT, error: Exception) -> None:
-        brain.deadlettered += 1
         metrics.deadletters.labels(deadletter.code_of(error)).inc()
         await deadletter.send(topics.deadletter, event, error, log)
 
@@ -434,7 +430,6 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
                     continue
                 if rec is not None:
                     decisions[rec.decision_id.encode()] = encode_record(rec)
-                    brain.indexed += 1
                     metrics.indexed.inc()
             progress["decisions"].handled_all((ev.message.partition, ev.message.offset) for ev in events)
 
@@ -476,7 +471,6 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
                     await app.producer.send_and_wait(s.topic_thresholds, key.topic_key.encode(),
                                                      encode(change), None, None, None)
                     brain.follower.apply_local(change)
-                    brain.published[change.status] = brain.published.get(change.status, 0) + 1
                     metrics.changes.labels(change.status).inc()
                     metrics.version.set(brain.follower.current.version)
                     log.info("threshold_change_published", status=change.status, old=change.old,
@@ -525,11 +519,10 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
         st = brain.state
         metrics.index_size.set(len(decisions))
         metrics.version.set(follower.current.version)
-        log.info("tuner_status", ready=brain.ready.is_set(), indexed=brain.indexed,
-                 index_size=len(decisions), identities=len(st.seen) if st else None,
-                 keys=len(st.evidence) if st else None, counts=asdict(st.counts) if st else None,
-                 deadlettered=brain.deadlettered, published=brain.published,
-                 thresholds_version=follower.current.version)
+        log.info("tuner_status", ready=brain.ready.is_set(), index_size=len(decisions),
+                 identities=len(st.seen) if st else None, keys=len(st.evidence) if st else None,
+                 counts=asdict(st.counts) if st else None, thresholds_version=follower.current.version,
+                 **metrics.totals())
 
     return Tuner(app, topics, brain, server)
 
