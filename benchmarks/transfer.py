@@ -53,6 +53,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "adapter-unpunctuated": {"implied_labels": False, "unpunctuated": 0.1},  # p2's setting
     "adapter-balanced": {"implied_labels": False, "source_power": 0.75},  # b1's setting
     "adapter-lpft": {"implied_labels": False, "probe_epochs": 1},  # l1's setting: a head-only epoch first
+    "adapter-adversary": {"implied_labels": False, "adversary": 0.3},  # d1's: a reversed source classifier
 }
 
 
@@ -60,6 +61,7 @@ def markdown(res: dict[str, Any]) -> str:
     cats = [c for c in CATEGORIES if any(c in r["unseen"]["auprc"] for r in res["runs"])]
     powers = sorted({c.get("source_power", 0.5) for c in res["configs"].values()})  # 0.5 before b1 had the key
     probes = sorted({c.get("probe_epochs", 0) for c in res["configs"].values()})
+    adversaries = sorted({c.get("adversary", 0.0) for c in res["configs"].values()})
     wise = sorted({float(r["model"].rsplit("-wise", 1)[1]) for r in res["runs"] if "-wise" in r["model"]})
     lines = [
         "# Transfer to unseen sources: frozen encoder vs adapter",
@@ -73,6 +75,8 @@ def markdown(res: dict[str, Any]) -> str:
            if res["tokenizer"].get("bracketed_placeholders") else "")
         + (f" Source power: {', '.join(map(str, powers))}." if powers != [0.5] else "")
         + (f" Head-only epochs first (LP-FT): {', '.join(map(str, probes))}." if probes != [0] else "")
+        + (f" Gradient-reversed source classifier (DANN) at weight: {', '.join(map(str, adversaries))}."
+           if adversaries != [0.0] else "")
         + (f" Rows named `-wise<α>`: the last epoch's model moved back toward the probe's, at α = "
            f"{', '.join(map(str, wise))} (WiSE-FT; no training of their own)." if wise else ""),
         "",

@@ -21,7 +21,10 @@ The pipeline, deterministic for a seed:
    masked multi-label BCE (unknown labels add nothing) with the same source, class and
    hard-negative weights (``guard.models.train.example_weights``). With ``--probe-epochs`` the head
    first learns alone on the frozen encoder (LP-FT, Kumar et al. 2022: a random head's early
-   gradients distort pretrained features, which costs most on unseen text).
+   gradients distort pretrained features, which costs most on unseen text). With ``--adversary``
+   a source classifier reads the same features through a gradient-reversal layer (DANN, Ganin et
+   al. 2016), conditioned on the text's labels, so the encoder is pushed to drop what tells one
+   source's style from another's beyond what the labels explain (run d1).
 5. bf16 autocast where the CPU runs bf16 natively (AMX / AVX-512 BF16: ~10x its fp32 matmul
    speed), fp32 elsewhere: on an AVX2-only CPU, bf16 is emulated and ~75x *slower* than fp32, so
    ``--precision auto`` times both once and picks (``resolve_precision``). AdamW, linear warm-up
@@ -61,7 +64,8 @@ C = len(CATEGORIES)
 #: (``guard.models.train.config_key``). ``source_power`` was always in the heads' config, so it is
 #: a later key of adapters only.
 ADAPTER_LATER_KEYS: dict[str, Any] = {"precision": "bf16", "unpunctuated": 0.0, "source_power": 0.5,
-                                       "probe_epochs": 0}
+                                       "probe_epochs": 0, "adversary": 0.0,
+                                       "adversary_hidden": 128}
 #: train is cut into this many hash folds (``guard.models.train.fold_of``); one is held out
 HOLDOUT_FOLDS = 5
 
@@ -89,6 +93,8 @@ class FinetuneConfig:
     implied_weight: float = 1.0  # their loss weight, against 1 for a label the source gives
     source_power: float = 0.5  # example weight ∝ (rows of its source) ** -power (as TrainConfig's)
     probe_epochs: int = 0  # LP-FT (run l1): epochs training the head alone, encoder frozen, before the rest
+    adversary: float = 0.0  # DANN (run d1): the source classifier's reversed-gradient weight at full ramp; 0 off
+    adversary_hidden: int = 128
     precision: str = "auto"  # "bf16" autocast, "fp32", or "auto": whichever this CPU runs faster
 
 
@@ -134,8 +140,10 @@ def resolve_precision(choice: str, probe: Any = None, rounds: int = 7) -> str:
     return "bf16" if best[torch.bfloat16] < best[torch.float32] else "fp32"
 
 
-def make_model(weights: dict[str, np.ndarray], cfg: FinetuneConfig) -> Any:
-    """The frozen encoder with trainable low-rank adapters and a training head (a torch Module)."""
+def make_model(weights: dict[str, np.ndarray], cfg: FinetuneConfig, n_sources: int = 0) -> Any:
+    """The frozen encoder with trainable low-rank adapters and a training head (a torch Module);
+    with ``cfg.adversary`` and ``n_sources`` also a source classifier (``source_logits``), which
+    is for training only: neither the adapter nor the saved head depends on it."""
     torch = _torch()
     nn = torch.nn
     F = torch.nn.functional
@@ -222,18 +230,58 @@ def make_model(weights: dict[str, np.ndarray], cfg: FinetuneConfig) -> Any:
             n_in = len(cfg.layers) * HIDDEN
             self.head = nn.Sequential(nn.Linear(n_in, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.head_dropout),
                                       nn.Linear(cfg.head_hidden, C))
+            self.source_head = None
+            if cfg.adversary > 0 and n_sources > 1:  # reads the features and the text's 2C label cells
+                self.source_head = nn.Sequential(nn.Linear(n_in + 2 * C, cfg.adversary_hidden), nn.ReLU(),
+                                                 nn.Linear(cfg.adversary_hidden, n_sources))
             self.bf16 = resolve_precision(cfg.precision) == "bf16"
 
         def forward(self, ids: Any, mask: Any) -> Any:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                return self._forward(ids, mask)
+            return self.classify(self.features(ids, mask))
 
-        def _forward(self, ids: Any, mask: Any) -> Any:
-            pooled = self.encoder(ids, mask)[:, list(cfg.layers)]
-            x = F.normalize(pooled, dim=-1) * math.sqrt(HIDDEN)  # ~unit-variance features
-            return self.head(x.flatten(1))
+        def classify(self, x: Any) -> Any:
+            """The training head on ``features``, in the model's precision."""
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                return self.head(x)
+
+        def features(self, ids: Any, mask: Any) -> Any:
+            """``[b, len(layers) * 384]``: the pooled layers, each L2-normalised to norm sqrt(384)."""
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                pooled = self.encoder(ids, mask)[:, list(cfg.layers)]
+                x = F.normalize(pooled, dim=-1) * math.sqrt(HIDDEN)  # ~unit-variance features
+                return x.flatten(1)
+
+        def source_logits(self, x: Any, labels: Any, coef: float) -> Any:
+            """The source classifier on features ``x`` whose gradient reaches the encoder
+            multiplied by ``-coef``: the classifier learns to tell sources apart, the encoder to
+            hide them. ``labels`` (the owner text's ``y * known`` and ``known``) go in beside the
+            features, so what the encoder must hide is source beyond label: a source that is all
+            self-harm may still look like self-harm."""
+            return self.source_head(torch.cat([_reverse(x.float(), coef), labels], 1))
 
     return Model()
+
+
+def _reverse(x: Any, coef: float) -> Any:
+    """Identity forward; the gradient multiplied by ``-coef`` backward (Ganin & Lempitsky 2015)."""
+    torch = _torch()
+
+    class Reverse(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any) -> Any:
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            return -coef * g
+
+    return Reverse.apply(x)
+
+
+def adversary_ramp(progress: float) -> float:
+    """DANN's schedule, 0 → 1 over training (``2 / (1 + e^(-10 p)) - 1``): the encoder is not
+    pushed to hide sources while the source classifier is still guessing."""
+    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
 
 
 def adapter_of(model: Any, cfg: FinetuneConfig, version: str) -> Adapter:
@@ -321,7 +369,8 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    model = make_model(weights, cfg)
+    source_names, source_of = np.unique(prep.train.sources, return_inverse=True)
+    model = make_model(weights, cfg, n_sources=len(source_names))
     lora = [p for n, p in model.named_parameters() if "lora_" in n]
     if cfg.lr == 0:  # frozen encoder: no gradient through it at all
         for p in lora:
@@ -329,8 +378,16 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
         lora = []
     head = list(model.head.parameters())
     groups = ([{"params": lora, "lr": cfg.lr}] if lora else []) + [{"params": head, "lr": cfg.head_lr}]
+    adversary = list(model.source_head.parameters()) if model.source_head is not None else []
+    if adversary:
+        groups.append({"params": adversary, "lr": cfg.head_lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     y = torch.from_numpy(prep.train.y)
+    src = torch.from_numpy(source_of.astype(np.int64))
+    # the source classifier weighs sources as the task loss does (rows ** -source_power), so the
+    # big sources do not make it a majority guess; label cells: y where known, and known itself
+    src_w = torch.from_numpy((np.bincount(source_of)[source_of] ** -cfg.source_power).astype(np.float32))
+    cond = torch.from_numpy(np.concatenate([prep.train.y * prep.train.known, prep.train.known], 1).astype(np.float32))
     w = torch.from_numpy(example_weights(prep.train, TrainConfig(implied_weight=cfg.implied_weight,
                                                                    source_power=cfg.source_power)))
     offsets = prep.wtr.offsets
@@ -349,10 +406,13 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
     history: list[dict[str, Any]] = []
     t0 = time.perf_counter()
 
+    adv_stats = {"right": 0.0, "weight": 0.0}  # the source classifier's weighted accuracy this epoch
+
     def run_epoch(opt: Any, sched: Any, params: list[Any], done: int, total: int) -> tuple[float, int]:
         """One pass over train, a step per batch; returns the summed loss and the steps done."""
         model.train()
         loss_sum, n_win, step = 0.0, 0, done
+        adv_stats.update(right=0.0, weight=0.0)
         for tb in text_batches(n_texts, lengths, cfg.batch_texts, rng):
             wins, owner = [], []
             for j, t in enumerate(tb):
@@ -363,15 +423,27 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
                 wins.extend(prep.wtr.ids[k] for k in idx)
                 owner.extend([j] * len(idx))
             ids, mask = _pad(wins)
-            z = model(torch.from_numpy(ids), torch.from_numpy(mask)).float()
+            x = model.features(torch.from_numpy(ids), torch.from_numpy(mask))
+            z = model.classify(x).float()
             own = torch.as_tensor(owner)
             zt = torch.full((len(tb), C), -1e4).scatter_reduce(0, own[:, None].expand(-1, C), z, "amax")
             tbt = torch.from_numpy(tb)
             loss = (w[tbt] * torch.nn.functional.binary_cross_entropy_with_logits(
                 zt, y[tbt], reduction="none")).sum() / len(tb)
+            if adversary:
+                wt = tbt[own]  # each window's text
+                coef = cfg.adversary * adversary_ramp(step / max(1, total))
+                s_logits = model.source_logits(x, cond[wt], coef)
+                sw = src_w[wt]
+                loss = loss + (sw * torch.nn.functional.cross_entropy(
+                    s_logits, src[wt], reduction="none")).sum() / sw.sum()
+                adv_stats["right"] += float((sw * (s_logits.argmax(1) == src[wt])).sum())
+                adv_stats["weight"] += float(sw.sum())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
+            if adversary:
+                torch.nn.utils.clip_grad_norm_(adversary, 1.0)
             opt.step()
             sched.step()
             step += 1
@@ -386,12 +458,17 @@ def train(prep: Any, weights: dict[str, np.ndarray], cfg: FinetuneConfig, log: A
     def close_epoch(entry: dict[str, Any], loss_sum: float) -> None:
         entry.update(loss=round(loss_sum / n_texts, 5),
                      seconds=round(time.perf_counter() - t0 - sum(h["seconds"] for h in history), 1))
+        if adv_stats["weight"]:  # chance is 1 / sources; the loss above includes the classifier's
+            entry["adversary_accuracy"] = round(adv_stats["right"] / adv_stats["weight"], 4)
+            log(f"  source classifier (source-balanced) accuracy {entry['adversary_accuracy']} "
+                f"over {len(source_names)} sources")
         history.append(entry)
 
     if cfg.probe_epochs and lora:  # LP-FT: the encoder's features stay put while the head learns them
         for p in lora:
             p.requires_grad_(False)
-        probe_opt = torch.optim.AdamW(head, lr=cfg.head_lr, weight_decay=cfg.weight_decay)
+        probe_opt = torch.optim.AdamW([{"params": head}] + ([{"params": adversary}] if adversary else []),
+                                      lr=cfg.head_lr, weight_decay=cfg.weight_decay)
         probe_total = cfg.probe_epochs * steps_per_epoch
         probe_sched = schedule(probe_opt, probe_total)
         done = 0
@@ -517,6 +594,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-epochs", type=int, default=d.probe_epochs,
                    help="first train the head alone for this many epochs, the encoder frozen, then both "
                         "(LP-FT: a fitted head moves the pretrained features less than a random one)")
+    p.add_argument("--adversary", type=float, default=d.adversary,
+                   help="train a gradient-reversed source classifier beside the head, its reversed gradient "
+                        "ramped up to this weight (DANN, run d1; 0: off)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=d.precision,
                    help="bf16 autocast or fp32 (auto: whichever this CPU runs faster; bf16 needs AMX/AVX-512 BF16)")
     p.add_argument("--limit", type=int, default=0, help="train on the first N train texts only (smoke runs)")
@@ -540,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
                          unpunctuated=args.unpunctuated, seed=args.seed, threads=args.threads,
                          holdout_fold=args.holdout_fold, implied_labels=args.implied_labels,
                          implied_weight=args.implied_weight, source_power=args.source_power,
-                         probe_epochs=args.probe_epochs,
+                         probe_epochs=args.probe_epochs, adversary=args.adversary,
                          precision=resolve_precision(args.precision))
     root = paths.repo_root()
     data_dir = Path(args.data) if args.data else (root.parent / "shared" / "data")

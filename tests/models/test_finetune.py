@@ -133,6 +133,61 @@ def test_probe_epochs_train_the_head_alone_first(tmp_path: Path) -> None:
         wise(train(prep, weights, replace(cfg, probe_epochs=0, epochs=0), lambda _m: None)[0], 0.5)
 
 
+def test_reversal_flips_and_scales_the_gradient_only() -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    from guard.models.finetune import _reverse
+
+    x = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    out = _reverse(x, 0.3)
+    assert torch.equal(out, x)
+    (out * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert torch.allclose(x.grad, torch.tensor([-0.3, -0.6, -0.9]))
+
+
+def test_adversary_ramp_rises_from_zero_to_one() -> None:
+    from guard.models.finetune import adversary_ramp
+
+    ramp = [adversary_ramp(p) for p in np.linspace(0, 1, 11)]
+    assert ramp[0] == 0.0 and ramp[-1] > 0.999 and all(a < b for a, b in zip(ramp, ramp[1:], strict=False))
+
+
+def test_adversary_learns_sources_while_the_encoder_learns_to_hide_them(tmp_path: Path) -> None:
+    """DANN (run d1): the source classifier trains beside the head and reports its accuracy; it
+    changes the encoder's training (reversed gradient) but not what is saved: adapter and head
+    keep their shapes, and without it training is exactly as before."""
+    pytest.importorskip("torch")
+    import torch
+    from safetensors.numpy import load_file
+
+    from guard.models import paths
+    from guard.models.finetune import adapter_of, make_model, train
+
+    cfg = FinetuneConfig(epochs=1, batch_texts=16, augment=0.0, adversary=1.0, precision="fp32")
+    prep, _, _ = prepare(_data(tmp_path), [], cfg, 0, lambda _m: None)
+    weights = load_file(str(paths.weights_dir() / "model.safetensors"))
+    model, history = train(prep, weights, cfg, lambda _m: None)
+    assert model.source_head is not None and model.source_head[-1].out_features == 2  # sources a and b
+    assert 0.0 <= history[0]["adversary_accuracy"] <= 1.0
+    plain, plain_history = train(prep, weights, replace(cfg, adversary=0.0), lambda _m: None)
+    assert plain.source_head is None and "adversary_accuracy" not in plain_history[0]
+    assert make_model(weights, replace(cfg, adversary=0.0), n_sources=2).source_head is None
+    a, b = adapter_of(model, cfg, "t"), adapter_of(plain, cfg, "t")
+    assert all(a.b[k].shape == b.b[k].shape for k in a.b)
+    assert any(not np.allclose(a.b[k], b.b[k]) for k in a.b)
+    # the classifier's gradient reaches the features reversed, scaled by the ramped weight
+    x = torch.randn(4, len(cfg.layers) * 384, requires_grad=True)
+    cond = torch.zeros(4, 2 * len(CATEGORIES))
+    model.source_logits(x, cond, 0.5).sum().backward()
+    g_rev = x.grad.clone()
+    x.grad = None
+    model.source_logits(x, cond, -1.0).sum().backward()  # coef -1: the plain gradient
+    assert torch.allclose(g_rev, -0.5 * x.grad, atol=1e-6)
+    for p, q in zip(model.head.parameters(), plain.head.parameters(), strict=True):
+        assert p.shape == q.shape
+
+
 def test_precision_auto_picks_the_faster_dtype_and_explicit_choices_stand() -> None:
     """bf16 autocast pays only where the CPU has bf16 units; elsewhere it is emulated and far slower."""
     pytest.importorskip("torch")
@@ -170,6 +225,8 @@ def test_version_key_keeps_earlier_adapter_names() -> None:
     assert config_key({**before, "precision": "fp32"}, False, later) == {**before, "precision": "fp32"}
     assert config_key({**before, "source_power": 0.75}, False, later) == {**before, "source_power": 0.75}
     assert config_key({**before, "probe_epochs": 1}, False, later) == {**before, "probe_epochs": 1}
+    assert config_key({**before, "adversary": 0.0, "adversary_hidden": 128}, False, later) == before
+    assert config_key({**before, "adversary": 0.3}, False, later) == {**before, "adversary": 0.3}
     assert config_key({**before, "implied_weight": 0.25}, True, later) == {**before, "implied_weight": 0.25}
     assert set(later) <= set(asdict(FinetuneConfig()))
     assert all(getattr(FinetuneConfig(), k) == v for k, v in later.items() if k != "precision")
