@@ -22,6 +22,8 @@ class Metrics:
                                 "detector failures, the hold-back bound)", ["policy"], registry=r)
         self.misrouted = Counter("guard_chunks_misrouted", "chunks on another partition than Kafka's default "
                                  "(murmur2) partitioner would choose for their stream_id", registry=r)
+        self.replayed = Counter("guard_decisions_replayed", "decisions sent again for a replayed chunk whose "
+                                "decision was never confirmed delivered (a worker died in between)", registry=r)
         self.expired = Counter("guard_streams_expired", "stream states forgotten after GUARD_STATE_TTL_S",
                                registry=r)
         self.unreleased = Counter("guard_expired_unreleased_chars",

@@ -31,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 #: chunks held ahead of a sequence gap before the gap is declared lost
 MAX_PENDING = 64
+#: decisions a stream's state keeps until their delivery is confirmed (``StreamState.outbox``)
+MAX_OUTBOX = 64
 
 
 def _layers(spec: PolicySpec) -> set[str]:
@@ -48,6 +50,8 @@ class Outcome:
     ``decisions`` may be empty (a duplicate, or a chunk waiting behind a gap) or hold several (a gap
     was filled and the chunks behind it were released too). ``error`` is set when the chunk was
     rejected; the caller dead-letters it with ``error.code`` and the text of the error.
+    ``replayed``: for a duplicate chunk, its decisions still in the state's outbox (their delivery
+    was never confirmed): the caller sends them again, unchanged.
     """
 
     stream_id: str
@@ -55,6 +59,7 @@ class Outcome:
     decisions: list[Decision] = field(default_factory=list)
     error: GuardError | None = None
     skipped: list[SequenceGap] = field(default_factory=list)  # gaps given up: report, don't reject
+    replayed: list[Decision] = field(default_factory=list)
 
 
 @dataclass
@@ -127,6 +132,8 @@ class Pipeline:
             if out.error is not None:
                 raise out.error
             state = out.state
+            if state is not None:
+                state.outbox = ()  # yielded is delivered: nothing to replay
             for d in out.decisions:
                 yield d
 
@@ -148,6 +155,7 @@ class Pipeline:
         scores, failure = await self._score(w for _, w in works)
         for i, work in works:
             decision = self._settle(work, scores, failure)
+            work.state.outbox = (*work.state.outbox, decision)[-MAX_OUTBOX:]
             states[work.state.stream_id] = work.state
             outcomes[i].decisions.append(decision)
         for i, chunk in rnd:
@@ -173,7 +181,9 @@ class Pipeline:
         else:
             spec = self._policy_of(state, policies)
         if chunk.seq < state.next_seq or chunk.seq in state.pending:
-            log.info("duplicate_chunk_dropped", stream_id=chunk.stream_id, seq=chunk.seq)
+            outcome.replayed.extend(d for d in state.outbox if d.seq == chunk.seq)
+            log.info("duplicate_chunk_dropped", stream_id=chunk.stream_id, seq=chunk.seq,
+                     replayed=len(outcome.replayed))
             return spec, []
         if state.final:
             raise StreamError(f"chunk seq {chunk.seq} after the stream's final chunk")

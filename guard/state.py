@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from guard.messages import Chunk, Evidence
+from guard.messages import Chunk, Decision, Evidence
 
 
 class Opener(msgspec.Struct, frozen=True):
@@ -53,6 +53,11 @@ class StreamState(msgspec.Struct, kw_only=True):
     openers: dict[str, Opener] = {}
     #: chunks that arrived ahead of a gap, by seq
     pending: dict[int, Chunk] = {}
+    #: decisions not yet known to be delivered (newest last, at most ``MAX_OUTBOX``): a worker that
+    #: dies after this state reached the changelog but before a decision reached its topic replays
+    #: the chunk, finds it a duplicate, and sends the decision from here (same ``decision_id``).
+    #: Whoever delivers decisions prunes it (``streams.agents.guard``); ``Pipeline.moderate`` empties it
+    outbox: tuple[Decision, ...] = ()
     gap_since_ms: int | None = None
     updated_ms: int = 0
 

@@ -14,13 +14,22 @@ Nothing at the edges of a stream is dropped silently either:
 - So a stream that goes quiet behind a gap is settled by ``expire``: after ``GUARD_STATE_TTL_S`` each
   chunk it still holds is dead-lettered (code ``stream-expired``, the chunk re-encoded as raw bytes),
   and text it received but never released (no final chunk came) is logged and counted.
+
+Nor is a decision lost when a worker dies mid-batch. The stream's state (a changelog write) and its
+decisions (writes to ``guard.decisions``) are separate sends, and a crash can deliver the first and
+lose the second; the replayed chunk would then look like a duplicate. So the state carries the
+decisions whose delivery the producer has not confirmed yet (``StreamState.outbox``, pruned here
+before each save; usually the batch's own), and a duplicate chunk gets them sent again, unchanged.
+Offsets are committed only after the producer has flushed, so a chunk whose decision could be lost
+is always replayed. Awaiting each delivery before saving would say the same, but it blocked Faust's
+crash shutdown under load (stop 24).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -29,7 +38,7 @@ from aiokafka.partitioner import murmur2
 from structlog.contextvars import bound_contextvars
 
 from guard.errors import GuardError, SchemaError, StreamExpired
-from guard.messages import Chunk, decode, encode
+from guard.messages import Chunk, Decision, decode, encode
 from guard.metrics import Metrics
 from guard.pipeline import Pipeline
 from guard.state import StreamState, dump_state, load_state
@@ -51,6 +60,10 @@ class ChunkHandler:
     #: the table's changelog partitions (``GUARD_PARTITIONS``); 0 skips the partitioner check
     partitions: int = 0
     _misrouted: int = 0
+    #: ids of decisions sent and not yet confirmed by the producer (insertion-ordered, bounded): what
+    #: a saved outbox keeps. A failed send is never confirmed, so its decision stays replayable
+    _in_flight: dict[str, None] = field(default_factory=dict)
+    max_in_flight: int = 100_000
 
     def check_partition(self, key: bytes, partition: int) -> None:
         """Warn when a chunk sits on another partition than murmur2 (Kafka's default partitioner)
@@ -69,6 +82,19 @@ class ChunkHandler:
                         fix="producers must key chunks by stream_id with Kafka's default murmur2 "
                             "partitioner (librdkafka: partitioner=murmur2_random)")
         self._misrouted += 1
+
+    async def send_decision(self, d: Decision) -> None:
+        self._in_flight[d.decision_id] = None
+        while len(self._in_flight) > self.max_in_flight:  # only failed sends linger; forget the oldest
+            del self._in_flight[next(iter(self._in_flight))]
+        await self.topics.decisions.send(key=d.stream_id.encode(), value=encode(d),
+                                         callback=lambda _sent, i=d.decision_id: self._in_flight.pop(i, None))
+
+    def unconfirmed(self, outbox: Sequence[Decision]) -> tuple[Decision, ...]:
+        """The outbox to save: decisions this worker sent whose delivery is not confirmed. Entries
+        from another worker's state are dropped too: its replays come before any new chunk of the
+        stream, so once a new chunk is decided they have had their chance."""
+        return tuple(d for d in outbox if d.decision_id in self._in_flight)
 
     async def dead(self, event: faust.EventT, error: Exception) -> None:
         self.metrics.deadletters.labels(deadletter.code_of(error)).inc()
@@ -108,8 +134,13 @@ class ChunkHandler:
                     await deadletter.send_for_stream(self.topics.deadletter, out.stream_id, gap, log,
                                                      source=ev.message.topic, partition=ev.message.partition,
                                                      skipped=(gap.first, gap.last))
+                for d in out.replayed:
+                    await self.send_decision(d)
+                    self.metrics.replayed.inc()
+                    log.warning("decision_replayed", decision_id=d.decision_id, seq=d.seq,
+                                why="a replayed chunk's decision was not confirmed delivered when its state was saved")
                 for d in out.decisions:
-                    await self.topics.decisions.send(key=d.stream_id.encode(), value=encode(d))
+                    await self.send_decision(d)
                     self.metrics.decisions.labels(d.action, d.policy).inc()
                     self.metrics.latency.observe(d.latency_ms / 1000.0)
                     if d.unjudged_chars:
@@ -120,8 +151,11 @@ class ChunkHandler:
                         log.info("decision", decision_id=d.decision_id, action=d.action,
                                  principle=d.principle, released_offset=d.released_offset,
                                  latency_ms=d.latency_ms)
-                if out.state is not None:
-                    self.table[out.stream_id.encode()] = dump_state(out.state)
+        # saved once per stream, after every decision of the batch is sent: a stream with several
+        # chunks here has one state, whose outbox must keep the decisions of all of them
+        for stream_id, state in {o.stream_id: o.state for o in outcomes if o.state is not None}.items():
+            state.outbox = self.unconfirmed(state.outbox)
+            self.table[stream_id.encode()] = dump_state(state)
 
 
 def register(app: faust.App, topics: Topics, table: faust.Table,

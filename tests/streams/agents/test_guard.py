@@ -6,6 +6,7 @@ The pipeline is the real one over the test doubles of ``guard.testing``.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -29,14 +30,24 @@ class FakeTopic:
     name: str
     sent: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     fail: bool = False
+    #: delivery callbacks not yet run: ``confirm`` runs them, as the producer does on the broker's ack
+    unconfirmed: list[Callable[[object], object]] = field(default_factory=list)
 
     def get_topic_name(self) -> str:
         return self.name
 
-    async def send(self, key: bytes | None = None, value: bytes = b"") -> None:
+    async def send(self, key: bytes | None = None, value: bytes = b"",
+                   callback: Callable[[object], object] | None = None) -> None:
         if self.fail:
             raise ConnectionError("broker gone")
         self.sent.append((key, value))
+        if callback is not None:
+            self.unconfirmed.append(callback)
+
+    def confirm(self) -> None:
+        for cb in self.unconfirmed:
+            cb(object())
+        self.unconfirmed.clear()
 
 
 @dataclass
@@ -235,3 +246,83 @@ async def test_a_chunk_off_its_murmur2_partition_is_decided_but_counted_and_logg
     assert count(rig.metrics, "guard_chunks_misrouted_total") == 2
     (warn,) = [e for e in logs if e["event"] == "chunk_partition_mismatch"]  # the first only
     assert warn["partition"] == (right + 1) % 4 and warn["murmur2_partition"] == right
+
+
+# -- decisions a crash lost ------------------------------------------------------------------------
+
+
+def saved(rig: Rig, stream_id: str = "s") -> StreamState:
+    return load_state(rig.table[stream_id.encode()])
+
+
+async def test_a_replayed_chunk_whose_decision_never_arrived_gets_it_again():
+    """The crash the outbox exists for: the state reached the changelog, the decision did not. The
+    restarted worker reads the state, the chunk comes again, and the same decision goes out."""
+    rig = Rig()
+    cs = [Chunk(stream_id="s", seq=i, text=f"word{i} ") for i in range(3)]
+    await rig.handle(events(cs[0]))
+    rig.topics.decisions.confirm()  # type: ignore[attr-defined]
+    await rig.handle(events(cs[1], offset=1))  # its decision is sent, never confirmed: the crash
+    lost = rig.topics.decisions.sent[-1]  # type: ignore[attr-defined]
+    assert [d.seq for d in saved(rig).outbox] == [1], "only what is unconfirmed is kept"
+
+    restarted = Rig(table=rig.table)  # a new worker: the table restored, nothing in flight
+    await restarted.handle(events(cs[1], offset=1))  # replayed from the last committed offset
+    assert restarted.topics.decisions.sent == [lost]  # type: ignore[attr-defined]
+    assert count(restarted.metrics, "guard_decisions_replayed_total") == 1
+    assert count(restarted.metrics, "guard_decisions_total", action="allow", policy="default") == 0
+    restarted.topics.decisions.confirm()  # type: ignore[attr-defined]
+    await restarted.handle(events(cs[2], offset=2))  # the stream goes on
+    assert [d.seq for d in decisions(restarted.topics)] == [1, 2]
+    assert [d.seq for d in saved(restarted).outbox] == [2]
+
+
+async def test_a_duplicate_whose_decision_was_delivered_gets_nothing():
+    rig = Rig()
+    cs = [Chunk(stream_id="s", seq=i, text=f"word{i} ") for i in range(2)]
+    await rig.handle(events(cs[0]))
+    rig.topics.decisions.confirm()  # type: ignore[attr-defined]
+    await rig.handle(events(cs[1], offset=1))  # saving prunes seq 0, confirmed
+    await rig.handle(events(cs[0], offset=2))  # a producer's retry
+    assert [d.seq for d in decisions(rig.topics)] == [0, 1]
+    assert count(rig.metrics, "guard_decisions_replayed_total") == 0
+
+
+async def test_a_batch_with_several_chunks_of_a_stream_keeps_all_their_decisions():
+    """One state for the stream, saved once after every decision was sent: none is pruned early."""
+    rig = Rig()
+    saves: list[bytes] = []
+
+    class Recording(dict):  # type: ignore[type-arg]
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            saves.append(key)
+            super().__setitem__(key, value)
+
+    rig.handle.table = rig.table = Recording()
+    await rig.handle(events(*(Chunk(stream_id="s", seq=i, text=f"word{i} ") for i in range(3)),
+                            Chunk(stream_id="t", seq=0, text="other ")))
+    assert [d.seq for d in saved(rig).outbox] == [0, 1, 2]
+    assert sorted(saves) == [b"s", b"t"]
+
+
+async def test_another_workers_outbox_is_dropped_once_the_stream_goes_on():
+    rig = Rig()
+    await rig.handle(events(Chunk(stream_id="s", seq=0, text="word0 ")))
+    restarted = Rig(table=rig.table)
+    await restarted.handle(events(Chunk(stream_id="s", seq=1, text="word1 "), offset=1))
+    assert [d.seq for d in saved(restarted).outbox] == [1]
+
+
+def test_in_flight_ids_are_bounded():
+    rig = Rig()
+    rig.handle.max_in_flight = 3
+
+    async def send_all() -> None:
+        for i in range(5):
+            await rig.handle.send_decision(Decision(decision_id=f"d{i}", stream_id="s", seq=i, action="allow",
+                                                    text="", released_offset=0))
+
+    import asyncio
+
+    asyncio.run(send_all())
+    assert list(rig.handle._in_flight) == ["d2", "d3", "d4"]
