@@ -18,6 +18,7 @@ from guard.policy.decide import StaticThresholds, ThresholdView
 from guard.policy.load import PolicyStore
 
 if TYPE_CHECKING:
+    from guard.detectors.semantic import TritonTls
     from guard.settings import Settings
 
 
@@ -29,6 +30,16 @@ def fast_scanners(policy_dir: Path) -> dict[str, Scanner]:
             "pii": PiiScanner()}
 
 
+def triton_tls(settings: Settings) -> TritonTls | None:
+    """TLS for Triton when ``GUARD_TRITON_TLS`` or any of its files is set, else None (plaintext)."""
+    from guard.detectors.semantic import TritonTls
+
+    files = (settings.triton_tls_ca_file, settings.triton_tls_cert_file, settings.triton_tls_key_file)
+    if not settings.triton_tls and not any(files):
+        return None
+    return TritonTls(*files)
+
+
 def retry_policy(settings: Settings) -> RetryPolicy:
     """The Triton retry settings (``GUARD_TRITON_RETRIES``, ``_BACKOFF_S``, ``_RETRY_BUDGET_S``)."""
     return RetryPolicy(retries=settings.triton_retries, backoff_s=settings.triton_backoff_s,
@@ -38,7 +49,8 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 @asynccontextmanager
 async def semantic_detector(triton_url: str | None, model: str = "harm_classifier",
                             timeout_s: float = 2.0, retry: RetryPolicy = DEFAULT_RETRY,
-                            pad_to_multiple: int = 1) -> AsyncIterator[SemanticDetector]:
+                            pad_to_multiple: int = 1, tls: TritonTls | None = None
+                            ) -> AsyncIterator[SemanticDetector]:
     """Triton when a URL is given, else ONNX Runtime in-process; same tokens, same heads.
 
     Only Triton is retried: its failures can be blips of a server or a network, while an in-process
@@ -48,7 +60,7 @@ async def semantic_detector(triton_url: str | None, model: str = "harm_classifie
 
     if triton_url:
         async with TritonDetector.connect(triton_url, model=model, timeout_s=timeout_s,
-                                          pad_to_multiple=pad_to_multiple) as det:
+                                          pad_to_multiple=pad_to_multiple, tls=tls) as det:
             yield RetryingDetector(det, retry) if retry.retries > 0 else det
     else:
         yield LocalDetector.from_build_dir()
@@ -59,13 +71,14 @@ async def pipeline(policy_dir: Path, triton_url: str | None = None, *, model: st
                    timeout_s: float = 2.0, retry: RetryPolicy = DEFAULT_RETRY, pad_to_multiple: int = 1,
                    observe: Callable[[float, int, str], None] | None = None,
                    thresholds: Callable[[], ThresholdView] = StaticThresholds,
-                   gap_timeout_ms: int = 10_000) -> AsyncIterator[tuple["Pipeline", PolicyStore]]:
+                   gap_timeout_ms: int = 10_000, tls: TritonTls | None = None
+                   ) -> AsyncIterator[tuple["Pipeline", PolicyStore]]:
     from guard.models.tokenizer import WindowTokenizer
     from guard.pipeline import Pipeline
 
     store = PolicyStore(policy_dir)
     store.current  # validate every policy up front: a bad file fails start-up, loudly
-    async with semantic_detector(triton_url, model, timeout_s, retry, pad_to_multiple) as det:
+    async with semantic_detector(triton_url, model, timeout_s, retry, pad_to_multiple, tls) as det:
         if observe is not None:  # e.g. the worker's Metrics.observe_semantic
             det = TimedDetector(det, observe)
         yield Pipeline(policies=lambda: store.current, scanners=fast_scanners(policy_dir),

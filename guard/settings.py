@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     triton_url: str | None = Field(
         None, description="Triton gRPC endpoint (host:port); unset = detectors in-process (ONNX Runtime)")
     triton_model: str = Field("harm_classifier", description="Triton model (ensemble) to call")
+    triton_tls: bool = Field(False, description="reach Triton over TLS (tritonserver --grpc-use-ssl); "
+                             "on by itself when a GUARD_TRITON_TLS_* file is set")
+    triton_tls_ca_file: Path | None = Field(None, description="CA of Triton's certificate (unset: the system's)")
+    triton_tls_cert_file: Path | None = Field(None, description="client certificate, for Triton with "
+                                              "--grpc-use-ssl-mutual")
+    triton_tls_key_file: Path | None = Field(None, description="the client certificate's key")
     triton_timeout_s: float = Field(2.0, gt=0, description="per-request deadline for Triton")
     triton_retries: int = Field(
         2, ge=0, description="further tries of a Triton call that failed transiently (unavailable, "

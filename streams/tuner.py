@@ -392,7 +392,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
                    for spec in brain.policies.current.policies.values() for p in spec.principles):
                 det = await self._stack.enter_async_context(
                     assemble.semantic_detector(s.triton_url, s.triton_model, s.triton_timeout_s,
-                                               assemble.retry_policy(s), s.triton_pad_to_multiple))
+                                               assemble.retry_policy(s), s.triton_pad_to_multiple,
+                                               assemble.triton_tls(s)))
                 brain.scorer = ShadowScorer(det, s.policy_dir)
             self._prep = asyncio.create_task(brain.prepare(), name="tuner-prepare")
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from guard.detectors.semantic import TritonTls
+from guard.devenv.certs import DevCerts, make_dev_certs
 from guard.devenv.kafka import Broker, make_broker
-from guard.devenv.triton import TritonServer
+from guard.devenv.triton import ServerTls, TritonServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,4 +40,19 @@ def triton_server() -> Iterator[TritonServer]:
         pytest.fail(f"{repository} lacks built models (config.pbtxt, *.onnx, heads.npz); run "
                     "`guard models build` first (heads come from guard/models/heads/)")
     with TritonServer(repository) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> DevCerts:
+    """A throwaway CA with a loopback server certificate and a client certificate."""
+    return make_dev_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="session")
+def tls_triton(triton_server: TritonServer, certs: DevCerts) -> Iterator[TritonServer]:
+    """A second tritonserver over the same repository that speaks only mutual-TLS gRPC."""
+    client = TritonTls(certs.ca_file, certs.client_cert, certs.client_key)
+    with TritonServer(triton_server.model_repository,
+                      tls=ServerTls(certs.server_cert, certs.server_key, certs.ca_file, client)) as server:
         yield server

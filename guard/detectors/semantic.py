@@ -22,13 +22,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 import numpy as np
 import structlog
 
-from guard.errors import DetectorError, DetectorTimeout, DetectorUnavailable
+from guard.errors import ConfigError, DetectorError, DetectorTimeout, DetectorUnavailable
 from guard.models.build import HIDDEN, N_POOLED, encoder_id
 from guard.models.heads import Heads
 from guard.models.tokenizer import MAX_CONTENT_TOKENS, add_special_tokens, pad_batch
@@ -51,6 +52,34 @@ DEFAULT_MODEL: Final = "harm_classifier"
 MAX_BATCH: Final = 64
 
 Mode = Literal["per_window", "batch"]
+
+
+@dataclass(frozen=True)
+class TritonTls:
+    """TLS for the gRPC channel to Triton (``tritonserver --grpc-use-ssl``, or ``-mutual`` with a
+    client certificate). Without it, windows of what users are shown cross the network in clear.
+
+    ``ca_file``: the CA that signed the server's certificate (unset: the system's roots).
+    ``cert_file`` and ``key_file``: this client's certificate and key, for mutual TLS; both or neither.
+    """
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def client_args(self) -> dict[str, Any]:
+        """Keyword arguments of ``tritonclient.grpc[.aio].InferenceServerClient``; checks the
+        files first, so a typo fails start-up with its name instead of a handshake error later."""
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("Triton TLS: a client certificate needs its key, and a key its certificate "
+                              "(GUARD_TRITON_TLS_CERT_FILE, GUARD_TRITON_TLS_KEY_FILE)")
+        for f in (self.ca_file, self.cert_file, self.key_file):
+            if f is not None and not Path(f).is_file():
+                raise ConfigError(f"Triton TLS: {f} is not a file")
+        return {"ssl": True,
+                "root_certificates": str(self.ca_file) if self.ca_file else None,
+                "private_key": str(self.key_file) if self.key_file else None,
+                "certificate_chain": str(self.cert_file) if self.cert_file else None}
 
 
 def model_version_of(heads_version: str) -> str:
@@ -120,7 +149,8 @@ class LocalDetector:
         try:
             return await loop.run_in_executor(self._executor, self.score_sync, list(windows))
         except Exception as exc:  # an ORT failure is this detector failing, not the pipeline
-            raise DetectorUnavailable(self.name, f"local inference failed: {exc}") from exc
+            # not retriable: the same windows on the same in-process session fail the same way
+            raise DetectorUnavailable(self.name, f"local inference failed: {exc}", retriable=False) from exc
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -146,8 +176,8 @@ class TritonDetector:
     @contextlib.asynccontextmanager
     async def connect(cls, url: str, model: str = DEFAULT_MODEL, *, name: str = "semantic",
                       model_version: str | None = None, timeout_s: float = 2.0, mode: Mode = "per_window",
-                      pad_to_multiple: int = 1) -> AsyncIterator[Self]:
-        """Open a gRPC channel and check the model is ready.
+                      pad_to_multiple: int = 1, tls: TritonTls | None = None) -> AsyncIterator[Self]:
+        """Open a gRPC channel (TLS with ``tls``) and check the model is ready.
 
         ``model_version`` defaults to the committed heads' version: the server's repository is
         filled from the same checkout by ``guard models build``.
@@ -159,7 +189,7 @@ class TritonDetector:
 
             hp = paths.heads_path()
             model_version = model_version_of(heads_version(hp) if hp.exists() else "unknown")
-        client = grpcaio.InferenceServerClient(url)
+        client = grpcaio.InferenceServerClient(url, **(tls.client_args() if tls else {}))
         try:
             try:
                 ready = await client.is_model_ready(model, client_timeout=timeout_s)

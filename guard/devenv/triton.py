@@ -24,14 +24,18 @@ import sysconfig
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 
 from guard.devenv._proc import free_ports, repo_root, spawn, start_error, stop_process
 from guard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from guard.detectors.semantic import TritonTls
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +101,23 @@ def repository_models(model_repository: Path) -> list[str]:
     return sorted(p.parent.name for p in model_repository.glob("*/config.pbtxt"))
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """gRPC over TLS for a dev server: its certificate and key, the CA that signed both sides, and
+    what its own readiness checks (and tests) connect with. Mutual TLS when ``client`` carries a
+    certificate. (HTTP stays plaintext; guard speaks gRPC only.)"""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    client: TritonTls
+
+    def args(self) -> list[str]:
+        mutual = self.client.cert_file is not None
+        return [f"--grpc-use-ssl{'-mutual' if mutual else ''}=true", f"--grpc-server-cert={self.cert_file}",
+                f"--grpc-server-key={self.key_file}", f"--grpc-root-cert={self.ca_file}"]
+
+
 class TritonServer:
     """``tritonserver`` over one model repository, on free loopback ports.
 
@@ -115,8 +136,10 @@ class TritonServer:
         startup_timeout_s: float = 120.0,
         stop_timeout_s: float = 30.0,
         extra_args: Sequence[str] = (),
+        tls: ServerTls | None = None,
     ) -> None:
         self._model_repository = Path(model_repository)
+        self._tls = tls
         self._host = host
         self._backend_root = backend_root
         self._log_path = log_path
@@ -190,6 +213,7 @@ class TritonServer:
             f"--metrics-address={self._host}",
             f"--metrics-port={metrics_port}",
             "--log-verbose=0",
+            *(self._tls.args() if self._tls else ()),
             *self._extra_args,
         ]
         launched = time.monotonic()
@@ -219,7 +243,8 @@ class TritonServer:
         assert self._proc is not None
         deadline = launched + self._startup_timeout_s
         waiting_for = "server"
-        client: Any = grpcclient.InferenceServerClient(self.grpc_url)
+        client: Any = grpcclient.InferenceServerClient(
+            self.grpc_url, **(self._tls.client.client_args() if self._tls else {}))
         try:
             while True:
                 code = self._proc.poll()

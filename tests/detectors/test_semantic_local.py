@@ -87,3 +87,23 @@ async def test_does_not_block_the_event_loop(detector: LocalDetector) -> None:
     await detector.score(windows_of(TEXTS * 8))
     task.cancel()
     assert ticks > 3
+
+
+async def test_an_inference_failure_is_unavailable_and_not_retriable(detector: LocalDetector) -> None:
+    """Nothing retries the in-process detector, and its label says so: the same windows on the same
+    session would fail the same way (a Triton failure can be a blip; this cannot)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from guard.errors import DetectorUnavailable
+
+    class Broken:
+        def run(self, *_: object) -> np.ndarray:
+            raise RuntimeError("ORT session failed")
+
+    broken = LocalDetector(Broken(), detector._heads, ThreadPoolExecutor(max_workers=1))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(DetectorUnavailable, match="local inference failed") as err:
+            await broken.score(windows_of(["Hello there."]))
+        assert err.value.retriable is False
+    finally:
+        broken.close()
