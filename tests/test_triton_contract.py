@@ -22,6 +22,7 @@ from guard.types import CATEGORIES
 FLAVOURS = ("cpu", "gpu")
 MODELS = (repository.ENCODER_MODEL, repository.HEADS_MODEL, repository.CLASSIFIER_MODEL)
 INT64, FP32 = mc.DataType.Value("TYPE_INT64"), mc.DataType.Value("TYPE_FP32")
+STRING = mc.DataType.Value("TYPE_STRING")
 
 
 def _configs(flavour: str) -> dict[str, mc.ModelConfig]:
@@ -55,7 +56,8 @@ def test_every_flavour_has_the_same_models() -> None:
 def test_client_tensors(configs: dict[str, mc.ModelConfig]) -> None:
     clf = configs[semantic.DEFAULT_MODEL]
     assert _tensors(clf.input) == {name: (INT64, [-1]) for name in semantic.INPUTS}
-    assert _tensors(clf.output) == {semantic.OUTPUT: (FP32, [len(CATEGORIES)])}
+    assert _tensors(clf.output) == {semantic.OUTPUT: (FP32, [len(CATEGORIES)]),
+                                    semantic.VERSION_OUTPUT: (STRING, [1])}
     assert mc.DataType.Name(INT64) == f"TYPE_{semantic.INPUT_DTYPE}"
     assert mc.DataType.Name(FP32) == f"TYPE_{semantic.OUTPUT_DTYPE}"
     for cfg in configs.values():
@@ -69,7 +71,8 @@ def test_encoder_and_heads_tensors(configs: dict[str, mc.ModelConfig]) -> None:
     assert _tensors(heads.input) == {build.POOLED: (FP32, [build.N_POOLED, build.HIDDEN]),
                                      build.INPUT_IDS: (INT64, [-1])}
     assert all(i.allow_ragged_batch for i in heads.input if i.name == build.INPUT_IDS)
-    assert _tensors(heads.output) == {semantic.OUTPUT: (FP32, [len(CATEGORIES)])}
+    assert _tensors(heads.output) == {semantic.OUTPUT: (FP32, [len(CATEGORIES)]),
+                                      semantic.VERSION_OUTPUT: (STRING, [1])}
     assert list(enc.dynamic_batching.preferred_batch_size) == [8, 16, 32]
     assert enc.dynamic_batching.max_queue_delay_microseconds == 2000
     assert heads.backend == "python" and _param(heads, "heads_file") == repository.HEADS_FILE
@@ -134,6 +137,14 @@ def test_python_models_use_the_contract_names() -> None:
             consts.update(zip(names, ast.literal_eval(node.value), strict=True))
     assert consts == {"INPUT_IDS": build.INPUT_IDS, "ATTENTION_MASK": build.ATTENTION_MASK,
                       "POOLED": build.POOLED}
+    heads_src = (paths.triton_repo("cpu") / repository.HEADS_MODEL / "1" / "model.py").read_text()
+    consts = {}
+    for node in ast.parse(heads_src).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple):
+            names = [t.id for t in node.targets[0].elts if isinstance(t, ast.Name)]
+            consts.update(zip(names, ast.literal_eval(node.value), strict=True))
+    assert consts == {"POOLED": build.POOLED, "INPUT_IDS": build.INPUT_IDS, "PROBS": semantic.OUTPUT,
+                      "HEADS_VERSION": semantic.VERSION_OUTPUT}
 
 
 @pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])

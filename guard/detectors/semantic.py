@@ -47,6 +47,8 @@ INPUTS: Final = (INPUT_IDS, ATTENTION_MASK)
 INPUT_DTYPE: Final = "INT64"
 OUTPUT: Final = "PROBS"
 OUTPUT_DTYPE: Final = "FP32"
+#: the served heads' version, asked for once at connect (``TritonDetector.served_heads_version``)
+VERSION_OUTPUT: Final = "HEADS_VERSION"
 DEFAULT_MODEL: Final = "harm_classifier"
 #: The largest request batch the server accepts (``max_batch_size`` in the configs).
 MAX_BATCH: Final = 64
@@ -179,16 +181,13 @@ class TritonDetector:
                       pad_to_multiple: int = 1, tls: TritonTls | None = None) -> AsyncIterator[Self]:
         """Open a gRPC channel (TLS with ``tls``) and check the model is ready.
 
-        ``model_version`` defaults to the committed heads' version: the server's repository is
-        filled from the same checkout by ``guard models build``.
+        ``model_version`` (what decisions record) defaults to the version of the heads the server
+        serves: a worker's own heads file can differ from the server's (a server updated first, a
+        worker image built from another checkout), and a decision must name what scored it. A
+        server that cannot say (a repository from before ``HEADS_VERSION``) leaves the local file's.
         """
         import tritonclient.grpc.aio as grpcaio
 
-        if model_version is None:
-            from guard.models import paths
-
-            hp = paths.heads_path()
-            model_version = model_version_of(heads_version(hp) if hp.exists() else "unknown")
         client = grpcaio.InferenceServerClient(url, **(tls.client_args() if tls else {}))
         try:
             try:
@@ -197,11 +196,44 @@ class TritonDetector:
                 raise _map_error(name, exc) from exc
             if not ready:
                 raise DetectorUnavailable(name, f"model {model!r} is not ready at {url}")
-            log.info("triton_detector_connected", url=url, model=model, mode=mode)
-            yield cls(client, model, model_version, name=name, timeout_s=timeout_s, mode=mode,
+            det = cls(client, model, model_version or "", name=name, timeout_s=timeout_s, mode=mode,
                       pad_to_multiple=pad_to_multiple)
+            if model_version is None:
+                det.model_version = model_version_of(await det.served_heads_version())
+            log.info("triton_detector_connected", url=url, model=model, mode=mode,
+                     model_version=det.model_version)
+            yield det
         finally:
             await client.close()
+
+    async def served_heads_version(self) -> str:
+        """The heads version the server reports, from one one-window request; where it reports
+        none, the local heads file's, with a warning either way things disagree."""
+        import tritonclient.grpc.aio as grpcaio
+
+        from guard.models import paths
+
+        hp = paths.heads_path()
+        local = heads_version(hp) if hp.exists() else "unknown"
+        ids, mask = self._pad([add_special_tokens(np.zeros(0, np.int64), MAX_CONTENT_TOKENS)])
+        inputs = [grpcaio.InferInput(INPUT_IDS, list(ids.shape), INPUT_DTYPE),
+                  grpcaio.InferInput(ATTENTION_MASK, list(mask.shape), INPUT_DTYPE)]
+        inputs[0].set_data_from_numpy(ids)
+        inputs[1].set_data_from_numpy(mask)
+        try:
+            result = await self._client.infer(self.model, inputs,
+                                              outputs=[grpcaio.InferRequestedOutput(VERSION_OUTPUT)],
+                                              client_timeout=self.timeout_s)
+            served = result.as_numpy(VERSION_OUTPUT).reshape(-1)[0]
+            served = served.decode("utf-8") if isinstance(served, bytes) else str(served)
+        except Exception as exc:  # noqa: BLE001 - an older repository: say so, keep serving
+            log.warning("served_heads_version_unknown", model=self.model, local=local,
+                        error=str(exc)[:200], fix="rebuild the model repository (guard models build)")
+            return local
+        if served != local:
+            log.warning("served_heads_differ", served=served, local=local,
+                        why="decisions record the served heads; this worker's own file is another")
+        return served
 
     def _pad(self, seqs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         ids, mask = pad_batch(seqs)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import structlog
 import tritonclient.grpc as grpcclient
 
 from guard.detectors.semantic import DEFAULT_MODEL, LocalDetector, TritonDetector
@@ -81,8 +82,8 @@ async def test_padded_requests_score_as_unpadded(triton_server: TritonServer, lo
 
 async def test_dynamic_batching_batches_concurrent_windows(triton_server: TritonServer) -> None:
     ws = windows_of([f"stream {i}: {TEXTS[i % 3]}" for i in range(64)])
-    before = _encoder_stats(triton_server.grpc_url)
     async with TritonDetector.connect(triton_server.grpc_url, timeout_s=30.0) as det:
+        before = _encoder_stats(triton_server.grpc_url)  # after connect's own version request
         # 64 single-window requests in flight at once, from 4 concurrent "streams"
         parts = await asyncio.gather(*(det.score(ws[i::4]) for i in range(4)))
     assert sum(len(p) for p in parts) == 64
@@ -117,3 +118,42 @@ async def test_emoji_named_windows_score_alike_through_triton(triton_server: Tri
     async with TritonDetector.connect(triton_server.grpc_url) as det:
         got = await det.score(ws)
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+async def test_decisions_name_the_heads_the_server_serves(triton_server: TritonServer,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path) -> None:  # noqa: ANN001
+    """The server reports its heads' version (HEADS_VERSION); a worker whose own heads file is
+    another records the served one, and says so."""
+    from guard.detectors import semantic
+    from guard.detectors.semantic import heads_version, model_version_of
+
+    served = heads_version(SERVED_HEADS)
+    async with TritonDetector.connect(triton_server.grpc_url) as det:
+        assert det.model_version == model_version_of(served)
+        assert await det.served_heads_version() == served
+
+    monkeypatch.setattr(semantic, "heads_version", lambda _p: "heads-some-other")
+    with structlog.testing.capture_logs() as logs:
+        async with TritonDetector.connect(triton_server.grpc_url) as det:
+            assert det.model_version == model_version_of(served)
+    (differ,) = [e for e in logs if e["event"] == "served_heads_differ"]
+    assert differ["served"] == served and differ["local"] == "heads-some-other"
+    async with TritonDetector.connect(triton_server.grpc_url, model_version="pinned") as det:
+        assert det.model_version == "pinned"
+
+
+async def test_a_server_without_the_version_output_leaves_the_local_version() -> None:
+    """A repository built before HEADS_VERSION: the worker keeps serving, on its own file's word."""
+    from tritonclient.utils import InferenceServerException
+
+    from guard.detectors.semantic import heads_version
+
+    class OldServer:
+        async def infer(self, *_: object, **__: object) -> None:
+            raise InferenceServerException("unexpected inference output 'HEADS_VERSION'")
+
+    det = TritonDetector(OldServer(), DEFAULT_MODEL, "")
+    with structlog.testing.capture_logs() as logs:
+        assert await det.served_heads_version() == heads_version(paths.heads_path())
+    assert [e["event"] for e in logs] == ["served_heads_version_unknown"]

@@ -17,7 +17,7 @@ import triton_python_backend_utils as pb_utils
 
 from guard.models.heads import Heads
 
-POOLED, INPUT_IDS, PROBS = "POOLED", "INPUT_IDS", "PROBS"
+POOLED, INPUT_IDS, PROBS, HEADS_VERSION = "POOLED", "INPUT_IDS", "PROBS", "HEADS_VERSION"
 
 
 class TritonPythonModel:
@@ -29,6 +29,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"{path} missing: train the heads (`guard models train`) and run `guard models build`")
         self.heads = Heads.load(path)
+        self.version = self.heads.version.encode("utf-8")
 
     def execute(self, requests):
         pooled = [pb_utils.get_input_tensor_by_name(r, POOLED).as_numpy() for r in requests]
@@ -40,6 +41,8 @@ class TritonPythonModel:
         probs = self.heads.predict(np.concatenate(pooled), rows or None).astype(np.float32)
         responses, at = [], 0
         for p in pooled:
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(PROBS, probs[at:at + len(p)])]))
+            version = np.full((len(p), 1), self.version, dtype=object)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(PROBS, probs[at:at + len(p)]),
+                                                         pb_utils.Tensor(HEADS_VERSION, version)]))
             at += len(p)
         return responses
