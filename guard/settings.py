@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     stall_timeout_s: float = Field(
         120.0, ge=0, description="an assigned chunk partition with a backlog that has not moved this long "
         "makes the worker exit so others take it (0 = never)")
+    crash_exit_s: float = Field(
+        30.0, gt=0, description="a worker that crashed (a stall) and has not exited after this many seconds "
+        "is ended without a graceful shutdown, which can hang behind what stalled")
     log_json: bool = Field(True, description="JSON logs (False: console renderer)")
     log_level: str = Field("INFO", description="log level")
 

@@ -25,7 +25,7 @@ from streams.agents import guard as guard_agent
 from streams.auth import client_options
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
-from streams.watchdog import Health, Progress, StallWatch, patrol
+from streams.watchdog import Health, Progress, StallWatch, crash_then_exit, patrol
 from streams.web import Server, body, routes
 
 log = structlog.get_logger(__name__)
@@ -155,12 +155,14 @@ def create_app(s: Settings) -> Worker:
                          s.partitions)
 
     # Lag per assigned partition for /healthz and /metrics, and the way out of a stalled one.
+    crash = crash_then_exit(app.crash, s.crash_exit_s, log)
+
     @app.timer(interval=watch.interval_s)
     async def watch_partitions() -> None:
         nonlocal health
         if not resources.ready.is_set():  # start-up has its own timeouts, and fails loudly
             return
-        health = await patrol(watch, metrics.lag, metrics.lag_waiting, app.crash, log) or health
+        health = await patrol(watch, metrics.lag, metrics.lag_waiting, crash, log) or health
 
     @app.timer(interval=s.policy_reload_s)
     async def reload_policies() -> None:

@@ -63,7 +63,7 @@ from streams.auth import client_options
 from streams.feedback_cli import validate_feedback
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
-from streams.watchdog import Health, Progress, StallWatch, patrol
+from streams.watchdog import Health, Progress, StallWatch, crash_then_exit, patrol
 from streams.web import Server, per_topic, routes
 
 log = structlog.get_logger(__name__)
@@ -97,6 +97,9 @@ class TunerSettings(BaseSettings):
     stall_timeout_s: float = Field(
         120.0, ge=0, description="an assigned feedback or decisions partition with a backlog that has not moved "
         "this long makes the tuner exit, to be restarted (0 = never)")
+    crash_exit_s: float = Field(
+        30.0, gt=0, description="a tuner that crashed (a stall) and has not exited after this many seconds is "
+        "ended without a graceful shutdown")
 
 
 def _now_ms() -> int:
@@ -486,13 +489,15 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
                                  done=lambda evs: progress["feedback"].handled_all(
                                      (ev.message.partition, ev.message.offset) for ev in evs))
 
+    crash = crash_then_exit(app.crash, ts.crash_exit_s, log)
+
     @app.timer(interval=min(w.interval_s for w in watches.values()))
     async def watch_inputs() -> None:
         if not brain.ready.is_set():  # verdicts wait for the thresholds topic on purpose
             return
         for name, watch in watches.items():
             lag, waiting = metrics.lag[name]
-            healths[name] = await patrol(watch, lag, waiting, app.crash, log, what=name) or healths[name]
+            healths[name] = await patrol(watch, lag, waiting, crash, log, what=name) or healths[name]
 
     @app.timer(interval=s.policy_reload_s)
     async def reload_policies() -> None:

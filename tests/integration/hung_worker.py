@@ -2,13 +2,15 @@
 
 Everything else is the worker as shipped (Faust, the real broker, the watchdog, the exit), so the
 stall test sees what an operator would: a partition that stops moving, and a worker that leaves.
+With ``HANG_SHUTDOWN=1`` its graceful shutdown hangs too, so only the crash deadline can end it.
 """
 
 import asyncio
+import os
 import sys
 
 from guard.pipeline import Pipeline
-from streams.app import main
+from streams.app import Resources, main
 
 _process = Pipeline.process
 
@@ -20,6 +22,12 @@ async def _process_or_hang(self, items):  # type: ignore[no-untyped-def]
 
 
 Pipeline.process = _process_or_hang  # type: ignore[method-assign]
+
+if os.environ.get("HANG_SHUTDOWN") == "1":
+    async def _stop_never(self):  # type: ignore[no-untyped-def]
+        await asyncio.Event().wait()
+
+    Resources.stop = _stop_never  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,7 +24,9 @@ HUNG_WORKER = Path(__file__).with_name("hung_worker.py")
 NAMES = ("chunks", "decisions", "deadletter", "feedback", "thresholds")
 
 
-async def test_a_worker_whose_partition_stops_moving_exits_and_says_why(kafka_broker, triton_server):
+@pytest.mark.parametrize("hang_shutdown", [False, True], ids=["graceful", "shutdown-hangs"])
+async def test_a_worker_whose_partition_stops_moving_exits_and_says_why(kafka_broker, triton_server,
+                                                                       hang_shutdown):
     run = uuid.uuid4().hex[:6]
     names = {t: f"stall-{run}.{t}" for t in NAMES}
     settings = Settings(kafka_bootstrap=kafka_broker.bootstrap, partitions=1,
@@ -32,7 +34,8 @@ async def test_a_worker_whose_partition_stops_moving_exits_and_says_why(kafka_br
     await create_topics(kafka_broker.bootstrap, topics.specs(settings))
     port = free_port()
     env = {"GUARD_APP_ID": f"guard-stall-{run}", "GUARD_PARTITIONS": "1", "GUARD_STALL_TIMEOUT_S": "8",
-           "GUARD_WEB_PORT": str(port), "GUARD_LOG_LEVEL": "INFO",
+           "GUARD_WEB_PORT": str(port), "GUARD_LOG_LEVEL": "INFO", "GUARD_CRASH_EXIT_S": "5",
+           "HANG_SHUTDOWN": "1" if hang_shutdown else "0",
            **{f"GUARD_TOPIC_{t.upper()}": n for t, n in names.items()}}
     log = REPO / "build" / "test-logs" / f"worker-stall-{run}.log"
     worker = WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, log, env,
@@ -60,3 +63,5 @@ async def test_a_worker_whose_partition_stops_moving_exits_and_says_why(kafka_br
     assert stalls and stalls[0]["partitions"] == [0] and stalls[0]["lag"] == [4]
     assert stalls[0]["waiting_s"][0] >= 8
     assert "and then" not in log.read_text()  # positions and counts, never what the stream said
+    if hang_shutdown:  # only the deadline could end it
+        assert worker.proc.returncode == 70 and worker.events("crash_exit_forced")

@@ -196,6 +196,33 @@ class KafkaConsumerView:
 
 
 @pytest.mark.kafka
+async def test_a_crash_that_does_not_exit_in_time_is_ended():
+    """The graceful shutdown after a stall crash can hang; the deadline ends the process anyway."""
+    import asyncio
+    import threading
+
+    import structlog
+
+    from streams.watchdog import crash_then_exit
+
+    exited = threading.Event()
+    codes: list[int] = []
+
+    async def hanging_crash(exc: BaseException) -> None:
+        await asyncio.sleep(0)  # returns; the shutdown it starts is what hangs, elsewhere
+
+    def fake_exit(code: int) -> None:
+        codes.append(code)
+        exited.set()
+
+    log = structlog.get_logger("test")
+    with structlog.testing.capture_logs() as logs:
+        await crash_then_exit(hanging_crash, 0.05, log, exit=fake_exit)(RuntimeError("stalled"))
+        assert await asyncio.to_thread(exited.wait, 5.0)
+    assert codes == [70]
+    assert [e["event"] for e in logs] == ["crash_exit_forced"] and logs[0]["reason"] == "RuntimeError"
+
+
 async def test_over_the_real_broker_an_unserved_partition_stalls_and_a_served_one_does_not(kafka_broker):
     """Partition 0 is held and never read (the stall faust can leave behind); partition 1 is served."""
     topic = f"watch-{uuid.uuid4().hex[:8]}"
