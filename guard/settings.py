@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     stall_timeout_s: float = Field(
         120.0, ge=0, description="an assigned chunk partition with a backlog that has not moved this long "
         "makes the worker exit so others take it (0 = never)")
+    recovery_timeout_s: float = Field(
+        900.0, ge=0, description="Faust rebalancing or restoring the stream table this long without a break makes "
+        "the worker exit to start over (a restore can hang); set above the longest restore (0 = never)")
     crash_exit_s: float = Field(
         30.0, gt=0, description="a worker that crashed (a stall) and has not exited after this many seconds "
         "is ended without a graceful shutdown, which can hang behind what stalled")

@@ -121,7 +121,8 @@ def create_app(s: Settings) -> Worker:
     progress = Progress()
     watch = StallWatch(app.consumer, s.topic_chunks, progress, timeout_s=s.stall_timeout_s,
                        interval_s=min(5.0, s.stall_timeout_s / 4) or 5.0,
-                       busy=lambda: bool(app.rebalancing or app.in_recovery))
+                       busy=lambda: bool(app.rebalancing or app.in_recovery),
+                       busy_timeout_s=s.recovery_timeout_s)
     health = Health()
     server = Server(routes(metrics.registry, lambda: body(health), resources.is_ready), s.web_host,
                     s.web_port)

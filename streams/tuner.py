@@ -97,6 +97,9 @@ class TunerSettings(BaseSettings):
     stall_timeout_s: float = Field(
         120.0, ge=0, description="an assigned feedback or decisions partition with a backlog that has not moved "
         "this long makes the tuner exit, to be restarted (0 = never)")
+    recovery_timeout_s: float = Field(
+        900.0, ge=0, description="Faust rebalancing or restoring this long without a break makes the tuner "
+        "exit to start over (0 = never)")
     crash_exit_s: float = Field(
         30.0, gt=0, description="a tuner that crashed (a stall) and has not exited after this many seconds is "
         "ended without a graceful shutdown")
@@ -371,7 +374,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     progress = {name: Progress() for name in inputs}
     watches = {name: StallWatch(app.consumer, topic, progress[name], timeout_s=ts.stall_timeout_s,
                                 interval_s=min(5.0, ts.stall_timeout_s / 4) or 5.0,
-                                busy=lambda: bool(app.rebalancing or app.in_recovery))
+                                busy=lambda: bool(app.rebalancing or app.in_recovery),
+                                busy_timeout_s=ts.recovery_timeout_s)
                for name, topic in inputs.items()}
     healths = {name: Health() for name in inputs}
     server = Server(routes(metrics.registry, lambda: per_topic({inputs[n]: h for n, h in healths.items()}),

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from prometheus_client import Gauge
@@ -82,6 +82,8 @@ class Health:
     assigned: list[int] = field(default_factory=list)
     backlogs: list[Backlog] = field(default_factory=list)
     stalled: list[Backlog] = field(default_factory=list)
+    #: seconds Faust has been rebalancing or restoring without a break, once past ``busy_timeout_s``
+    stuck_busy_s: float | None = None
 
 
 @dataclass
@@ -95,8 +97,10 @@ class StallWatch:
       the check asks the broker, and a slow answer is not a held-up loop;
     - ``busy()``: Faust is rebalancing or restoring tables from their changelogs, and pauses the
       partitions on purpose meanwhile (a large table can take minutes; counting that as a stall
-      would kill every worker that restores one, again after each restart). The price: a restore
-      that hangs for ever is not caught here (Faust logs its progress, with an estimate).
+      would kill every worker that restores one, again after each restart). A restore can also
+      hang for ever (Faust's issues #47 and #74; seen here once, a restart after a SIGKILL that
+      never served its partition), so busy without a break for ``busy_timeout_s`` (0: never) is a
+      stall of its own: set it above the longest restore the tables can need.
     """
 
     consumer: PartitionConsumer
@@ -106,10 +110,14 @@ class StallWatch:
     interval_s: float = 5.0
     clock: Callable[[], float] = time.monotonic
     busy: Callable[[], bool] = lambda: False
+    busy_timeout_s: float = 0.0
     _seen: dict[int, tuple[int, float]] = field(default_factory=dict)
     _last_end: float | None = None
+    _busy_since: float | None = None
 
     def reset(self) -> None:
+        """A new assignment: forget the waits of the last one (a rebalance in progress goes on
+        counting as busy: it is one stretch with the assignment it produced)."""
         self._seen.clear()
         self._last_end = None
 
@@ -117,10 +125,18 @@ class StallWatch:
         """The assigned partitions of the topic, those with a backlog (longest wait first), the stalled."""
         now = self.clock()
         late = self._last_end is not None and now - self._last_end > 2 * self.interval_s
+        busy = self.busy()
+        if not busy:
+            self._busy_since = None
+        elif self._busy_since is None:
+            self._busy_since = now
         try:
-            return await self._look(now, late or self.busy())
+            health = await self._look(now, late or busy)
         finally:
             self._last_end = self.clock()
+        if busy and self.busy_timeout_s > 0 and now - (self._busy_since or now) >= self.busy_timeout_s:
+            health = replace(health, stuck_busy_s=now - (self._busy_since or now))
+        return health
 
     async def _look(self, now: float, late: bool) -> Health:
         tps = sorted((tp for tp in self.consumer.assignment() if tp.topic == self.topic),
@@ -158,6 +174,14 @@ def export(health: Health, lag: Gauge, waiting: Gauge) -> None:
     for b in health.backlogs:
         lag.labels(str(b.partition)).set(b.lag)
         waiting.labels(str(b.partition)).set(b.waiting_s)
+
+
+class RecoveryStalled(RuntimeError):
+    """Raised into the app when Faust has been rebalancing or restoring too long without a break."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"rebalancing or restoring tables for {seconds:.0f} s without a break "
+                         "(GUARD_RECOVERY_TIMEOUT_S); leaving the group to start over")
 
 
 class PartitionStalled(RuntimeError):
@@ -210,4 +234,8 @@ async def patrol(watch: StallWatch, lag: Gauge, waiting: Gauge, crash: Callable[
         log.error("partition_stalled", topic=watch.topic, partitions=[b.partition for b in health.stalled],
                   lag=[b.lag for b in health.stalled], waiting_s=[round(b.waiting_s) for b in health.stalled])
         await crash(PartitionStalled(health.stalled, what))
+    elif health.stuck_busy_s is not None:
+        log.error("recovery_stalled", topic=watch.topic, busy_s=round(health.stuck_busy_s),
+                  assigned=health.assigned, lag=[b.lag for b in health.backlogs])
+        await crash(RecoveryStalled(health.stuck_busy_s))
     return health

@@ -127,24 +127,26 @@ def test_heads_model_code_is_shared() -> None:
     assert (paths.triton_repo("gpu") / rel).read_bytes() == (paths.triton_repo("cpu") / rel).read_bytes()
 
 
-def test_python_models_use_the_contract_names() -> None:
-    """The self-contained encoder model.py declares the same tensor names as the builder."""
-    src = (paths.triton_repo("cpu") / repository.ENCODER_MODEL / "1" / "model.py").read_text()
-    consts = {}
+def _tuple_constants(src: str) -> dict[str, object]:
+    """The module-level ``A, B = "a", "b"`` assignments of a python model."""
+    consts: dict[str, object] = {}
     for node in ast.parse(src).body:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple):
             names = [t.id for t in node.targets[0].elts if isinstance(t, ast.Name)]
             consts.update(zip(names, ast.literal_eval(node.value), strict=True))
-    assert consts == {"INPUT_IDS": build.INPUT_IDS, "ATTENTION_MASK": build.ATTENTION_MASK,
-                      "POOLED": build.POOLED}
-    heads_src = (paths.triton_repo("cpu") / repository.HEADS_MODEL / "1" / "model.py").read_text()
-    consts = {}
-    for node in ast.parse(heads_src).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple):
-            names = [t.id for t in node.targets[0].elts if isinstance(t, ast.Name)]
-            consts.update(zip(names, ast.literal_eval(node.value), strict=True))
-    assert consts == {"POOLED": build.POOLED, "INPUT_IDS": build.INPUT_IDS, "PROBS": semantic.OUTPUT,
-                      "HEADS_VERSION": semantic.VERSION_OUTPUT}
+    return consts
+
+
+def test_python_models_use_the_contract_names() -> None:
+    """The self-contained python models declare the same tensor names as the builder and client."""
+    def src(model: str) -> str:
+        return (paths.triton_repo("cpu") / model / "1" / "model.py").read_text()
+
+    assert _tuple_constants(src(repository.ENCODER_MODEL)) == {
+        "INPUT_IDS": build.INPUT_IDS, "ATTENTION_MASK": build.ATTENTION_MASK, "POOLED": build.POOLED}
+    assert _tuple_constants(src(repository.HEADS_MODEL)) == {
+        "POOLED": build.POOLED, "INPUT_IDS": build.INPUT_IDS, "PROBS": semantic.OUTPUT,
+        "HEADS_VERSION": semantic.VERSION_OUTPUT}
 
 
 @pytest.mark.parametrize("int8", [False, True], ids=["fp32", "int8"])

@@ -209,21 +209,13 @@ class TritonDetector:
     async def served_heads_version(self) -> str:
         """The heads version the server reports, from one one-window request; where it reports
         none, the local heads file's, with a warning either way things disagree."""
-        import tritonclient.grpc.aio as grpcaio
-
         from guard.models import paths
 
         hp = paths.heads_path()
         local = heads_version(hp) if hp.exists() else "unknown"
         ids, mask = self._pad([add_special_tokens(np.zeros(0, np.int64), MAX_CONTENT_TOKENS)])
-        inputs = [grpcaio.InferInput(INPUT_IDS, list(ids.shape), INPUT_DTYPE),
-                  grpcaio.InferInput(ATTENTION_MASK, list(mask.shape), INPUT_DTYPE)]
-        inputs[0].set_data_from_numpy(ids)
-        inputs[1].set_data_from_numpy(mask)
         try:
-            result = await self._client.infer(self.model, inputs,
-                                              outputs=[grpcaio.InferRequestedOutput(VERSION_OUTPUT)],
-                                              client_timeout=self.timeout_s)
+            result = await self._request(ids, mask, VERSION_OUTPUT, self.timeout_s)
             served = result.as_numpy(VERSION_OUTPUT).reshape(-1)[0]
             served = served.decode("utf-8") if isinstance(served, bytes) else str(served)
         except Exception as exc:  # noqa: BLE001 - an older repository: say so, keep serving
@@ -244,16 +236,18 @@ class TritonDetector:
             mask = np.pad(mask, ((0, 0), (0, extra)))
         return ids, mask
 
-    async def _infer(self, ids: np.ndarray, mask: np.ndarray, timeout_s: float) -> np.ndarray:
+    async def _request(self, ids: np.ndarray, mask: np.ndarray, output: str, timeout_s: float) -> Any:
         import tritonclient.grpc.aio as grpcaio
 
         inputs = [grpcaio.InferInput(INPUT_IDS, list(ids.shape), INPUT_DTYPE),
                   grpcaio.InferInput(ATTENTION_MASK, list(mask.shape), INPUT_DTYPE)]
         inputs[0].set_data_from_numpy(ids)
         inputs[1].set_data_from_numpy(mask)
-        result = await self._client.infer(self.model, inputs,
-                                          outputs=[grpcaio.InferRequestedOutput(OUTPUT)],
-                                          client_timeout=timeout_s)
+        return await self._client.infer(self.model, inputs, outputs=[grpcaio.InferRequestedOutput(output)],
+                                        client_timeout=timeout_s)
+
+    async def _infer(self, ids: np.ndarray, mask: np.ndarray, timeout_s: float) -> np.ndarray:
+        result = await self._request(ids, mask, OUTPUT, timeout_s)
         probs = result.as_numpy(OUTPUT)
         if probs is None or probs.shape != (ids.shape[0], len(self.categories)):
             got = None if probs is None else probs.shape

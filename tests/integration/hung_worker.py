@@ -3,11 +3,14 @@
 Everything else is the worker as shipped (Faust, the real broker, the watchdog, the exit), so the
 stall test sees what an operator would: a partition that stops moving, and a worker that leaves.
 With ``HANG_SHUTDOWN=1`` its graceful shutdown hangs too, so only the crash deadline can end it.
+With ``STUCK_RECOVERY=1`` Faust reports itself restoring tables for ever (a restore that hangs).
 """
 
 import asyncio
 import os
 import sys
+
+import faust
 
 from guard.pipeline import Pipeline
 from streams.app import Resources, main
@@ -22,6 +25,9 @@ async def _process_or_hang(self, items):  # type: ignore[no-untyped-def]
 
 
 Pipeline.process = _process_or_hang  # type: ignore[method-assign]
+
+if os.environ.get("STUCK_RECOVERY") == "1":
+    faust.App.in_recovery = property(lambda self: True, lambda self, value: None)  # type: ignore[assignment]
 
 if os.environ.get("HANG_SHUTDOWN") == "1":
     async def _stop_never(self):  # type: ignore[no-untyped-def]

@@ -65,3 +65,27 @@ async def test_a_worker_whose_partition_stops_moving_exits_and_says_why(kafka_br
     assert "and then" not in log.read_text()  # positions and counts, never what the stream said
     if hang_shutdown:  # only the deadline could end it
         assert worker.proc.returncode == 70 and worker.events("crash_exit_forced")
+
+
+async def test_a_worker_whose_restore_never_ends_exits_to_start_over(kafka_broker, triton_server):
+    """GUARD_RECOVERY_TIMEOUT_S: busy restoring without a break is a stall of its own."""
+    run = uuid.uuid4().hex[:6]
+    names = {t: f"stuck-{run}.{t}" for t in NAMES}
+    settings = Settings(kafka_bootstrap=kafka_broker.bootstrap, partitions=1,
+                        **{f"topic_{t}": n for t, n in names.items()})
+    await create_topics(kafka_broker.bootstrap, topics.specs(settings))
+    env = {"GUARD_APP_ID": f"guard-stuck-{run}", "GUARD_PARTITIONS": "1", "GUARD_STALL_TIMEOUT_S": "8",
+           "GUARD_RECOVERY_TIMEOUT_S": "10", "GUARD_CRASH_EXIT_S": "5", "GUARD_WEB_PORT": str(free_port()),
+           "GUARD_LOG_LEVEL": "INFO", "STUCK_RECOVERY": "1",
+           **{f"GUARD_TOPIC_{t.upper()}": n for t, n in names.items()}}
+    log = REPO / "build" / "test-logs" / f"worker-stuck-{run}.log"
+    with WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, log, env,
+                       args=(str(HUNG_WORKER),)) as worker:
+        deadline = time.monotonic() + 90
+        while worker.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        assert not worker.alive(), "a worker stuck restoring must leave the group"
+        assert worker.proc is not None and worker.proc.returncode != 0
+    (stuck,) = worker.events("recovery_stalled")
+    assert stuck["busy_s"] >= 10 and stuck["assigned"] == [0]
+    assert not worker.events("partition_stalled"), "time spent restoring is not a partition stall"

@@ -120,6 +120,37 @@ async def test_time_spent_rebalancing_or_restoring_tables_does_not_count():
     assert [bool(h.stalled) for h in after] == [False, True]
 
 
+async def test_busy_without_a_break_past_its_timeout_is_a_stall_of_its_own():
+    """A restore that hangs (Faust #47, #74) must not hold the partitions for ever; a break resets."""
+    import structlog
+
+    from streams.watchdog import RecoveryStalled, patrol
+
+    c = FakeConsumer(ends={0: 10}, positions={0: 3})
+    busy = {"now": True}
+    w = StallWatch(c, TOPIC, Progress(), timeout_s=10.0, clock=Clock(), busy=lambda: busy["now"],
+                   busy_timeout_s=60.0)
+    assert [(await at(w, t)).stuck_busy_s for t in (0, 30, 55)] == [None, None, None]
+    busy["now"] = False
+    assert (await at(w, 60)).stuck_busy_s is None  # a break
+    busy["now"] = True
+    assert (await at(w, 65)).stuck_busy_s is None and (await at(w, 120)).stuck_busy_s is None
+    h = await at(w, 125)
+    assert h.stuck_busy_s == 60.0 and not h.stalled
+
+    crashed: list[BaseException] = []
+
+    async def crash(exc: BaseException) -> None:
+        crashed.append(exc)
+
+    w.clock.now = 130  # type: ignore[attr-defined]
+    lag, waiting = Metrics().lag, Metrics().lag_waiting
+    await patrol(w, lag, waiting, crash, structlog.get_logger("test"))
+    assert len(crashed) == 1 and isinstance(crashed[0], RecoveryStalled) and "65 s" in str(crashed[0])
+    never = StallWatch(c, TOPIC, Progress(), timeout_s=10.0, clock=Clock(), busy=lambda: True)
+    assert [(await at(never, t)).stuck_busy_s for t in (0, 10_000)] == [None, None]  # 0: never
+
+
 async def test_a_slow_answer_from_the_broker_is_not_a_late_check():
     # Each look takes 4 s (a busy broker); checks start 5 s after the last one ended: on time.
     clock = Clock()
