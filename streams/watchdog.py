@@ -99,8 +99,9 @@ class StallWatch:
       partitions on purpose meanwhile (a large table can take minutes; counting that as a stall
       would kill every worker that restores one, again after each restart). A restore can also
       hang for ever (Faust's issues #47 and #74; most likely what a restart after a SIGKILL did
-      here once: 180 s without serving, and no stall counted), so busy without a break for ``busy_timeout_s`` (0: never) is a
-      stall of its own: set it above the longest restore the tables can need.
+      here once: 180 s without serving, and no stall counted), so busy without a break for
+      ``busy_timeout_s`` (0: never) is a stall of its own: set it above the longest restore the
+      tables can need.
     """
 
     consumer: PartitionConsumer
