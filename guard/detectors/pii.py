@@ -220,6 +220,8 @@ AWS_KEY_RE: Final = re.compile(r"(?:AKIA|ASIA)[A-Z0-9]{16}")
 GITHUB_RE: Final = re.compile(r"gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{70,100}")
 AWS_SECRET_RE: Final = re.compile(r"[A-Za-z0-9/+]{40}")
 _CUE_RE: Final = re.compile(r"(?i)aws|secret")
+#: a sentence ends here: a cue before it speaks of something else ("~/.aws/credentials. <key>")
+_CUE_BREAK_RE: Final = re.compile(r"[.!?]\s")
 _KNOWN_SECRET_PREFIXES: Final = (
     "sk-", "sk_live_", "sk_test_", "rk_live_", "rk_test_", "xoxb-", "xoxp-", "xoxa-", "xoxs-",
     "glpat-", "npm_", "hf_", "AIza", "SG.",
@@ -710,9 +712,11 @@ class PiiScanner:
                     break
                 token = m.group()
                 cue = False
-                if len(token.rstrip("=")) == 40:  # "aws"/"secret" earlier on the same line
+                if len(token.rstrip("=")) == 40:  # "aws"/"secret" earlier in the same line and sentence
                     lo = max(0, m.start() - CUE_WINDOW)
                     lo = max(lo, text.rfind("\n", lo, m.start()) + 1)
+                    for end in _CUE_BREAK_RE.finditer(text, lo, m.start()):
+                        lo = end.end()
                     cue = _CUE_RE.search(text, lo, m.start()) is not None
                 label = self._token_label(token, cue)
                 if label is not None:

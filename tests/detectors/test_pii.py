@@ -74,6 +74,11 @@ POSITIVES = [
     ("AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n", "AWS_ACCESS_KEY", "AKIAIOSFODNN7EXAMPLE"),
     ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS_SECRET_KEY",
      "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    ("AWS secret: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS_SECRET_KEY",
+     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    # the cue ended with its sentence: still a secret, no longer named AWS's
+    ("See ~/.aws/credentials. wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "SECRET",
+     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
     ("token ghp_abcdefghijklmnopqrstuvwxyz0123456789 ok", "GITHUB_TOKEN",
      "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
     ("key sk-proj-4f9aB2cD8eF1gH7iJ3kL5mN0oP6qR", "SECRET", "sk-proj-4f9aB2cD8eF1gH7iJ3kL5mN0oP6qR"),
