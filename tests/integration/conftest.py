@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,27 @@ from streams import topics
 from streams.client import ChunkProducer, Collector, WorkerProcess
 
 REPO = Path(__file__).resolve().parents[2]
+NAMES = ("chunks", "decisions", "deadletter", "feedback", "thresholds")
+
+
+@dataclass(frozen=True)
+class OwnTopics:
+    """One test's own topics (one partition each) and consumer group, for a worker it starts."""
+
+    run: str  # a fresh suffix: stream ids made with it are this test's alone
+    names: dict[str, str]  # "chunks" etc. -> topic
+    env: dict[str, str]  # what a WorkerProcess needs to use them (GUARD_APP_ID, GUARD_TOPIC_*, a free web port)
+    log: Path
+
+
+async def own_topics(bootstrap: str, prefix: str) -> OwnTopics:
+    run = uuid.uuid4().hex[:6]
+    names = {t: f"{prefix}-{run}.{t}" for t in NAMES}
+    await create_topics(bootstrap, topics.specs(Settings(kafka_bootstrap=bootstrap, partitions=1,
+                                                         **{f"topic_{t}": n for t, n in names.items()})))
+    env = {"GUARD_APP_ID": f"guard-{prefix}-{run}", "GUARD_PARTITIONS": "1", "GUARD_LOG_LEVEL": "INFO",
+           "GUARD_WEB_PORT": str(free_port()), **{f"GUARD_TOPIC_{t.upper()}": n for t, n in names.items()}}
+    return OwnTopics(run, names, env, REPO / "build" / "test-logs" / f"worker-{prefix}-{run}.log")
 
 
 async def _wait_ready(bootstrap: str, timeout: float) -> None:

@@ -5,34 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from guard.devenv._proc import free_port
-from guard.devenv.kafka import create_topics
 from guard.messages import Chunk
-from guard.settings import Settings
-from streams import topics
 from streams.client import ChunkProducer, Collector, WorkerProcess
+
+from .conftest import own_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(480)]
 
-REPO = Path(__file__).resolve().parents[2]
 CRASHING_WORKER = Path(__file__).with_name("crashing_worker.py")
-NAMES = ("chunks", "decisions", "deadletter", "feedback", "thresholds")
 
 
 async def test_decisions_lost_in_a_crash_are_sent_by_the_restarted_worker(kafka_broker, triton_server):
-    run = uuid.uuid4().hex[:6]
-    names = {t: f"crash-{run}.{t}" for t in NAMES}
-    settings = Settings(kafka_bootstrap=kafka_broker.bootstrap, partitions=1,
-                        **{f"topic_{t}": n for t, n in names.items()})
-    await create_topics(kafka_broker.bootstrap, topics.specs(settings))
-    env = {"GUARD_APP_ID": f"guard-crash-{run}", "GUARD_PARTITIONS": "1", "GUARD_LOG_LEVEL": "INFO",
-           "GUARD_WEB_PORT": str(free_port()), **{f"GUARD_TOPIC_{t.upper()}": n for t, n in names.items()}}
-    log = REPO / "build" / "test-logs" / f"worker-crash-{run}.log"
+    own = await own_topics(kafka_broker.bootstrap, "crash")
+    run, names, env, log = own.run, own.names, own.env, own.log
     first = WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, log, env,
                           args=(str(CRASHING_WORKER),))
     ok, lost = f"ok-{run}", f"lose-{run}"

@@ -4,40 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from guard.devenv._proc import free_port
-from guard.devenv.kafka import create_topics
 from guard.messages import Chunk
-from guard.settings import Settings
-from streams import topics
 from streams.client import ChunkProducer, Collector, WorkerProcess
+
+from .conftest import own_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(300)]
 
-REPO = Path(__file__).resolve().parents[2]
 HUNG_WORKER = Path(__file__).with_name("hung_worker.py")
-NAMES = ("chunks", "decisions", "deadletter", "feedback", "thresholds")
 
 
 @pytest.mark.parametrize("hang_shutdown", [False, True], ids=["graceful", "shutdown-hangs"])
 async def test_a_worker_whose_partition_stops_moving_exits_and_says_why(kafka_broker, triton_server,
                                                                        hang_shutdown):
-    run = uuid.uuid4().hex[:6]
-    names = {t: f"stall-{run}.{t}" for t in NAMES}
-    settings = Settings(kafka_bootstrap=kafka_broker.bootstrap, partitions=1,
-                        **{f"topic_{t}": n for t, n in names.items()})
-    await create_topics(kafka_broker.bootstrap, topics.specs(settings))
-    port = free_port()
-    env = {"GUARD_APP_ID": f"guard-stall-{run}", "GUARD_PARTITIONS": "1", "GUARD_STALL_TIMEOUT_S": "8",
-           "GUARD_WEB_PORT": str(port), "GUARD_LOG_LEVEL": "INFO", "GUARD_CRASH_EXIT_S": "5",
-           "HANG_SHUTDOWN": "1" if hang_shutdown else "0",
-           **{f"GUARD_TOPIC_{t.upper()}": n for t, n in names.items()}}
-    log = REPO / "build" / "test-logs" / f"worker-stall-{run}.log"
+    own = await own_topics(kafka_broker.bootstrap, "stall")
+    run, names, log = own.run, own.names, own.log
+    port = int(own.env["GUARD_WEB_PORT"])
+    env = {**own.env, "GUARD_STALL_TIMEOUT_S": "8", "GUARD_CRASH_EXIT_S": "5",
+           "HANG_SHUTDOWN": "1" if hang_shutdown else "0"}
     worker = WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, log, env,
                            args=(str(HUNG_WORKER),))
     with worker:
@@ -69,16 +58,10 @@ async def test_a_worker_whose_partition_stops_moving_exits_and_says_why(kafka_br
 
 async def test_a_worker_whose_restore_never_ends_exits_to_start_over(kafka_broker, triton_server):
     """GUARD_RECOVERY_TIMEOUT_S: busy restoring without a break is a stall of its own."""
-    run = uuid.uuid4().hex[:6]
-    names = {t: f"stuck-{run}.{t}" for t in NAMES}
-    settings = Settings(kafka_bootstrap=kafka_broker.bootstrap, partitions=1,
-                        **{f"topic_{t}": n for t, n in names.items()})
-    await create_topics(kafka_broker.bootstrap, topics.specs(settings))
-    env = {"GUARD_APP_ID": f"guard-stuck-{run}", "GUARD_PARTITIONS": "1", "GUARD_STALL_TIMEOUT_S": "8",
-           "GUARD_RECOVERY_TIMEOUT_S": "10", "GUARD_CRASH_EXIT_S": "5", "GUARD_WEB_PORT": str(free_port()),
-           "GUARD_LOG_LEVEL": "INFO", "STUCK_RECOVERY": "1",
-           **{f"GUARD_TOPIC_{t.upper()}": n for t, n in names.items()}}
-    log = REPO / "build" / "test-logs" / f"worker-stuck-{run}.log"
+    own = await own_topics(kafka_broker.bootstrap, "stuck")
+    log = own.log
+    env = {**own.env, "GUARD_STALL_TIMEOUT_S": "8", "GUARD_RECOVERY_TIMEOUT_S": "10", "GUARD_CRASH_EXIT_S": "5",
+           "STUCK_RECOVERY": "1"}
     with WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, log, env,
                        args=(str(HUNG_WORKER),)) as worker:
         deadline = time.monotonic() + 90

@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
 
 import pytest
 
-from guard.devenv._proc import free_port
-from guard.devenv.kafka import create_topics
 from guard.messages import Chunk
-from guard.settings import Settings
-from streams import topics
 from streams.client import ChunkProducer, Collector, WorkerProcess
+
+from .conftest import own_topics
 
 from .test_worker import HARMFUL
 
 pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(300)]
 
-REPO = Path(__file__).resolve().parents[2]
-NAMES = ("chunks", "decisions", "deadletter", "feedback", "thresholds")
-
 
 async def test_a_worker_scores_through_a_tls_triton(kafka_broker, tls_triton, certs):
-    run = uuid.uuid4().hex[:6]
-    names = {t: f"tls-{run}.{t}" for t in NAMES}
-    await create_topics(kafka_broker.bootstrap, topics.specs(
-        Settings(kafka_bootstrap=kafka_broker.bootstrap, partitions=1, **{f"topic_{t}": n for t, n in names.items()})))
-    env = {"GUARD_APP_ID": f"guard-tls-{run}", "GUARD_PARTITIONS": "1", "GUARD_LOG_LEVEL": "INFO",
-           "GUARD_WEB_PORT": str(free_port()), "GUARD_TRITON_TLS_CA_FILE": str(certs.ca_file),
-           "GUARD_TRITON_TLS_CERT_FILE": str(certs.client_cert), "GUARD_TRITON_TLS_KEY_FILE": str(certs.client_key),
-           **{f"GUARD_TOPIC_{t.upper()}": n for t, n in names.items()}}
-    log = REPO / "build" / "test-logs" / f"worker-tls-{run}.log"
+    own = await own_topics(kafka_broker.bootstrap, "tls")
+    run, names, log = own.run, own.names, own.log
+    env = {**own.env, "GUARD_TRITON_TLS_CA_FILE": str(certs.ca_file),
+           "GUARD_TRITON_TLS_CERT_FILE": str(certs.client_cert), "GUARD_TRITON_TLS_KEY_FILE": str(certs.client_key)}
     harmful, benign = f"harmful-{run}", f"benign-{run}"
     with WorkerProcess(kafka_broker.bootstrap, tls_triton.grpc_url, log, env) as worker:
         async with Collector(kafka_broker.bootstrap, names["decisions"], names["deadletter"]) as col, \
