@@ -4,6 +4,7 @@ streaming contract on generated text."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -495,56 +496,35 @@ SEPARATORS = (" ", " ", "", ". ", ", ", "\n", ":", "-", "(", ")", "+", "/", "=",
 ALPHABET = "0123456789 .-+()/:@abcDEFxyzAKI_=\n٣４XZLT"
 
 
-@st.composite
-def pii_texts(draw: st.DrawFn) -> str:
+def _glued(draw: st.DrawFn, samples: Sequence[str], others: Sequence[st.SearchStrategy[str]],
+           alphabet: str, noise: int, max_parts: int, separators: Sequence[str]) -> str:
+    """Pieces glued by separators: whole samples, the ``others``, samples broken off early or late
+    (the typical streaming edge) and short runs of ``alphabet``."""
     rng = random.Random(draw(st.integers(0, 2**32)))
 
-    def cut_entity() -> str:  # an entity broken off early or late, the typical streaming edge
-        value = rng.choice(ENTITY_SAMPLES)
+    def cut() -> str:
+        value = rng.choice(samples)
         return value[: rng.randint(1, len(value))]
 
-    parts = draw(
-        st.lists(
-            st.one_of(
-                st.sampled_from(ENTITY_SAMPLES),
-                st.sampled_from(NEGATIVE_SAMPLES),
-                st.sampled_from(PROSE),
-                st.sampled_from(LONG_RUNS),
-                st.builds(cut_entity),
-                st.text(alphabet=ALPHABET, max_size=8),
-            ),
-            max_size=14,
-        )
-    )
-    seps = [draw(st.sampled_from(SEPARATORS)) for _ in parts]
+    parts = draw(st.lists(st.one_of(st.sampled_from(samples), *others, st.builds(cut),
+                                    st.text(alphabet=alphabet, max_size=noise)), max_size=max_parts))
+    seps = [draw(st.sampled_from(separators)) for _ in parts]
     return "".join(p + s for p, s in zip(parts, seps))
+
+
+@st.composite
+def pii_texts(draw: st.DrawFn) -> str:
+    return _glued(draw, ENTITY_SAMPLES, [st.sampled_from(NEGATIVE_SAMPLES), st.sampled_from(PROSE),
+                                         st.sampled_from(LONG_RUNS)], ALPHABET, 8, 14, SEPARATORS)
 
 
 @st.composite
 def id_texts(draw: st.DrawFn) -> str:
     """Texts dense in national IDs, their near misses, cues and cut-off IDs, glued to each other and
     to the characters that decide whether an ID is a word of its own."""
-    rng = random.Random(draw(st.integers(0, 2**32)))
-
-    def cut_id() -> str:
-        value = rng.choice(ID_SAMPLES)
-        return value[: rng.randint(1, len(value))]
-
-    parts = draw(
-        st.lists(
-            st.one_of(
-                st.sampled_from(ID_SAMPLES),
-                st.sampled_from(ID_NEGATIVE_SAMPLES),
-                st.sampled_from(("SIN", "Aadhaar", "NAS", "UIDAI", "DNI", "x", "12", "ok.", "\n")),
-                st.builds(cut_id),
-                st.text(alphabet="0123456789 .-()XYZLT@_/", max_size=6),
-            ),
-            max_size=10,
-        )
-    )
-    seps = [draw(st.sampled_from((" ", " ", "", ". ", "-", "(", ")", "/", "@", ".", "\n")))
-            for _ in parts]
-    return "".join(p + s for p, s in zip(parts, seps))
+    cues = ("SIN", "Aadhaar", "NAS", "UIDAI", "DNI", "x", "12", "ok.", "\n")
+    return _glued(draw, ID_SAMPLES, [st.sampled_from(ID_NEGATIVE_SAMPLES), st.sampled_from(cues)],
+                  "0123456789 .-()XYZLT@_/", 6, 10, (" ", " ", "", ". ", "-", "(", ")", "/", "@", ".", "\n"))
 
 
 class TestNationalIdStreaming:
