@@ -25,7 +25,7 @@ from streams.agents import guard as guard_agent
 from streams.auth import client_options
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
-from streams.watchdog import Health, Progress, StallWatch, crash_then_exit, patrol
+from streams.watchdog import GroupPartitions, Health, Progress, StallWatch, crash_then_exit, patrol
 from streams.web import Server, body, routes
 
 log = structlog.get_logger(__name__)
@@ -119,7 +119,8 @@ def create_app(s: Settings) -> Worker:
     metrics = Metrics()
     resources = Resources(s, metrics)
     progress = Progress()
-    watch = StallWatch(app.consumer, s.topic_chunks, progress, timeout_s=s.stall_timeout_s,
+    partitions = GroupPartitions(app.consumer, app.conf.id, client_options(s))
+    watch = StallWatch(partitions, s.topic_chunks, progress, timeout_s=s.stall_timeout_s,
                        interval_s=min(5.0, s.stall_timeout_s / 4) or 5.0,
                        busy=lambda: bool(app.rebalancing or app.in_recovery),
                        busy_timeout_s=s.recovery_timeout_s)
@@ -135,6 +136,7 @@ def create_app(s: Settings) -> Worker:
 
         async def on_stop(self) -> None:
             await resources.stop()
+            await partitions.close()
             await server.stop()
 
     app.service(Lifecycle)

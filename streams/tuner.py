@@ -63,7 +63,7 @@ from streams.auth import client_options
 from streams.feedback_cli import validate_feedback
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
-from streams.watchdog import Health, Progress, StallWatch, crash_then_exit, patrol
+from streams.watchdog import GroupPartitions, Health, Progress, StallWatch, crash_then_exit, patrol
 from streams.web import Server, per_topic, routes
 
 log = structlog.get_logger(__name__)
@@ -372,7 +372,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     # partition leaves verdicts without their decisions, a stalled feedback one leaves them unread.
     inputs = {"feedback": s.topic_feedback, "decisions": s.topic_decisions}
     progress = {name: Progress() for name in inputs}
-    watches = {name: StallWatch(app.consumer, topic, progress[name], timeout_s=ts.stall_timeout_s,
+    partitions = GroupPartitions(app.consumer, app.conf.id, client_options(s))
+    watches = {name: StallWatch(partitions, topic, progress[name], timeout_s=ts.stall_timeout_s,
                                 interval_s=min(5.0, ts.stall_timeout_s / 4) or 5.0,
                                 busy=lambda: bool(app.rebalancing or app.in_recovery),
                                 busy_timeout_s=ts.recovery_timeout_s)
@@ -408,6 +409,7 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
             if self._prep is not None:
                 self._prep.cancel()
             await self._stack.aclose()
+            await partitions.close()
 
     app.service(Lifecycle)
 

@@ -10,14 +10,16 @@ handle. A backlog whose next offset has not moved for ``timeout_s`` is a stall. 
 (``streams.app``) is to crash: exiting leaves the group, the other workers take the partitions at
 once, and the restart rejoins. A worker restart is cheap; silently lost streams are not.
 
-What it cannot see: an agent stuck on its very first batch after an assignment, while the consumer
-keeps prefetching, looks like progress until the prefetch buffer fills (the fetch position is the
-only offset there is before the agent handles anything).
+Before the agent handles anything after an assignment, its next offset is where the group resumes
+the partition: the committed offset (or the log start, for a group that never committed), asked of
+the broker. Not the consumer's fetch position: Faust prefetches, so a record fetched and never
+handed to the agent moved the position to the end and hid the backlog. Most likely that hid what a
+worker restarted after a SIGKILL did twice in full test runs: ready, the replayed chunk unserved
+for minutes, no stall and no busy time counted.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -25,17 +27,73 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Gauge
 
 
 class PartitionConsumer(Protocol):
-    """The three consumer calls the watch needs (Faust's ``app.consumer`` has them)."""
+    """The three calls the watch needs (``GroupPartitions`` makes them of a Faust app)."""
 
     def assignment(self) -> set[Any]: ...
 
     async def highwaters(self, *partitions: Any) -> Mapping[Any, int]: ...
 
-    async def position(self, tp: Any) -> int | None: ...
+    async def resume_offsets(self, *partitions: Any) -> Mapping[Any, int | None]:
+        """Where the group would resume each partition now (committed, else the log start)."""
+        ...
+
+
+class FaustConsumer(Protocol):
+    """What ``GroupPartitions`` uses of Faust's ``app.consumer``."""
+
+    def assignment(self) -> set[Any]: ...
+
+    async def highwaters(self, *partitions: Any) -> Mapping[Any, int]: ...
+
+    async def earliest_offsets(self, *partitions: Any) -> Mapping[Any, int]: ...
+
+
+@dataclass
+class GroupPartitions:
+    """A Faust app's consumer for the watch, with its group's committed offsets from the broker.
+
+    Faust keeps the committed offsets too, but privately; the broker's answer is the one a restart
+    would resume from. The admin client starts on first use, so a broker that is away shows as a
+    failed check (retried at the next), not as a worker that cannot start.
+    """
+
+    consumer: FaustConsumer
+    group: str
+    options: Mapping[str, Any]  # aiokafka client options (``streams.auth.client_options``)
+    _admin: AIOKafkaAdminClient | None = None
+
+    def assignment(self) -> set[Any]:
+        return self.consumer.assignment()
+
+    async def highwaters(self, *partitions: Any) -> Mapping[Any, int]:
+        return await self.consumer.highwaters(*partitions)
+
+    async def resume_offsets(self, *partitions: Any) -> Mapping[Any, int | None]:
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(**self.options)
+            await admin.start()
+            self._admin = admin
+        committed = await self._admin.list_consumer_group_offsets(
+            self.group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        out: dict[Any, int | None] = {}
+        for tp in partitions:
+            meta = committed.get(TopicPartition(tp.topic, tp.partition))
+            out[tp] = meta.offset if meta is not None and meta.offset >= 0 else None
+        never = [tp for tp, offset in out.items() if offset is None]
+        if never:  # the group starts these at the log start (consumer_auto_offset_reset="earliest")
+            out.update(await self.consumer.earliest_offsets(*never))
+        return out
+
+    async def close(self) -> None:
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            await admin.close()
 
 
 @dataclass
@@ -144,10 +202,11 @@ class StallWatch:
                      key=lambda tp: tp.partition)
         ends = await self.consumer.highwaters(*tps) if tps else {}
         nexts = {tp: self.progress.next_offset.get(tp.partition) for tp in tps}
-        # Nothing handled since the assignment: it starts where the consumer is (asked all at once;
-        # Faust answers each from its consumer thread).
+        # Nothing handled since the assignment: it starts where the group resumes (not the fetch
+        # position, which prefetching moves past records the agent never got)
         unknown = [tp for tp, n in nexts.items() if n is None]
-        nexts.update(zip(unknown, await asyncio.gather(*map(self.consumer.position, unknown)), strict=True))
+        if unknown:
+            nexts.update(await self.consumer.resume_offsets(*unknown))
         seen: dict[int, tuple[int, float]] = {}
         out = []
         for tp in tps:

@@ -41,6 +41,12 @@ async def own_topics(bootstrap: str, prefix: str) -> OwnTopics:
     return OwnTopics(run, names, env, REPO / "build" / "test-logs" / f"worker-{prefix}-{run}.log")
 
 
+def log_tail(log: Path, lines: int = 60) -> str:
+    """The end of a worker's log, for a failure message (ids and counts only: the worker never logs
+    what a stream said)."""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
+
+
 async def _wait_ready(bootstrap: str, timeout: float) -> None:
     sid = f"warmup-{uuid.uuid4().hex[:8]}"
     async with Collector(bootstrap) as col, ChunkProducer(bootstrap) as prod:

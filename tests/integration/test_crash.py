@@ -13,7 +13,7 @@ from guard.devenv._proc import free_port
 from guard.messages import Chunk
 from streams.client import ChunkProducer, Collector, WorkerProcess
 
-from .conftest import own_topics
+from .conftest import log_tail, own_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(480)]
 
@@ -40,14 +40,15 @@ async def test_decisions_lost_in_a_crash_are_sent_by_the_restarted_worker(kafka_
         assert not col.decisions.get(lost), "the crash lost the stream's decision"
 
         # its state is on the changelog: without the outbox, the chunk would be dropped as a duplicate.
-        # Restarted as a deployment's restart policy would: Faust's restore after a SIGKILL once hung
-        # here (a full suite run), and GUARD_RECOVERY_TIMEOUT_S makes such a worker leave to start over
+        # Restarted as a deployment's restart policy would: twice in full suite runs a restarted worker
+        # served nothing for minutes (a hung restore, or the replayed chunk fetched and never handed
+        # to the agent); the recovery and stall timeouts make such a worker leave to start over
         replayed, dropped, starts = [], [], 0
         deadline = time.monotonic() + 300
         while not col.final(lost) and time.monotonic() < deadline:
             starts += 1
             restart_env = {**env, "GUARD_WEB_PORT": str(free_port()), "GUARD_RECOVERY_TIMEOUT_S": "30",
-                           "GUARD_CRASH_EXIT_S": "5"}
+                           "GUARD_STALL_TIMEOUT_S": "30", "GUARD_CRASH_EXIT_S": "5"}
             with WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, log, restart_env) as worker:
                 while worker.alive() and not col.final(lost) and time.monotonic() < deadline:
                     await asyncio.sleep(0.5)
@@ -56,6 +57,7 @@ async def test_decisions_lost_in_a_crash_are_sent_by_the_restarted_worker(kafka_
             if starts > 1:
                 print(f"worker restarted {starts - 1} time(s) before the replay")
 
+    assert col.final(lost), f"no decision after {starts} start(s); the worker's log ends:\n{log_tail(log)}"
     (d,) = col.decisions[lost]
     assert d.seq == 0 and d.final and d.text == "The museum opens at nine."
     assert [e["decision_id"] for e in replayed if e["stream_id"] == lost] == [d.decision_id]

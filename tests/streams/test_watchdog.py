@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from guard.metrics import Metrics
-from streams.watchdog import Backlog, Health, PartitionStalled, Progress, StallWatch, export
+from streams.watchdog import Backlog, GroupPartitions, Health, PartitionStalled, Progress, StallWatch, export
 
 TOPIC = "llm.chunks"
 
@@ -20,7 +20,7 @@ TOPIC = "llm.chunks"
 @dataclass
 class FakeConsumer:
     ends: dict[int, int] = field(default_factory=dict)
-    positions: dict[int, int] = field(default_factory=dict)
+    positions: dict[int, int] = field(default_factory=dict)  # where the group resumes (committed)
     other_topic: bool = True
 
     def assignment(self) -> set[TopicPartition]:
@@ -31,8 +31,8 @@ class FakeConsumer:
         assert all(tp.topic == TOPIC for tp in tps), "only the chunk topic is looked at"
         return {tp: self.ends[tp.partition] for tp in tps}
 
-    async def position(self, tp: TopicPartition) -> int | None:
-        return self.positions.get(tp.partition)
+    async def resume_offsets(self, *tps: TopicPartition) -> Mapping[TopicPartition, int | None]:
+        return {tp: self.positions.get(tp.partition) for tp in tps}
 
 
 @dataclass
@@ -76,11 +76,11 @@ async def test_a_backlog_that_moves_never_stalls():
         assert h.backlogs and h.backlogs[0].waiting_s == 0 and not h.stalled
 
 
-async def test_handled_offsets_count_over_the_fetch_position():
-    # The consumer fetched ahead (position 50) but the agent finished only up to 9: 40 waiting.
-    c = FakeConsumer(ends={0: 50}, positions={0: 50})
+async def test_handled_offsets_count_over_where_the_group_resumes():
+    # The group resumes at 0 (committed long ago), but the agent has finished up to 9: 40 waiting.
+    c = FakeConsumer(ends={0: 50}, positions={0: 0})
     w, progress = watch(c)
-    assert not (await at(w, 0)).backlogs  # nothing handled yet: the fetch position is all there is
+    assert [(b.next_offset, b.lag) for b in (await at(w, 0)).backlogs] == [(0, 50)]
     progress.handled(0, 9)
     h = await at(w, 5)
     assert [(b.next_offset, b.lag) for b in h.backlogs] == [(10, 40)]
@@ -211,7 +211,7 @@ async def test_stall_error_names_partitions_and_lag_not_content():
 
 
 class KafkaConsumerView:
-    """aiokafka's consumer under the names Faust's consumer gives the same three calls."""
+    """aiokafka's consumer under the names Faust's consumer gives the calls ``GroupPartitions`` makes."""
 
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._c = consumer
@@ -222,8 +222,8 @@ class KafkaConsumerView:
     async def highwaters(self, *tps: TopicPartition) -> Mapping[TopicPartition, int]:
         return await self._c.end_offsets(list(tps))
 
-    async def position(self, tp: TopicPartition) -> int | None:
-        return await self._c.position(tp)
+    async def earliest_offsets(self, *tps: TopicPartition) -> Mapping[TopicPartition, int]:
+        return await self._c.beginning_offsets(list(tps))
 
 
 @pytest.mark.kafka
@@ -254,9 +254,12 @@ async def test_a_crash_that_does_not_exit_in_time_is_ended():
     assert [e["event"] for e in logs] == ["crash_exit_forced"] and logs[0]["reason"] == "RuntimeError"
 
 
-async def test_over_the_real_broker_an_unserved_partition_stalls_and_a_served_one_does_not(kafka_broker):
-    """Partition 0 is held and never read (the stall faust can leave behind); partition 1 is served."""
-    topic = f"watch-{uuid.uuid4().hex[:8]}"
+async def test_over_the_real_broker_a_fetched_but_unserved_partition_stalls_and_a_served_one_does_not(
+        kafka_broker):
+    """Both partitions are fetched to their end (Faust prefetches); only partition 1's records reach
+    the agent. Partition 0 is the stall Faust can leave behind, and the fetch position would hide it:
+    the watch counts from where the group resumes, asked of the broker."""
+    topic, group = f"watch-{uuid.uuid4().hex[:8]}", f"watch-group-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
     await admin.start()
     try:
@@ -274,35 +277,41 @@ async def test_over_the_real_broker_an_unserved_partition_stalls_and_a_served_on
         await prod.stop()
 
     tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_broker.bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_broker.bootstrap, group_id=group,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
+    partitions = GroupPartitions(KafkaConsumerView(consumer), group, {"bootstrap_servers": kafka_broker.bootstrap})
     try:
         consumer.assign([tp0, tp1])
-        progress = Progress()
-        w = StallWatch(KafkaConsumerView(consumer), topic, progress, timeout_s=10.0, interval_s=5.0,
-                       clock=Clock())
-
-        got: list[Any] = []
+        got: dict[int, list[Any]] = {0: [], 1: []}
         for _ in range(50):
-            got += (await consumer.getmany(tp1, timeout_ms=200)).get(tp1, [])
-            if len(got) == 3:
+            for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                got[tp.partition] += records
+            if len(got[0]) == 5 and len(got[1]) == 3:
                 break
-        assert len(got) == 3
-        progress.handled_all((r.partition, r.offset) for r in got)
+        assert (len(got[0]), len(got[1])) == (5, 3)
+        assert [await consumer.position(tp) for tp in (tp0, tp1)] == [5, 3]  # all fetched
 
+        # The group never committed: it resumes at the log start
+        assert await partitions.resume_offsets(tp0, tp1) == {tp0: 0, tp1: 0}
+        progress = Progress()
+        progress.handled_all((r.partition, r.offset) for r in got[1])  # only partition 1 reached the agent
+        await consumer.commit({tp1: 3})
+        w = StallWatch(partitions, topic, progress, timeout_s=10.0, interval_s=5.0, clock=Clock())
         seen = [await at(w, now) for now in (0.0, 5.0, 10.0)]
         assert all(h.assigned == [0, 1] for h in seen)
         assert [[(b.partition, b.next_offset, b.end) for b in h.backlogs] for h in seen] == [[(0, 0, 5)]] * 3
         assert [bool(h.stalled) for h in seen] == [False, False, True]
 
-        # Served at last: the backlog goes, and new records start a fresh wait.
-        late: list[Any] = []
-        for _ in range(50):
-            late += (await consumer.getmany(tp0, timeout_ms=200)).get(tp0, [])
-            if len(late) == 5:
-                break
-        progress.handled_all((r.partition, r.offset) for r in late)
-        assert (await at(w, 15.0)).backlogs == []
+        # A commit is where a new assignment would resume
+        await consumer.commit({tp0: 2})
+        assert await partitions.resume_offsets(tp0, tp1) == {tp0: 2, tp1: 3}
+        w.reset()
+        assert [(b.next_offset, b.lag) for b in (await at(w, 15.0)).backlogs] == [(2, 3)]
+
+        # Served at last: the backlog goes
+        progress.handled_all((r.partition, r.offset) for r in got[0])
+        assert (await at(w, 20.0)).backlogs == []
     finally:
+        await partitions.close()
         await consumer.stop()
