@@ -15,7 +15,7 @@ from streams.client import ChunkProducer, Collector, WorkerProcess
 
 from .conftest import log_tail, own_topics
 
-pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(600)]  # 180 + 60 + 300 s of waits, and start-ups
 
 CRASHING_WORKER = Path(__file__).with_name("crashing_worker.py")
 
