@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,28 @@ from streams import topics
 from streams.client import ChunkProducer, Collector, WorkerProcess
 
 REPO = Path(__file__).resolve().parents[2]
+LOGS = REPO / "build" / "test-logs"  # what the processes these tests start write
 NAMES = ("chunks", "decisions", "deadletter", "feedback", "thresholds")
+_STARTED = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_STARTED] = time.time()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """A failed test's report ends with the tails of the process logs written while it ran: CI
+    prints the report and nothing else, and a worker's log is what says why it did not answer."""
+    outcome = yield
+    rep = outcome.get_result()
+    started = item.stash.get(_STARTED, None)
+    if rep.when != "call" or not rep.failed or started is None or not LOGS.is_dir():
+        return
+    for log in sorted(LOGS.glob("*.log"), key=lambda f: f.stat().st_mtime):
+        if log.stat().st_mtime >= started:
+            rep.sections.append((f"log {log.name} (last 60 lines)", log_tail(log)))
 
 
 @dataclass(frozen=True)
@@ -38,7 +60,7 @@ async def own_topics(bootstrap: str, prefix: str) -> OwnTopics:
                                                          **{f"topic_{t}": n for t, n in names.items()})))
     env = {"GUARD_APP_ID": f"guard-{prefix}-{run}", "GUARD_PARTITIONS": "1", "GUARD_LOG_LEVEL": "INFO",
            "GUARD_WEB_PORT": str(free_port()), **{f"GUARD_TOPIC_{t.upper()}": n for t, n in names.items()}}
-    return OwnTopics(run, names, env, REPO / "build" / "test-logs" / f"worker-{prefix}-{run}.log")
+    return OwnTopics(run, names, env, LOGS / f"worker-{prefix}-{run}.log")
 
 
 def log_tail(log: Path, lines: int = 60) -> str:
@@ -59,7 +81,7 @@ def guard_worker(kafka_broker, triton_server) -> Iterator[WorkerProcess]:
     """One worker (Triton-backed) for the session; topics created up front; HTTP on ``w.env``'s port."""
     bootstrap = kafka_broker.bootstrap
     asyncio.run(create_topics(bootstrap, topics.specs(Settings())))
-    log = REPO / "build" / "test-logs" / f"worker-{uuid.uuid4().hex[:6]}.log"
+    log = LOGS / f"worker-{uuid.uuid4().hex[:6]}.log"
     with WorkerProcess(bootstrap, triton_server.grpc_url, log,
                        env={"GUARD_APP_ID": f"guard-test-{uuid.uuid4().hex[:6]}",
                             "GUARD_LOG_LEVEL": "WARNING", "GUARD_WEB_PORT": str(free_port())}) as w:

@@ -28,6 +28,8 @@ from streams import topics
 from streams.auth import client_options
 from streams.client import ChunkProducer, Collector, WorkerProcess
 
+from .conftest import LOGS
+
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +39,7 @@ USER, PASSWORD = "guard", "guard-secret"
 @pytest.fixture(scope="module")
 def sasl_broker() -> Iterator[KafkaBroker]:
     broker = KafkaBroker(sasl_users={USER: PASSWORD, "admin": "admin-secret"},
-                         log_path=REPO / "build" / "test-logs" / f"kafka-sasl-{uuid.uuid4().hex[:6]}.log")
+                         log_path=LOGS / f"kafka-sasl-{uuid.uuid4().hex[:6]}.log")
     broker.start()
     try:
         yield broker
@@ -68,7 +70,7 @@ def test_worker_and_cli_work_with_credentials_only(sasl_broker: KafkaBroker, tri
     port = free_port()
     env = {**sasl_env(sasl_broker), "GUARD_APP_ID": f"guard-sasl-{uuid.uuid4().hex[:6]}",
            "GUARD_WEB_PORT": str(port), "GUARD_LOG_LEVEL": "WARNING"}
-    log = REPO / "build" / "test-logs" / f"worker-sasl-{uuid.uuid4().hex[:6]}.log"
+    log = LOGS / f"worker-sasl-{uuid.uuid4().hex[:6]}.log"
     with WorkerProcess(sasl_broker.sasl_bootstrap, triton_server.grpc_url, log, env) as worker:
         async def run() -> None:
             sid = f"sasl-{uuid.uuid4().hex[:6]}"

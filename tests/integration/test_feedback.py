@@ -41,6 +41,8 @@ from streams import topics
 from streams.client import ChunkProducer, Collector, WorkerProcess, log_events
 from streams.follower import ThresholdFollower
 
+from .conftest import LOGS
+
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,7 +219,7 @@ def system(kafka_broker, tmp_path_factory) -> Iterator[System]:
                         **{f"topic_{t}": f"fb-{run}.{t}" for t in
                            ("chunks", "decisions", "deadletter", "feedback", "thresholds")})
     asyncio.run(create_topics(kafka_broker.bootstrap, topics.specs(settings)))
-    logs = REPO / "build" / "test-logs"
+    logs = LOGS
     tuner_env = {**env, "GUARD_TUNER_APP_ID": tuner_group, "GUARD_TUNER_REPORT_INTERVAL_S": "1",
                  "GUARD_TUNER_FEEDBACK_BATCH_WITHIN_S": "0.2", "GUARD_TUNER_WEB_PORT": str(free_port()),
                  "GUARD_TUNER_STALL_TIMEOUT_S": "60"}

@@ -17,6 +17,8 @@ from guard.settings import Settings
 from streams import topics
 from streams.client import ChunkProducer, Collector, WorkerProcess
 
+from .conftest import LOGS
+
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +46,7 @@ def test_blocklist_edits_apply_live_and_bad_ones_are_refused(kafka_broker, trito
     env = {"GUARD_POLICY_DIR": str(pdir), "GUARD_POLICY_RELOAD_S": "0.5", "GUARD_APP_ID": f"reload-{run}",
            "GUARD_WEB_PORT": str(free_port()), "GUARD_LOG_LEVEL": "INFO",
            **{f"GUARD_{k.upper()}": v for k, v in names.items()}}
-    log = REPO / "build" / "test-logs" / f"worker-reload-{run}.log"
+    log = LOGS / f"worker-reload-{run}.log"
     text = f"What a {WORD} day it was."
     with WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, log, env) as worker:
         before = asyncio.run(decide(kafka_broker.bootstrap, s, text))
