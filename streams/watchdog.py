@@ -77,7 +77,11 @@ class GroupPartitions:
     async def resume_offsets(self, *partitions: Any) -> Mapping[Any, int | None]:
         if self._admin is None:
             admin = AIOKafkaAdminClient(**self.options)
-            await admin.start()
+            try:
+                await admin.start()
+            except BaseException:
+                await admin.close()  # not left half-open; the next check starts another
+                raise
             self._admin = admin
         committed = await self._admin.list_consumer_group_offsets(
             self.group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in partitions])

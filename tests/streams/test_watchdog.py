@@ -315,3 +315,27 @@ async def test_over_the_real_broker_a_fetched_but_unserved_partition_stalls_and_
     finally:
         await partitions.close()
         await consumer.stop()
+
+
+async def test_a_broker_that_is_away_is_a_failed_check_not_a_stall_and_the_next_check_tries_again():
+    import structlog
+    from aiokafka.errors import KafkaConnectionError
+
+    from guard.devenv._proc import free_port
+    from streams.watchdog import patrol
+
+    away = {"bootstrap_servers": f"127.0.0.1:{free_port()}", "request_timeout_ms": 1000}
+    partitions = GroupPartitions(FakeConsumer(ends={0: 10}), "guard", away)
+    with pytest.raises(KafkaConnectionError):
+        await partitions.resume_offsets(TopicPartition(TOPIC, 0))
+    assert partitions._admin is None  # closed, not kept half-open: the next call starts afresh
+
+    crashed: list[BaseException] = []
+
+    async def crash(exc: BaseException) -> None:
+        crashed.append(exc)
+
+    w = StallWatch(partitions, TOPIC, Progress(), timeout_s=10.0, clock=Clock())
+    with structlog.testing.capture_logs() as logs:
+        assert await patrol(w, Metrics().lag, Metrics().lag_waiting, crash, structlog.get_logger("test")) is None
+    assert [e["event"] for e in logs] == ["partition_check_failed"] and not crashed
