@@ -26,7 +26,7 @@ from streams.auth import client_options
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
 from streams.watchdog import GroupPartitions, Health, Progress, StallWatch, crash_then_exit, patrol
-from streams.web import Server, body, routes
+from streams.web import Probes, Server, body, routes
 
 log = structlog.get_logger(__name__)
 
@@ -130,14 +130,11 @@ def create_app(s: Settings) -> Worker:
 
     class Lifecycle(mode.Service):
         async def on_start(self) -> None:
-            await server.start()
             await declare_thresholds(topics)
             await resources.start()
 
         async def on_stop(self) -> None:
             await resources.stop()
-            await partitions.close()
-            await server.stop()
 
     app.service(Lifecycle)
 
@@ -160,12 +157,15 @@ def create_app(s: Settings) -> Worker:
     # Lag per assigned partition for /healthz and /metrics, and the way out of a stalled one.
     crash = crash_then_exit(app.crash, s.crash_exit_s, log)
 
-    @app.timer(interval=watch.interval_s)
     async def watch_partitions() -> None:
         nonlocal health
-        if not resources.ready.is_set():  # start-up has its own timeouts, and fails loudly
+        if not app.consumer.started:
             return
+        if not watch.busy() and not resources.ready.is_set():  # restored, and starting up: that has
+            return  # its own timeouts, and fails loudly
         health = await patrol(watch, metrics.lag, metrics.lag_waiting, crash, log) or health
+
+    Probes(server, watch.interval_s, watch_partitions, closers=[partitions.close]).attach(app)
 
     @app.timer(interval=s.policy_reload_s)
     async def reload_policies() -> None:

@@ -64,7 +64,7 @@ from streams.feedback_cli import validate_feedback
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
 from streams.watchdog import GroupPartitions, Health, Progress, StallWatch, crash_then_exit, patrol
-from streams.web import Server, per_topic, routes
+from streams.web import Probes, Server, per_topic, routes
 
 log = structlog.get_logger(__name__)
 
@@ -391,8 +391,6 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
 
             brain.policies.current  # a bad policy file fails start-up, loudly
             self._stack = AsyncExitStack()
-            await server.start()
-            self._stack.push_async_callback(server.stop)
             self._stack.push_async_callback(follower.stop)
             await declare_thresholds(topics)
             await follower.start(catchup_timeout_s=ts.catchup_timeout_s)
@@ -409,7 +407,6 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
             if self._prep is not None:
                 self._prep.cancel()
             await self._stack.aclose()
-            await partitions.close()
 
     app.service(Lifecycle)
 
@@ -497,13 +494,18 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
 
     crash = crash_then_exit(app.crash, ts.crash_exit_s, log)
 
-    @app.timer(interval=min(w.interval_s for w in watches.values()))
     async def watch_inputs() -> None:
-        if not brain.ready.is_set():  # verdicts wait for the thresholds topic on purpose
+        if not app.consumer.started:
+            return
+        busy = any(w.busy() for w in watches.values())
+        if not busy and not brain.ready.is_set():  # verdicts wait for the thresholds topic on purpose
             return
         for name, watch in watches.items():
             lag, waiting = metrics.lag[name]
             healths[name] = await patrol(watch, lag, waiting, crash, log, what=name) or healths[name]
+
+    Probes(server, min(w.interval_s for w in watches.values()), watch_inputs,
+           closers=[partitions.close]).attach(app)
 
     @app.timer(interval=s.policy_reload_s)
     async def reload_policies() -> None:

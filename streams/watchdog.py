@@ -13,9 +13,10 @@ once, and the restart rejoins. A worker restart is cheap; silently lost streams 
 Before the agent handles anything after an assignment, its next offset is where the group resumes
 the partition: the committed offset (or the log start, for a group that never committed), asked of
 the broker. Not the consumer's fetch position: Faust prefetches, so a record fetched and never
-handed to the agent moved the position to the end and hid the backlog. Most likely that hid what a
-worker restarted after a SIGKILL did twice in full test runs: ready, the replayed chunk unserved
-for minutes, no stall and no busy time counted.
+handed to the agent moved the position to the end and hid the backlog. That is what 3 of 15
+workers restarted after a SIGKILL did here under CPU load: partition assigned, table restored,
+"ready", and the replayed chunks never handed to the agent; no stall was counted until the watch
+read the committed offset, and then a restart served them.
 """
 
 from __future__ import annotations
@@ -160,10 +161,10 @@ class StallWatch:
     - ``busy()``: Faust is rebalancing or restoring tables from their changelogs, and pauses the
       partitions on purpose meanwhile (a large table can take minutes; counting that as a stall
       would kill every worker that restores one, again after each restart). A restore can also
-      hang for ever (Faust's issues #47 and #74; most likely what a restart after a SIGKILL did
-      here once: 180 s without serving, and no stall counted), so busy without a break for
-      ``busy_timeout_s`` (0: never) is a stall of its own: set it above the longest restore the
-      tables can need.
+      hang for ever (Faust's issues #47 and #74), so busy without a break for ``busy_timeout_s``
+      (0: never) is a stall of its own: set it above the longest restore the tables can need.
+      The apps call ``check`` from ``streams.web.Probes``, which runs from the process's start:
+      Faust's own timers would start only after the first restore, the one a restart can hang in.
     """
 
     consumer: PartitionConsumer

@@ -8,16 +8,21 @@ Faust already depends on).
 - ``/readyz``: 200 once the pipeline is up (Triton reached, policies loaded, thresholds read).
 - ``/healthz``: 200 unless an assigned chunk partition has stalled (``streams.watchdog``); the body
   lists every partition with a backlog, so it doubles as a lag probe. Its status is "starting"
-  until the first partition check (a few seconds after ``/readyz``), then "ok" or "stalled".
+  until the first partition check (once the consumer has started), then "ok" or "stalled".
 - ``/metrics``: the app's Prometheus registry (``guard.metrics``), in the text format.
+
+All three answer from the process's first seconds (``Probes``), also while the worker waits to
+join its group and restores its table, which after a crash can take minutes or hang.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 
+import faust
+import mode
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -88,3 +93,39 @@ class Server:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+class Probes(mode.Service):
+    """The routes and the watchdog's tick, started with Faust's own services.
+
+    Faust starts an app's ``app.service()``s and ``app.timer()``s only once its first table
+    restore is done, so there they could neither answer probes nor watch while a worker waits to
+    join its group (a minute, when a crashed member's session has to expire first) and restores:
+    an orchestrator's liveness probe would kill a worker that is only restoring, and a restore that
+    hangs, most likely after a restart, would hang unseen. ``attach`` makes this a dependency of
+    the app, which mode starts ahead of the app's own (producer, consumer, tables).
+    """
+
+    def __init__(self, server: Server, every_s: float, tick: Callable[[], Awaitable[None]],
+                 closers: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
+        super().__init__()
+        self.server, self.every_s, self.tick, self.closers = server, every_s, tick, closers
+
+    def attach(self, app: faust.App) -> Probes:
+        app.add_dependency(self)
+        return self
+
+    async def on_start(self) -> None:
+        await self.server.start()
+
+    async def on_stop(self) -> None:
+        for close in self.closers:
+            await close()
+        await self.server.stop()
+
+    @mode.Service.task
+    async def _ticks(self) -> None:
+        while not self.should_stop:
+            await self.sleep(self.every_s)
+            if not self.should_stop:
+                await self.tick()

@@ -3,14 +3,15 @@
 Everything else is the worker as shipped (Faust, the real broker, the watchdog, the exit), so the
 stall test sees what an operator would: a partition that stops moving, and a worker that leaves.
 With ``HANG_SHUTDOWN=1`` its graceful shutdown hangs too, so only the crash deadline can end it.
-With ``STUCK_RECOVERY=1`` Faust reports itself restoring tables for ever (a restore that hangs).
+With ``STUCK_RECOVERY=1`` the worker's first table restore never completes (Faust's issues #47
+and #74): Faust then never gets as far as starting the app's timers and services.
 """
 
 import asyncio
 import os
 import sys
 
-import faust
+from faust.tables.recovery import Recovery
 
 from guard.pipeline import Pipeline
 from streams.app import Resources, main
@@ -27,7 +28,10 @@ async def _process_or_hang(self, items):  # type: ignore[no-untyped-def]
 Pipeline.process = _process_or_hang  # type: ignore[method-assign]
 
 if os.environ.get("STUCK_RECOVERY") == "1":
-    faust.App.in_recovery = property(lambda self: True, lambda self, value: None)  # type: ignore[assignment]
+    async def _never_completes(self, generation_id=0):  # type: ignore[no-untyped-def]
+        await asyncio.Event().wait()  # the changelog was read; "Restore complete!" never comes
+
+    Recovery.on_recovery_completed = _never_completes  # type: ignore[method-assign]
 
 if os.environ.get("HANG_SHUTDOWN") == "1":
     async def _stop_never(self):  # type: ignore[no-untyped-def]

@@ -56,17 +56,29 @@ async def test_a_worker_whose_partition_stops_moving_exits_and_says_why(kafka_br
         assert worker.proc.returncode == 70 and worker.events("crash_exit_forced")
 
 
-async def test_a_worker_whose_restore_never_ends_exits_to_start_over(kafka_broker, triton_server):
-    """GUARD_RECOVERY_TIMEOUT_S: busy restoring without a break is a stall of its own."""
+async def test_a_worker_whose_first_restore_never_ends_answers_probes_then_exits_to_start_over(
+        kafka_broker, triton_server):
+    """GUARD_RECOVERY_TIMEOUT_S: busy restoring without a break is a stall of its own, the first
+    restore included (a restart's), before which Faust starts none of the app's timers or services."""
     own = await own_topics(kafka_broker.bootstrap, "stuck")
     log = own.log
+    port = int(own.env["GUARD_WEB_PORT"])
     env = {**own.env, "GUARD_STALL_TIMEOUT_S": "8", "GUARD_RECOVERY_TIMEOUT_S": "10", "GUARD_CRASH_EXIT_S": "5",
            "STUCK_RECOVERY": "1"}
     with WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, log, env,
                        args=(str(HUNG_WORKER),)) as worker:
+        answers: list[tuple[int, int]] = []  # (/healthz, /readyz) while it restores
         deadline = time.monotonic() + 90
-        while worker.alive() and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
+        async with aiohttp.ClientSession() as http:
+            while worker.alive() and time.monotonic() < deadline:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as h, \
+                            http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        answers.append((h.status, r.status))
+                except aiohttp.ClientConnectionError:
+                    pass  # not listening yet, or gone
+                await asyncio.sleep(0.5)
+        assert answers and set(answers) == {(200, 503)}, "alive (liveness) but not ready, while restoring"
         assert not worker.alive(), "a worker stuck restoring must leave the group"
         assert worker.proc is not None and worker.proc.returncode != 0
     (stuck,) = worker.events("recovery_stalled")

@@ -78,3 +78,40 @@ async def test_per_topic_health_is_stalled_if_any_input_is():
                 assert b["topics"]["decisions"]["stalled"] == [2] and b["topics"]["feedback"]["status"] == "ok"
     finally:
         await server.stop()
+
+
+async def test_probes_serve_and_tick_until_stopped_then_close():
+    """The service the apps start ahead of Faust's own: routes up, the tick every ``every_s``, and
+    on stop its closers run and the routes go."""
+    import asyncio
+
+    from streams.web import Probes
+
+    ticks, closed = [], []
+    port = free_port()
+    server = Server(routes(Metrics().registry, lambda: body(Health()), lambda: False), "127.0.0.1", port)
+
+    async def tick() -> None:
+        ticks.append(1)
+
+    async def close() -> None:
+        closed.append(1)
+
+    probes = Probes(server, 0.05, tick, closers=[close])
+    await probes.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as r:
+            assert r.status == 200
+        await asyncio.sleep(0.5)
+        assert len(ticks) >= 3
+    finally:
+        await probes.stop()
+    n = len(ticks)
+    await asyncio.sleep(0.2)
+    assert len(ticks) == n and closed == [1]
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.get(f"http://127.0.0.1:{port}/healthz"):
+                raise AssertionError("still serving after stop")
+        except aiohttp.ClientConnectionError:
+            pass
