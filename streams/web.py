@@ -127,5 +127,9 @@ class Probes(mode.Service):
     async def _ticks(self) -> None:
         while not self.should_stop:
             await self.sleep(self.every_s)
-            if not self.should_stop:
+            if self.should_stop:
+                break
+            try:
                 await self.tick()
+            except Exception:  # noqa: BLE001 - the watchdog must outlive one bad tick
+                log.exception("probe_tick_failed")

@@ -93,6 +93,8 @@ async def test_probes_serve_and_tick_until_stopped_then_close():
 
     async def tick() -> None:
         ticks.append(1)
+        if len(ticks) == 2:
+            raise RuntimeError("one bad tick")  # logged; the ticks go on
 
     async def close() -> None:
         closed.append(1)
