@@ -14,6 +14,7 @@ from typing import Any
 import faust
 
 from guard.messages import DeadLetter, encode
+from streams.watchdog import Progress
 
 
 def code_of(error: Exception) -> str:
@@ -51,10 +52,13 @@ async def send_for_stream(topic: faust.TopicT, stream_id: str, error: Exception,
 async def consume(stream: faust.StreamT, batch_max: int, within_s: float,
                   handle: Callable[[Sequence[faust.EventT]], Awaitable[None]],
                   dead: Callable[[faust.EventT, Exception], Awaitable[None]], log: Any,
-                  failed_event: str = "batch_failed",
-                  done: Callable[[Sequence[faust.EventT]], None] | None = None) -> None:
-    """``done`` hears of every batch once its records are decided or dead-lettered (progress)."""
+                  failed_event: str = "batch_failed", progress: Progress | None = None) -> None:
+    """``progress`` hears of every batch as it arrives, and once its records are decided or
+    dead-lettered (``streams.watchdog``)."""
     async for events in stream.take_events(batch_max, within=within_s):
+        records = [(ev.message.partition, ev.message.offset) for ev in events]
+        if progress is not None:
+            progress.reached_all(records)
         try:
             await handle(events)
         except Exception as exc:  # noqa: BLE001 - the agent must survive anything
@@ -64,5 +68,5 @@ async def consume(stream: faust.StreamT, batch_max: int, within_s: float,
                     await dead(ev, exc)
                 except Exception:  # noqa: BLE001
                     log.exception("deadletter_failed")
-        if done is not None:
-            done(events)
+        if progress is not None:
+            progress.handled_all(records)

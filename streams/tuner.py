@@ -376,7 +376,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     watches = {name: StallWatch(partitions, topic, progress[name], timeout_s=ts.stall_timeout_s,
                                 interval_s=min(5.0, ts.stall_timeout_s / 4) or 5.0,
                                 busy=lambda: bool(app.rebalancing or app.in_recovery),
-                                busy_timeout_s=ts.recovery_timeout_s)
+                                busy_timeout_s=ts.recovery_timeout_s,
+                                refetch_after_s=min(15.0, ts.stall_timeout_s / 4))
                for name, topic in inputs.items()}
     healths = {name: Health() for name in inputs}
     server = Server(routes(metrics.registry, lambda: per_topic({inputs[n]: h for n, h in healths.items()}),
@@ -423,6 +424,7 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     @app.agent(topics.decisions, name="tuner-decisions", concurrency=1)
     async def index_decisions(stream: faust.StreamT) -> None:
         async for events in stream.take_events(ts.decisions_batch_max, within=ts.decisions_batch_within_s):
+            progress["decisions"].reached_all((ev.message.partition, ev.message.offset) for ev in events)
             for ev in events:
                 try:
                     if not isinstance(ev.value, bytes | bytearray):
@@ -488,9 +490,7 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     @app.agent(topics.feedback, name="tuner-feedback", concurrency=1)
     async def tune_feedback(stream: faust.StreamT) -> None:
         await deadletter.consume(stream, ts.feedback_batch_max, ts.feedback_batch_within_s, handle, dead, log,
-                                 failed_event="feedback_batch_failed",
-                                 done=lambda evs: progress["feedback"].handled_all(
-                                     (ev.message.partition, ev.message.offset) for ev in evs))
+                                 failed_event="feedback_batch_failed", progress=progress["feedback"])
 
     crash = crash_then_exit(app.crash, ts.crash_exit_s, log)
 

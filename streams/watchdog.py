@@ -44,6 +44,10 @@ class PartitionConsumer(Protocol):
         """Where the group would resume each partition now (committed, else the log start)."""
         ...
 
+    async def seek(self, partition: Any, offset: int) -> None:
+        """Fetch the partition again from ``offset``."""
+        ...
+
 
 class FaustConsumer(Protocol):
     """What ``GroupPartitions`` uses of Faust's ``app.consumer``."""
@@ -53,6 +57,8 @@ class FaustConsumer(Protocol):
     async def highwaters(self, *partitions: Any) -> Mapping[Any, int]: ...
 
     async def earliest_offsets(self, *partitions: Any) -> Mapping[Any, int]: ...
+
+    async def seek(self, partition: Any, offset: int) -> None: ...
 
 
 @dataclass
@@ -95,6 +101,9 @@ class GroupPartitions:
             out.update(await self.consumer.earliest_offsets(*never))
         return out
 
+    async def seek(self, partition: Any, offset: int) -> None:
+        await self.consumer.seek(partition, offset)  # Faust's: it also resets what it counts as read
+
     async def close(self) -> None:
         if self._admin is not None:
             admin, self._admin = self._admin, None
@@ -110,6 +119,8 @@ class Progress:
     """
 
     next_offset: dict[int, int] = field(default_factory=dict)
+    #: partitions whose records have reached the agent (a batch began) since the assignment
+    reached: set[int] = field(default_factory=set)
 
     def handled(self, partition: int, offset: int) -> None:
         self.next_offset[partition] = max(self.next_offset.get(partition, 0), offset + 1)
@@ -118,8 +129,12 @@ class Progress:
         for partition, offset in records:
             self.handled(partition, offset)
 
+    def reached_all(self, records: Iterable[tuple[int, int]]) -> None:
+        self.reached.update(partition for partition, _ in records)
+
     def reset(self) -> None:
         self.next_offset.clear()
+        self.reached.clear()
 
 
 @dataclass(frozen=True)
@@ -147,6 +162,8 @@ class Health:
     stalled: list[Backlog] = field(default_factory=list)
     #: seconds Faust has been rebalancing or restoring without a break, once past ``busy_timeout_s``
     stuck_busy_s: float | None = None
+    #: backlogs none of whose records reached the agent in ``refetch_after_s``: to fetch again
+    refetch: list[Backlog] = field(default_factory=list)
 
 
 @dataclass
@@ -165,6 +182,12 @@ class StallWatch:
       (0: never) is a stall of its own: set it above the longest restore the tables can need.
       The apps call ``check`` from ``streams.web.Probes``, which runs from the process's start:
       Faust's own timers would start only after the first restore, the one a restart can hang in.
+
+    Before a stall, a backlog none of whose records has reached the agent since the assignment
+    (``Progress.reached``) for ``refetch_after_s`` (0: never) is fetched again, once per
+    assignment, from where the agent is to start. That is the cheap cure for the records a restarted
+    worker fetched and never handed to its agent (see the module's docstring): no restart, no
+    rebalance. If the agent still gets nothing, the stall follows at ``timeout_s``.
     """
 
     consumer: PartitionConsumer
@@ -175,7 +198,10 @@ class StallWatch:
     clock: Callable[[], float] = time.monotonic
     busy: Callable[[], bool] = lambda: False
     busy_timeout_s: float = 0.0
+    refetch_after_s: float = 0.0
     _seen: dict[int, tuple[int, float]] = field(default_factory=dict)
+    _tps: dict[int, Any] = field(default_factory=dict)  # partition -> the consumer's own TP
+    _refetched: set[int] = field(default_factory=set)
     _last_end: float | None = None
     _busy_since: float | None = None
 
@@ -183,6 +209,7 @@ class StallWatch:
         """A new assignment: forget the waits of the last one (a rebalance in progress goes on
         counting as busy: it is one stretch with the assignment it produced)."""
         self._seen.clear()
+        self._refetched.clear()
         self._last_end = None
 
     async def check(self) -> Health:
@@ -225,7 +252,16 @@ class StallWatch:
         self._seen = seen
         out.sort(key=lambda b: -b.waiting_s)
         stalled = [b for b in out if b.waiting_s >= self.timeout_s] if self.timeout_s > 0 else []
-        return Health(checked=True, assigned=[tp.partition for tp in tps], backlogs=out, stalled=stalled)
+        refetch = [b for b in out if 0 < self.refetch_after_s <= b.waiting_s and b not in stalled
+                   and b.partition not in self.progress.reached and b.partition not in self._refetched]
+        self._tps = {tp.partition: tp for tp in tps}
+        return Health(checked=True, assigned=[tp.partition for tp in tps], backlogs=out, stalled=stalled,
+                      refetch=refetch)
+
+    async def refetch(self, backlog: Backlog) -> None:
+        """Fetch the partition again from where the agent is to start (once per assignment)."""
+        self._refetched.add(backlog.partition)
+        await self.consumer.seek(self._tps[backlog.partition], backlog.next_offset)
 
 
 def export(health: Health, lag: Gauge, waiting: Gauge) -> None:
@@ -303,4 +339,9 @@ async def patrol(watch: StallWatch, lag: Gauge, waiting: Gauge, crash: Callable[
         log.error("recovery_stalled", topic=watch.topic, busy_s=round(health.stuck_busy_s),
                   assigned=health.assigned, lag=[b.lag for b in health.backlogs])
         await crash(RecoveryStalled(health.stuck_busy_s))
+    for b in health.refetch:
+        log.warning("partition_refetched", topic=watch.topic, partition=b.partition, offset=b.next_offset,
+                    lag=b.lag, waiting_s=round(b.waiting_s),
+                    why="none of its records reached the agent since the assignment")
+        await watch.refetch(b)
     return health

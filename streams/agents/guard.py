@@ -165,9 +165,7 @@ def register(app: faust.App, topics: Topics, table: faust.Table,
 
     @app.agent(topics.chunks, name="guard-chunks", concurrency=1)
     async def moderate(stream: faust.StreamT) -> None:
-        await deadletter.consume(stream, batch_max, batch_within_s, handle, handle.dead, log,
-                                 done=lambda evs: progress.handled_all(
-                                     (ev.message.partition, ev.message.offset) for ev in evs))
+        await deadletter.consume(stream, batch_max, batch_within_s, handle, handle.dead, log, progress=progress)
 
     return moderate
 

@@ -17,6 +17,7 @@ from .conftest import own_topics
 pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(300)]
 
 HUNG_WORKER = Path(__file__).with_name("hung_worker.py")
+LOSING_WORKER = Path(__file__).with_name("losing_worker.py")
 
 
 @pytest.mark.parametrize("hang_shutdown", [False, True], ids=["graceful", "shutdown-hangs"])
@@ -84,3 +85,25 @@ async def test_a_worker_whose_first_restore_never_ends_answers_probes_then_exits
     (stuck,) = worker.events("recovery_stalled")
     assert stuck["busy_s"] >= 10 and stuck["assigned"] == [0]
     assert not worker.events("partition_stalled"), "time spent restoring is not a partition stall"
+
+
+async def test_records_fetched_and_never_handed_to_the_agent_are_fetched_again_without_a_restart(
+        kafka_broker, triton_server):
+    """The stall watch's refetch: a backlog none of whose records reached the agent is fetched
+    again from where the agent starts, well before the stall timeout."""
+    own = await own_topics(kafka_broker.bootstrap, "lost")
+    run, names, log = own.run, own.names, own.log
+    env = {**own.env, "GUARD_STALL_TIMEOUT_S": "60"}  # refetch after min(15, 60 / 4) s
+    with WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, log, env,
+                       args=(str(LOSING_WORKER),)) as worker:
+        async with Collector(kafka_broker.bootstrap, names["decisions"], names["deadletter"]) as col, \
+                ChunkProducer(kafka_broker.bootstrap, names["chunks"]) as prod:
+            lost = f"lose-{run}"
+            await prod.send(Chunk(stream_id=lost, seq=0, text="The museum opens at nine.", final=True))
+            await col.wait_for(lambda c: c.final(lost), timeout=150)
+            assert worker.alive(), "served by the same process: no restart"
+        (refetched,) = worker.events("partition_refetched")
+        assert refetched["partition"] == 0 and refetched["lag"] == 1 and refetched["waiting_s"] >= 15
+        assert not worker.events("partition_stalled")
+        (d,) = col.decisions[lost]
+        assert d.text == "The museum opens at nine."

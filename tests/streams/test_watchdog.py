@@ -22,6 +22,7 @@ class FakeConsumer:
     ends: dict[int, int] = field(default_factory=dict)
     positions: dict[int, int] = field(default_factory=dict)  # where the group resumes (committed)
     other_topic: bool = True
+    seeks: list[tuple[TopicPartition, int]] = field(default_factory=list)
 
     def assignment(self) -> set[TopicPartition]:
         tps = {TopicPartition(TOPIC, p) for p in self.ends}
@@ -33,6 +34,9 @@ class FakeConsumer:
 
     async def resume_offsets(self, *tps: TopicPartition) -> Mapping[TopicPartition, int | None]:
         return {tp: self.positions.get(tp.partition) for tp in tps}
+
+    async def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
 
 
 @dataclass
@@ -84,6 +88,44 @@ async def test_handled_offsets_count_over_where_the_group_resumes():
     progress.handled(0, 9)
     h = await at(w, 5)
     assert [(b.next_offset, b.lag) for b in h.backlogs] == [(10, 40)]
+
+
+async def test_a_backlog_whose_records_never_reached_the_agent_is_fetched_again_once_before_it_stalls():
+    """Records fetched and never handed to the agent (what Faust did to restarted workers here):
+    a seek back to where the agent starts, once per assignment, then the stall as before."""
+    import structlog
+
+    from streams.watchdog import patrol
+
+    c = FakeConsumer(ends={0: 10, 1: 6}, positions={0: 3, 1: 2})
+    progress = Progress()
+    w = StallWatch(c, TOPIC, progress, timeout_s=30.0, clock=Clock(), refetch_after_s=10.0)
+    progress.reached_all([(1, 2)])  # partition 1's first batch is with the agent (a slow one)
+    crashed: list[BaseException] = []
+
+    async def crash(exc: BaseException) -> None:
+        crashed.append(exc)
+
+    async def tick(now: float) -> Health:
+        w.clock.now = now  # type: ignore[attr-defined]
+        return await patrol(w, Metrics().lag, Metrics().lag_waiting, crash, structlog.get_logger("test"))
+
+    with structlog.testing.capture_logs() as logs:
+        seen = [await tick(t) for t in (0, 5, 10, 15, 20, 25)]
+    assert [[b.partition for b in h.refetch] for h in seen] == [[], [], [0], [], [], []]
+    assert c.seeks == [(TopicPartition(TOPIC, 0), 3)]  # from where the agent is to start
+    (ev,) = [e for e in logs if e["event"] == "partition_refetched"]
+    assert ev["partition"] == 0 and ev["offset"] == 3 and ev["lag"] == 7 and ev["waiting_s"] == 10
+    assert not crashed
+    h = await tick(30)  # still nothing: the stall follows, for both
+    assert [b.partition for b in h.stalled] == [0, 1] and len(crashed) == 1
+
+    w.reset()  # a new assignment may need it again
+    progress.reset()
+    assert [[b.partition for b in (await tick(t)).refetch] for t in (40, 50)] == [[], [0, 1]]
+    never = StallWatch(FakeConsumer(ends={0: 10}, positions={0: 3}), TOPIC, Progress(), timeout_s=30.0,
+                       clock=Clock())
+    assert [(await at(never, t)).refetch for t in (0, 10, 20)] == [[], [], []]  # refetch_after_s 0: never
 
 
 async def test_no_backlog_no_stall_however_long_nothing_arrives():
@@ -225,6 +267,9 @@ class KafkaConsumerView:
     async def earliest_offsets(self, *tps: TopicPartition) -> Mapping[TopicPartition, int]:
         return await self._c.beginning_offsets(list(tps))
 
+    async def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._c.seek(tp, offset)
+
 
 @pytest.mark.kafka
 async def test_a_crash_that_does_not_exit_in_time_is_ended():
@@ -297,11 +342,22 @@ async def test_over_the_real_broker_a_fetched_but_unserved_partition_stalls_and_
         progress = Progress()
         progress.handled_all((r.partition, r.offset) for r in got[1])  # only partition 1 reached the agent
         await consumer.commit({tp1: 3})
-        w = StallWatch(partitions, topic, progress, timeout_s=10.0, interval_s=5.0, clock=Clock())
+        w = StallWatch(partitions, topic, progress, timeout_s=10.0, interval_s=5.0, clock=Clock(),
+                       refetch_after_s=5.0)
         seen = [await at(w, now) for now in (0.0, 5.0, 10.0)]
         assert all(h.assigned == [0, 1] for h in seen)
         assert [[(b.partition, b.next_offset, b.end) for b in h.backlogs] for h in seen] == [[(0, 0, 5)]] * 3
         assert [bool(h.stalled) for h in seen] == [False, False, True]
+
+        # Fetched again from where the agent starts, the records come a second time
+        assert [b.partition for b in seen[1].refetch] == [0]
+        await w.refetch(seen[1].refetch[0])
+        again: list[Any] = []
+        for _ in range(50):
+            again += (await consumer.getmany(tp0, timeout_ms=200)).get(tp0, [])
+            if len(again) == 5:
+                break
+        assert [r.offset for r in again] == [0, 1, 2, 3, 4]
 
         # A commit is where a new assignment would resume
         await consumer.commit({tp0: 2})
