@@ -72,7 +72,8 @@ class Settings(BaseSettings):
         "makes the worker exit so others take it (0 = never)")
     recovery_timeout_s: float = Field(
         900.0, ge=0, description="Faust rebalancing or restoring the stream table this long without a break makes "
-        "the worker exit to start over (a restore can hang); set above the longest restore (0 = never)")
+        "the worker exit to start over (a restore can hang); set above the longest restore plus a minute: a worker "
+        "restarted after a crash first waits up to the group's session timeout (60 s) to join (0 = never)")
     crash_exit_s: float = Field(
         30.0, gt=0, description="a worker that crashed (a stall) and has not exited after this many seconds "
         "is ended without a graceful shutdown, which can hang behind what stalled")
