@@ -160,9 +160,9 @@ def create_app(s: Settings) -> Worker:
     async def watch_partitions() -> None:
         nonlocal health
         if not app.consumer.started:
-            return
-        if not watch.busy() and not resources.ready.is_set():  # restored, and starting up: that has
-            return  # its own timeouts, and fails loudly
+            return  # nothing to ask of the broker yet
+        if not watch.busy() and not resources.ready.is_set():
+            return  # restored but still starting up: that has its own timeouts, and fails loudly
         health = await patrol(watch, metrics.lag, metrics.lag_waiting, crash, log) or health
 
     Probes(server, watch.interval_s, watch_partitions, closers=[partitions.close]).attach(app)
