@@ -43,6 +43,9 @@ class Metrics:
         self.lag_waiting = Gauge("guard_chunk_partition_waiting_seconds",
                                  "how long an assigned chunk partition's backlog has not moved", ["partition"],
                                  registry=r)
+        self.refetches = Counter("guard_chunk_partition_refetches", "times an assigned chunk partition was "
+                                 "fetched again because none of its records reached the agent", ["partition"],
+                                 registry=r)
 
     def observe_semantic(self, seconds: float, windows: int, outcome: str) -> None:
         self.semantic.labels(outcome).observe(seconds)
@@ -71,6 +74,11 @@ class TunerMetrics:
                            "not handled yet", ["partition"], registry=r),
                      Gauge(f"guard_tuner_{input_}_partition_waiting_seconds", f"how long an assigned {input_} "
                            "partition's backlog has not moved", ["partition"], registry=r))
+            for input_ in ("feedback", "decisions")}
+        self.refetches: dict[str, Counter] = {
+            input_: Counter(f"guard_tuner_{input_}_partition_refetches", f"times an assigned {input_} partition "
+                            "was fetched again because none of its records reached the agent", ["partition"],
+                            registry=r)
             for input_ in ("feedback", "decisions")}
 
     def totals(self) -> dict[str, object]:

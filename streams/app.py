@@ -163,7 +163,8 @@ def create_app(s: Settings) -> Worker:
             return  # nothing to ask of the broker yet
         if not watch.busy() and not resources.ready.is_set():
             return  # restored but still starting up: that has its own timeouts, and fails loudly
-        health = await patrol(watch, metrics.lag, metrics.lag_waiting, crash, log) or health
+        health = await patrol(watch, metrics.lag, metrics.lag_waiting, crash, log,
+                              refetches=metrics.refetches) or health
 
     Probes(server, watch.interval_s, watch_partitions, closers=[partitions.close]).attach(app)
 

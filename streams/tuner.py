@@ -502,7 +502,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
             return
         for name, watch in watches.items():
             lag, waiting = metrics.lag[name]
-            healths[name] = await patrol(watch, lag, waiting, crash, log, what=name) or healths[name]
+            healths[name] = await patrol(watch, lag, waiting, crash, log, what=name,
+                                         refetches=metrics.refetches[name]) or healths[name]
 
     Probes(server, min(w.interval_s for w in watches.values()), watch_inputs,
            closers=[partitions.close]).attach(app)

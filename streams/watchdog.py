@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 
 class PartitionConsumer(Protocol):
@@ -321,7 +321,7 @@ def crash_then_exit(crash: Callable[[BaseException], Awaitable[None]], exit_afte
 
 
 async def patrol(watch: StallWatch, lag: Gauge, waiting: Gauge, crash: Callable[[BaseException], Awaitable[None]],
-                 log: Any, what: str = "chunk") -> Health | None:
+                 log: Any, what: str = "chunk", refetches: Counter | None = None) -> Health | None:
     """One timer tick of an app's watchdog: check, export the gauges, and crash the app on a stall
     (its exit leaves the group, so the partitions move). None when the check itself failed: a
     failed look at the broker is not a stall."""
@@ -344,4 +344,6 @@ async def patrol(watch: StallWatch, lag: Gauge, waiting: Gauge, crash: Callable[
                     lag=b.lag, waiting_s=round(b.waiting_s),
                     why="none of its records reached the agent since the assignment")
         await watch.refetch(b)
+        if refetches is not None:
+            refetches.labels(str(b.partition)).inc()
     return health

@@ -59,12 +59,17 @@ async def test_decisions_lost_in_a_crash_are_sent_by_the_restarted_worker(kafka_
                 print(f"worker restarted {starts - 1} time(s) before the replay")
 
     assert col.final(lost), f"no decision after {starts} start(s) (the report ends with the worker's log)"
-    (d,) = col.decisions[lost]
+    # Faust can hand a restarted worker the same record twice (fetched before and after its seek to
+    # the committed offset; once in about 20 runs here): each copy is a duplicate, and each gets the
+    # same decision, unchanged, under the same decision_id: at least once, as the README says
+    d = col.decisions[lost][0]
     assert d.seq == 0 and d.final and d.text == "The museum opens at nine."
-    assert [e["decision_id"] for e in replayed if e["stream_id"] == lost] == [d.decision_id]
-    assert [e["seq"] for e in dropped if e["stream_id"] == lost] == [0], \
+    assert all(x == d for x in col.decisions[lost]) and len(col.decisions[lost]) <= 2
+    lost_replays = [e["decision_id"] for e in replayed if e["stream_id"] == lost]
+    assert lost_replays and set(lost_replays) == {d.decision_id}
+    lost_drops = [e["seq"] for e in dropped if e["stream_id"] == lost]
+    assert len(lost_drops) == len(lost_replays) and set(lost_drops) == {0}, \
         "the chunk was replayed as a duplicate, not moderated again"
-    # the ok stream's chunk may be replayed too (its offset uncommitted): its decision is then sent
-    # again under the same decision_id, at least once as the README says
+    # the ok stream's chunk may be replayed too (its offset uncommitted)
     assert len(col.decisions[ok]) <= 2 and len({d.decision_id for d in col.decisions[ok]}) == 1
     assert "museum" not in log.read_text()  # ids and counts, never what the stream said

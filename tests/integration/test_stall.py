@@ -102,6 +102,9 @@ async def test_records_fetched_and_never_handed_to_the_agent_are_fetched_again_w
             await prod.send(Chunk(stream_id=lost, seq=0, text="The museum opens at nine.", final=True))
             await col.wait_for(lambda c: c.final(lost), timeout=150)
             assert worker.alive(), "served by the same process: no restart"
+            async with aiohttp.ClientSession() as http, \
+                    http.get(f"http://127.0.0.1:{own.env['GUARD_WEB_PORT']}/metrics") as r:
+                assert 'guard_chunk_partition_refetches_total{partition="0"} 1.0' in await r.text()
         (refetched,) = worker.events("partition_refetched")
         assert refetched["partition"] == 0 and refetched["lag"] == 1 and refetched["waiting_s"] >= 15
         assert not worker.events("partition_stalled")

@@ -106,9 +106,11 @@ async def test_a_backlog_whose_records_never_reached_the_agent_is_fetched_again_
     async def crash(exc: BaseException) -> None:
         crashed.append(exc)
 
+    m = Metrics()
+
     async def tick(now: float) -> Health:
         w.clock.now = now  # type: ignore[attr-defined]
-        return await patrol(w, Metrics().lag, Metrics().lag_waiting, crash, structlog.get_logger("test"))
+        return await patrol(w, m.lag, m.lag_waiting, crash, structlog.get_logger("test"), refetches=m.refetches)
 
     with structlog.testing.capture_logs() as logs:
         seen = [await tick(t) for t in (0, 5, 10, 15, 20, 25)]
@@ -116,6 +118,7 @@ async def test_a_backlog_whose_records_never_reached_the_agent_is_fetched_again_
     assert c.seeks == [(TopicPartition(TOPIC, 0), 3)]  # from where the agent is to start
     (ev,) = [e for e in logs if e["event"] == "partition_refetched"]
     assert ev["partition"] == 0 and ev["offset"] == 3 and ev["lag"] == 7 and ev["waiting_s"] == 10
+    assert m.registry.get_sample_value("guard_chunk_partition_refetches_total", {"partition": "0"}) == 1
     assert not crashed
     h = await tick(30)  # still nothing: the stall follows, for both
     assert [b.partition for b in h.stalled] == [0, 1] and len(crashed) == 1
