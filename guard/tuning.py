@@ -97,7 +97,10 @@ def _edge(threshold: float) -> int:
     """First bin a threshold fires on.
 
     The bin holding the threshold counts as firing, so a score that fired (``score >= threshold``)
-    is always read back as fired; a miss within 0.001 below the threshold reads as a hit.
+    is always read back as fired; a miss within 0.001 below the threshold reads as a hit. The one
+    exception is the top edge: threshold 1.0 is edge ``BINS``, where nothing fires (the tuner's
+    "raise as far as it goes"), while a score of exactly 1.0 (a saturated sigmoid) sits in the last
+    bin and would fire on a worker at 1.0.
     """
     return min(max(math.floor(threshold * BINS + _EPS), 0), BINS)
 

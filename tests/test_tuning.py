@@ -160,10 +160,12 @@ class TestEvidence:
         """``at(t)`` is the confusion matrix had every judged decision been decided at ``t``."""
         t = k / BINS
         c = evidence(data).at(t)
-        assert c.tp == sum(1 for s, y in data if y and s >= t)
-        assert c.fp == sum(1 for s, y in data if not y and s >= t)
-        assert c.fn == sum(1 for s, y in data if y and s < t)
-        assert c.tn == sum(1 for s, y in data if not y and s < t)
+        # at the top edge (1.0) nothing fires, a score of exactly 1.0 included (tuning._edge)
+        fires = (lambda s: s >= t) if k < BINS else (lambda s: False)
+        assert c.tp == sum(1 for s, y in data if y and fires(s))
+        assert c.fp == sum(1 for s, y in data if not y and fires(s))
+        assert c.fn == sum(1 for s, y in data if y and not fires(s))
+        assert c.tn == sum(1 for s, y in data if not y and not fires(s))
 
     def test_decay(self) -> None:
         ev = Evidence().add(0.9, True, 0)
