@@ -33,32 +33,30 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import Counter, Gauge
 
 
-class PartitionConsumer(Protocol):
-    """The three calls the watch needs (``GroupPartitions`` makes them of a Faust app)."""
+class _Partitions(Protocol):
+    """The calls Faust's ``app.consumer`` and the watch's view of it share."""
 
     def assignment(self) -> set[Any]: ...
 
     async def highwaters(self, *partitions: Any) -> Mapping[Any, int]: ...
-
-    async def resume_offsets(self, *partitions: Any) -> Mapping[Any, int | None]:
-        """Where the group would resume each partition now (committed, else the log start)."""
-        ...
 
     async def seek(self, partition: Any, offset: int) -> None:
         """Fetch the partition again from ``offset``."""
         ...
 
 
-class FaustConsumer(Protocol):
+class PartitionConsumer(_Partitions, Protocol):
+    """What the watch needs (``GroupPartitions`` makes it of a Faust app)."""
+
+    async def resume_offsets(self, *partitions: Any) -> Mapping[Any, int | None]:
+        """Where the group would resume each partition now (committed, else the log start)."""
+        ...
+
+
+class FaustConsumer(_Partitions, Protocol):
     """What ``GroupPartitions`` uses of Faust's ``app.consumer``."""
 
-    def assignment(self) -> set[Any]: ...
-
-    async def highwaters(self, *partitions: Any) -> Mapping[Any, int]: ...
-
     async def earliest_offsets(self, *partitions: Any) -> Mapping[Any, int]: ...
-
-    async def seek(self, partition: Any, offset: int) -> None: ...
 
 
 @dataclass
