@@ -58,6 +58,9 @@ def test_a_run_with_unpunctuated_copies_names_them() -> None:
     # l1: a head-only epoch first; runs without do not name it
     ("l1-linear-probe-first", "adapter-lpft", "probe_epochs", 1, "Head-only epochs first (LP-FT): 1.",
      "b1-source-balance", "LP-FT"),
+    # d1: a gradient-reversed source classifier; runs without it do not name it
+    ("d1-source-adversary", "adapter-adversary", "adversary", 0.3,
+     "Gradient-reversed source classifier (DANN) at weight: 0.3.", "l1-linear-probe-first", "DANN"),
 ])
 def test_a_run_with_a_training_option_names_it(run: str, model: str, key: str, value: object, sentence: str,
                                                other: str, absent: str) -> None:
