@@ -120,10 +120,9 @@ def create_app(s: Settings) -> Worker:
     resources = Resources(s, metrics)
     progress = Progress()
     partitions = GroupPartitions(app.consumer, app.conf.id, client_options(s))
-    watch = StallWatch(partitions, s.topic_chunks, progress, timeout_s=s.stall_timeout_s,
-                       interval_s=min(5.0, s.stall_timeout_s / 4) or 5.0,
-                       busy=lambda: bool(app.rebalancing or app.in_recovery),
-                       busy_timeout_s=s.recovery_timeout_s, refetch_after_s=min(15.0, s.stall_timeout_s / 4))
+    watch = StallWatch.paced(partitions, s.topic_chunks, progress, s.stall_timeout_s,
+                             busy=lambda: bool(app.rebalancing or app.in_recovery),
+                             busy_timeout_s=s.recovery_timeout_s)
     health = Health()
     server = Server(routes(metrics.registry, lambda: body(health), resources.is_ready), s.web_host,
                     s.web_port)

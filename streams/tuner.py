@@ -373,11 +373,9 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     inputs = {"feedback": s.topic_feedback, "decisions": s.topic_decisions}
     progress = {name: Progress() for name in inputs}
     partitions = GroupPartitions(app.consumer, app.conf.id, client_options(s))
-    watches = {name: StallWatch(partitions, topic, progress[name], timeout_s=ts.stall_timeout_s,
-                                interval_s=min(5.0, ts.stall_timeout_s / 4) or 5.0,
-                                busy=lambda: bool(app.rebalancing or app.in_recovery),
-                                busy_timeout_s=ts.recovery_timeout_s,
-                                refetch_after_s=min(15.0, ts.stall_timeout_s / 4))
+    watches = {name: StallWatch.paced(partitions, topic, progress[name], ts.stall_timeout_s,
+                                      busy=lambda: bool(app.rebalancing or app.in_recovery),
+                                      busy_timeout_s=ts.recovery_timeout_s)
                for name, topic in inputs.items()}
     healths = {name: Health() for name in inputs}
     server = Server(routes(metrics.registry, lambda: per_topic({inputs[n]: h for n, h in healths.items()}),

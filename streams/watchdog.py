@@ -203,6 +203,14 @@ class StallWatch:
     _last_end: float | None = None
     _busy_since: float | None = None
 
+    @classmethod
+    def paced(cls, consumer: PartitionConsumer, topic: str, progress: Progress, timeout_s: float,
+              busy: Callable[[], bool], busy_timeout_s: float) -> "StallWatch":
+        """The apps' pacing, derived from the stall timeout so the worker and the tuner share it:
+        a check every quarter of it (at most 5 s), a refetch after a quarter (at most 15 s)."""
+        return cls(consumer, topic, progress, timeout_s=timeout_s, interval_s=min(5.0, timeout_s / 4) or 5.0,
+                   busy=busy, busy_timeout_s=busy_timeout_s, refetch_after_s=min(15.0, timeout_s / 4))
+
     def reset(self) -> None:
         """A new assignment: forget the waits of the last one (a rebalance in progress goes on
         counting as busy: it is one stretch with the assignment it produced)."""
