@@ -6,7 +6,8 @@ the sources themselves. This benchmark scores heads fitted without some sources
 (``guard models train --exclude-source ...``) on every row of those sources, in one run and over
 the same windows and MLP: the MLP alone (mix 0), MLP plus n-gram part at the fitted mix, and the
 n-gram part alone. AUPRC from the raw sigmoid of the summed logit, max over stream windows, as
-``benchmarks.transfer`` reports; dev of the seen sources alongside.
+``benchmarks.transfer`` reports; and the heads as served (calibrated), where only "any" can differ,
+since it compares probabilities across categories. Dev of the seen sources alongside.
 
 The heads' encoder must be the one in the build directory (``GUARD_MODEL_DIR`` or
 ``<repo>/build/models``): pooled features come from ``FeatureCache`` over it.
@@ -132,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         zn = heads.ngram.logits(w.ids)
         res["sets"][name] = {v: figures(text_scores(z, w.offsets), labeled)
                              for v, z in variants(zm, zn, heads.mix).items()}
+        # as served: each category's calibration curve, so "any" compares calibrated probabilities
+        served = np.maximum.reduceat(heads.predict(pooled, w.ids), w.offsets[:-1], axis=0)
+        res["sets"][name]["served (fitted mix, calibrated)"] = figures(served, labeled)
     ho = res["sets"]["held-out"]
     res["delta_held_out"] = {
         "any": round(ho["mlp+ngram (fitted mix)"]["any_auprc"] - ho["mlp"]["any_auprc"], 4),
