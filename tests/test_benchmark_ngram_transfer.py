@@ -32,3 +32,17 @@ def test_the_report_marks_a_category_a_set_does_not_label() -> None:
     text = markdown(res)
     assert "| held-out | mlp | 0.700 | 0.800 | – |" in text
     assert "fitted mix minus MLP alone: any +0.000, hate +0.000." in text
+
+
+def test_the_committed_g1_result_renders_as_committed() -> None:
+    """Run g1: its markdown is what its JSON renders, and it records heads fitted without the
+    sources it scores (the script refuses others unless told)."""
+    import json
+
+    from benchmarks import REPO
+
+    run = REPO / "benchmarks/results/runs/g1-ngram-transfer"
+    res = json.loads((run / "ngram_transfer.json").read_text(encoding="utf-8"))
+    assert markdown(res) == (run / "ngram_transfer.md").read_text(encoding="utf-8")
+    assert set(res["held_out"]) <= set(res["heads_excluded_sources"])
+    assert res["encoder_id"] == "minilm-l6-v2-pooled7-b3"  # the frozen encoder: no adapter merged
