@@ -108,12 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     heads = Heads.load(args.heads)
     if heads.ngram is None or heads.mix is None:
         raise SystemExit(f"{args.heads} has no n-gram part to test")
-    meta = Path(args.heads).with_name("calibration.json")
-    excluded = json.loads(meta.read_text(encoding="utf-8"))["data"]["excluded_sources"] if meta.exists() else []
+    meta_path = Path(args.heads).with_name("calibration.json")
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+    excluded = meta.get("data", {}).get("excluded_sources", [])
     if args.check_excluded and not set(held) <= set(excluded):
-        raise SystemExit(f"{meta} says the heads were fitted without {excluded}, not without all of {held}")
+        raise SystemExit(f"{meta_path} says the heads were fitted without {excluded}, not without all of {held}")
     mlp_only = replace(heads, ngram=None, mix=None)
     cache = FeatureCache(Path(args.cache))
+    fitted_over = meta.get("encoder", {}).get("sha256_16")
+    if fitted_over is not None and fitted_over != cache.fingerprint:
+        # features of another graph would score these heads silently wrong
+        raise SystemExit(f"the heads were fitted over encoder {fitted_over}; the build directory's is "
+                         f"{cache.fingerprint} (build the graph they were fitted over)")
     everything = read_examples([data_dir])
     sets = {"held-out": everything.subset(np.isin(everything.sources, held)),
             "dev (seen sources)": read_examples([data_dir], splits=["dev"], exclude_sources=held)}
