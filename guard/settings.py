@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     policy_dir: Path = Field(_REPO / "policies", description="folder of policy YAML files")
     policy_reload_s: float = Field(5.0, gt=0, description="how often the worker checks policies for changes")
     app_id: str = Field("guard", description="Faust app id = Kafka consumer group")
+    faust_data_dir: Path | None = Field(
+        None, description="Faust's data directory. guard's tables live in memory (restored from their "
+        "changelogs), so nothing is written there; unset: a temporary directory per process, removed at "
+        "exit, so a worker needs no writable working directory")
     topic_chunks: str = Field("llm.chunks", description="input: LLM token chunks, key stream_id")
     topic_decisions: str = Field("guard.decisions", description="output: one decision per chunk")
     topic_deadletter: str = Field("guard.deadletter", description="records guard could not use, with the reason")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import faust
 import structlog
@@ -23,11 +28,26 @@ class Topics:
     thresholds: faust.TopicT
 
 
+def data_dir(s: Settings, app_id: str) -> Path:
+    """Where Faust may create its directories. Faust makes ``<app id>-data/`` in the working
+    directory by default, even with in-memory tables that never write to it: a worker in a
+    container with a read-only root file system would fail to start, and every test worker would
+    leave an empty folder in the checkout. So unless ``GUARD_FAUST_DATA_DIR`` names one, each
+    process gets a temporary directory, removed when it exits (one that is killed leaves its empty
+    folders in the system's temporary directory)."""
+    if s.faust_data_dir is not None:
+        return s.faust_data_dir
+    tmp = Path(tempfile.mkdtemp(prefix=re.sub(r"[^A-Za-z0-9._-]", "_", app_id) + "-faust-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return tmp
+
+
 def new_app(s: Settings, app_id: str) -> faust.App:
     """A Faust app as guard runs them: raw bytes on the wire (msgspec does the codecs), in-memory
     tables restored from their changelogs, and no linger so a decision leaves at once."""
     return faust.App(
         app_id,
+        datadir=str(data_dir(s, app_id)),
         broker=f"kafka://{s.kafka_bootstrap}",
         store="memory://",
         topic_partitions=s.partitions,

@@ -77,14 +77,16 @@ async def _wait_ready(bootstrap: str, timeout: float) -> None:
 
 
 @pytest.fixture(scope="session")
-def guard_worker(kafka_broker, triton_server) -> Iterator[WorkerProcess]:
-    """One worker (Triton-backed) for the session; topics created up front; HTTP on ``w.env``'s port."""
+def guard_worker(kafka_broker, triton_server, tmp_path_factory) -> Iterator[WorkerProcess]:
+    """One worker (Triton-backed) for the session; topics created up front; HTTP on ``w.env``'s port.
+    It runs in an empty working directory of its own (``w.cwd``), which must stay empty."""
     bootstrap = kafka_broker.bootstrap
     asyncio.run(create_topics(bootstrap, topics.specs(Settings())))
     log = LOGS / f"worker-{uuid.uuid4().hex[:6]}.log"
     with WorkerProcess(bootstrap, triton_server.grpc_url, log,
                        env={"GUARD_APP_ID": f"guard-test-{uuid.uuid4().hex[:6]}",
-                            "GUARD_LOG_LEVEL": "WARNING", "GUARD_WEB_PORT": str(free_port())}) as w:
+                            "GUARD_LOG_LEVEL": "WARNING", "GUARD_WEB_PORT": str(free_port())},
+                       cwd=tmp_path_factory.mktemp("worker-cwd")) as w:
         try:
             asyncio.run(_wait_ready(bootstrap, timeout=180))
         except TimeoutError:

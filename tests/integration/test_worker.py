@@ -189,6 +189,17 @@ async def test_worker_serves_metrics_and_partition_health(kafka_broker, guard_wo
     assert re.search(r'^guard_semantic_call_seconds_count\{outcome="ok"\} [1-9]', text, re.M), "Triton calls timed"
 
 
+async def test_the_worker_writes_nothing_in_its_working_directory(kafka_broker, guard_worker):
+    """Faust would create ``<app id>-data/`` there, which a read-only container refuses; guard's
+    tables are in memory, so its folders go to a temporary directory instead."""
+    sid = f"cwd-{uuid.uuid4().hex[:6]}"
+    async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:
+        await prod.send(Chunk(stream_id=sid, seq=0, text=BENIGN, final=True))
+        await col.wait_for(lambda c: c.final(sid), timeout=120)
+    assert guard_worker.alive() and guard_worker.cwd is not None
+    assert list(guard_worker.cwd.iterdir()) == []
+
+
 async def test_a_chunk_on_the_wrong_partition_is_decided_and_counted(kafka_broker, guard_worker):
     """A producer that does not partition by murmur2 (librdkafka's default, say): the worker still
     decides the chunk, and says so on /metrics, since such streams lose their state on a rebalance."""

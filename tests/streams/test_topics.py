@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from guard.settings import Settings
 from streams.topics import declare, new_app
 
@@ -20,3 +22,23 @@ def test_one_replica_by_default_for_the_single_dev_broker():
     s = Settings()
     app = new_app(s, "guard-test-topics-default")
     assert app.conf.topic_replication_factor == 1 and declare(app, s).chunks.replicas == 1
+
+
+def test_faust_gets_a_data_directory_outside_the_working_directory(tmp_path, monkeypatch):
+    """Faust creates ``<id>-data/`` in the working directory unless told otherwise; guard keeps its
+    tables in memory, so a worker must start where it may not write (a read-only container)."""
+    monkeypatch.chdir(tmp_path)
+    app = new_app(Settings(), "guard/test odd id")
+    datadir = Path(app.conf.datadir)
+    assert datadir.is_dir() and tmp_path not in datadir.parents and datadir.name.startswith("guard_test_odd_id-faust-")
+    app._create_directories()  # what Faust does when the worker starts
+    assert list(tmp_path.iterdir()) == []  # nothing in the working directory
+    tables = Path(app.conf.tabledir)
+    assert tables.is_dir() and tables.is_relative_to(datadir)  # Faust's folders went there instead
+
+
+def test_a_configured_faust_data_directory_is_used_as_given(tmp_path):
+    chosen = tmp_path / "faust"
+    chosen.mkdir()
+    app = new_app(Settings(faust_data_dir=chosen), "guard-test-datadir")
+    assert Path(app.conf.datadir) == chosen
