@@ -31,7 +31,7 @@ class Topics:
 def data_dir(s: Settings, app_id: str) -> Path:
     """Where Faust may create its directories. Faust makes ``<app id>-data/`` in the working
     directory by default, even with in-memory tables that never write to it: a worker in a
-    container with a read-only root file system would fail to start, and every test worker would
+    container whose working directory is read-only would fail to start, and every test worker would
     leave an empty folder in the checkout. So unless ``GUARD_FAUST_DATA_DIR`` names one, each
     process gets a temporary directory, removed when it exits (one that is killed leaves its empty
     folders in the system's temporary directory)."""

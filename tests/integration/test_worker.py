@@ -190,7 +190,7 @@ async def test_worker_serves_metrics_and_partition_health(kafka_broker, guard_wo
 
 
 async def test_the_worker_writes_nothing_in_its_working_directory(kafka_broker, guard_worker):
-    """Faust would create ``<app id>-data/`` there, which a read-only container refuses; guard's
+    """Faust would create ``<app id>-data/`` there, which a read-only working directory refuses; guard's
     tables are in memory, so its folders go to a temporary directory instead."""
     sid = f"cwd-{uuid.uuid4().hex[:6]}"
     async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:

@@ -26,7 +26,7 @@ def test_one_replica_by_default_for_the_single_dev_broker():
 
 def test_faust_gets_a_data_directory_outside_the_working_directory(tmp_path, monkeypatch):
     """Faust creates ``<id>-data/`` in the working directory unless told otherwise; guard keeps its
-    tables in memory, so a worker must start where it may not write (a read-only container)."""
+    tables in memory, so a worker need not write where it starts."""
     monkeypatch.chdir(tmp_path)
     app = new_app(Settings(), "guard/test odd id")
     datadir = Path(app.conf.datadir)
