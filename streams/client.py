@@ -33,6 +33,7 @@ class WorkerProcess:
     env: Mapping[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ("-m", "streams", "worker")  # what the Python interpreter runs
     cwd: Path | None = None  # the worker's working directory (None: this process's)
+    wrapper: tuple[str, ...] = ()  # a command the interpreter runs under (e.g. setpriv, to drop privileges)
     proc: subprocess.Popen[bytes] | None = None
     log_start: int = 0  # where this start's lines begin in the (appended) log
 
@@ -43,7 +44,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, *self.args], env=env, cwd=self.cwd,
+        self.proc = subprocess.Popen([*self.wrapper, sys.executable, *self.args], env=env, cwd=self.cwd,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         return self

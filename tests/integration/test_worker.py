@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import random
 import re
+import shutil
 import uuid
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from guard.messages import Chunk, Decision
-from streams.client import ChunkProducer, Collector
+from streams.client import ChunkProducer, Collector, WorkerProcess
+
+from .conftest import log_tail, own_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(300)]
 
@@ -198,6 +203,29 @@ async def test_the_worker_writes_nothing_in_its_working_directory(kafka_broker, 
         await col.wait_for(lambda c: c.final(sid), timeout=120)
     assert guard_worker.alive() and guard_worker.cwd is not None
     assert list(guard_worker.cwd.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to run a worker as an unprivileged user")
+async def test_a_worker_starts_and_decides_where_it_may_not_write(kafka_broker, triton_server):
+    """Run as nobody in ``/``: no write permission in its working directory, as in a hardened
+    container. Before guard chose Faust's data directory this worker died at start
+    (PermissionError on ``<app id>-data``)."""
+    own = await own_topics(kafka_broker.bootstrap, "nowrite")
+    sid = f"nowrite-{own.run}"
+    worker = WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, own.log,
+                           {**own.env, "HOME": "/nonexistent"}, cwd=Path("/"),
+                           wrapper=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
+    async with Collector(kafka_broker.bootstrap, own.names["decisions"], own.names["deadletter"]) as col, \
+            ChunkProducer(kafka_broker.bootstrap, own.names["chunks"]) as prod:
+        with worker:
+            await prod.send(Chunk(stream_id=sid, seq=0, text=BENIGN, final=True))
+            try:
+                await col.wait_for(lambda c: c.final(sid), timeout=150)
+            except TimeoutError:
+                pytest.fail(f"no decision (alive={worker.alive()}); log: {log_tail(own.log)}")
+            assert worker.alive()
+    assert [d.action for d in col.decisions[sid]] == ["allow"]
 
 
 async def test_a_chunk_on_the_wrong_partition_is_decided_and_counted(kafka_broker, guard_worker):
