@@ -36,6 +36,9 @@ def test_compose_file_validates_and_reserves_a_gpu_for_triton():
     tuner = services["tuner"]
     assert tuner["environment"]["GUARD_TUNER_WEB_HOST"] == "0.0.0.0" and tuner["restart"] == "unless-stopped"
     assert "6067/healthz" in " ".join(tuner["healthcheck"]["test"])
+    for name in ("worker", "tuner"):  # as tests/integration/test_worker.py runs a worker: nobody, no writes
+        svc = services[name]
+        assert svc["user"] == "65534:65534" and svc["read_only"] is True and "/tmp" in svc["tmpfs"]
 
 
 
