@@ -48,7 +48,7 @@ class Outcome:
     """What became of one input chunk.
 
     ``decisions`` may be empty (a duplicate, or a chunk waiting behind a gap) or hold several (a gap
-    was filled and the chunks behind it were released too). ``error`` is set when the chunk was
+    was filled and the chunks behind it were decided too, each in its own round, in order). ``error`` is set when the chunk was
     rejected; the caller dead-letters it with ``error.code`` and the text of the error.
     ``replayed``: for a duplicate chunk, its decisions still in the state's outbox (their delivery
     was never confirmed): the caller sends them again, unchanged.
@@ -60,6 +60,9 @@ class Outcome:
     error: GuardError | None = None
     skipped: list[SequenceGap] = field(default_factory=list)  # gaps given up: report, don't reject
     replayed: list[Decision] = field(default_factory=list)
+    #: chunks the stream held behind a gap, refused when their turn came (they follow its final
+    #: chunk): their records were consumed earlier, so the caller dead-letters the chunk itself
+    rejected: list[tuple[Chunk, GuardError]] = field(default_factory=list)
 
 
 @dataclass
@@ -106,7 +109,12 @@ class Pipeline:
     # -- public API ------------------------------------------------------------------------------
 
     async def process(self, items: Sequence[tuple[StreamState | None, Chunk]]) -> list[Outcome]:
-        """Process a batch. Chunks of the same stream are handled in order, in successive rounds."""
+        """Process a batch. Chunks of the same stream are handled in order, in successive rounds.
+
+        A round decides at most one chunk per stream. A chunk that fills a gap releases the chunks
+        held behind it, and they get further rounds of their own before the stream's next chunk in
+        the batch: each chunk's text is released only after its own windows were scored, so what
+        the stream releases does not depend on the order its chunks arrived in."""
         t0 = self.clock()
         outcomes = [Outcome(stream_id=c.stream_id, state=s) for s, c in items]
         states: dict[str, StreamState | None] = {}
@@ -120,9 +128,34 @@ class Pipeline:
             if r == len(rounds):
                 rounds.append([])
             rounds[r].append((i, chunk))
+        owner: dict[str, int] = {}  # the outcome that a stream's held chunks are reported under
         for rnd in rounds:
-            await self._round(rnd, states, outcomes, t0)
+            owner.update((c.stream_id, i) for i, c in rnd)
+            await self._round([(i, c, False) for i, c in rnd], states, outcomes, t0)
+            while held := self._next_held(states, owner, outcomes):
+                await self._round(held, states, outcomes, t0)
         return outcomes
+
+    @staticmethod
+    def _next_held(states: dict[str, StreamState | None], owner: dict[str, int],
+                   outcomes: list[Outcome]) -> list[tuple[int, Chunk, bool]]:
+        """The next round of held chunks: per stream, the one its gap-free sequence reaches now.
+        Chunks held behind a final chunk can never be decided: they are rejected here."""
+        rnd: list[tuple[int, Chunk, bool]] = []
+        for sid, state in states.items():
+            if state is None or not state.pending or sid not in owner:
+                continue
+            if state.final:
+                for seq in sorted(state.pending):
+                    outcomes[owner[sid]].rejected.append(
+                        (state.pending[seq], StreamError(f"chunk seq {seq} after the stream's final chunk")))
+                state.pending, state.gap_since_ms = {}, None
+            elif state.next_seq in state.pending:
+                pending = dict(state.pending)
+                rnd.append((owner[sid], pending.pop(state.next_seq), True))
+                state.pending = pending
+                state.gap_since_ms = state.gap_since_ms if pending else None
+        return rnd
 
     async def moderate(self, chunks: AsyncIterable[Chunk]) -> AsyncIterator[Decision]:
         """The embedded API: moderate one stream's chunks, yielding a decision per chunk."""
@@ -136,17 +169,30 @@ class Pipeline:
                 state.outbox = ()  # yielded is delivered: nothing to replay
             for d in out.decisions:
                 yield d
+            if out.rejected:  # a chunk held behind the gap followed the final one
+                raise out.rejected[0][1]
 
     # -- one round: at most one new chunk per stream ----------------------------------------------
 
-    async def _round(self, rnd: list[tuple[int, Chunk]], states: dict[str, StreamState | None],
+    async def _round(self, rnd: list[tuple[int, Chunk, bool]], states: dict[str, StreamState | None],
                      outcomes: list[Outcome], t0: float) -> None:
+        """``rnd``: (outcome index, chunk, held): at most one chunk per stream; a held chunk is one
+        the stream kept behind a gap, now next in its sequence."""
         works: list[tuple[int, _Work]] = []
         policies = self.policies()  # one snapshot per round, even if a reload lands mid-batch
-        for i, chunk in rnd:
+        for i, chunk, held in rnd:
             try:
-                spec, ready = self._admit(states, chunk, outcomes[i], policies)
+                if held:
+                    state = states[chunk.stream_id]
+                    assert state is not None
+                    ready = [(state, chunk)]
+                    spec = self._policy_of(state, policies)
+                else:
+                    spec, ready = self._admit(states, chunk, outcomes[i], policies)
             except GuardError as exc:  # this chunk's fault: the other streams go on
+                if held:
+                    outcomes[i].rejected.append((chunk, exc))
+                    continue
                 outcomes[i].error = exc
                 outcomes[i].state = states.get(chunk.stream_id)
                 continue
@@ -158,15 +204,17 @@ class Pipeline:
             work.state.outbox = (*work.state.outbox, decision)[-MAX_OUTBOX:]
             states[work.state.stream_id] = work.state
             outcomes[i].decisions.append(decision)
-        for i, chunk in rnd:
+        for i, chunk, _ in rnd:
             outcomes[i].state = states.get(chunk.stream_id)
 
     def _admit(self, states: dict[str, StreamState | None], chunk: Chunk, outcome: Outcome,
                policies: PolicySet) -> tuple[PolicySpec, list[tuple[StreamState, Chunk]]]:
         """Order chunks per stream: drop duplicates, hold chunks behind a gap, reject late ones.
 
-        A gap that stays open longer than ``gap_timeout_ms`` (checked when the stream's next chunk
-        arrives) is given up: the chunks behind it go on, and the outcome reports the skipped range.
+        Returns the chunk to decide now, if any: the arriving one when it is next in sequence. A
+        gap that stays open longer than ``gap_timeout_ms`` (checked when the stream's next chunk
+        arrives) is given up: the first chunk behind it is decided now, the outcome reports the
+        skipped range, and the chunks after it follow in later rounds (``_next_held``).
 
         Raises before the state changes, so a rejected chunk leaves its stream as it was.
         """
@@ -201,15 +249,10 @@ class Pipeline:
             outcome.skipped.append(SequenceGap(state.next_seq, first - 1, now - state.gap_since_ms))
             state.next_seq = first
             chunk = state.pending[first]
-        ready = [(state, chunk)]
-        nxt = chunk.seq + 1
         pending = {k: v for k, v in state.pending.items() if k != chunk.seq}
-        while nxt in pending:
-            ready.append((state, pending.pop(nxt)))
-            nxt += 1
         state.pending = pending
         state.gap_since_ms = state.gap_since_ms if pending else None
-        return spec, ready
+        return spec, [(state, chunk)]
 
     @staticmethod
     def _policy_of(state: StreamState, policies: PolicySet) -> PolicySpec:
@@ -414,8 +457,9 @@ class Pipeline:
     def _trim(self, state: StreamState, spec: PolicySpec) -> None:
         """Forget text no layer can need again: O(chunk + context) memory per stream."""
         if state.blocked or state.final:
+            # chunks still held behind a gap are kept: each gets its decision (block) or dead letter
             state.base, state.text = state.end, ""
-            state.pending, state.openers = {}, {}
+            state.openers = {}
             return
         keep = min(state.released - self._context_chars,
                    windowing.retain_from(state.sem_cursor, spec.window.tokens))

@@ -159,6 +159,57 @@ async def test_duplicates_dropped_gaps_reordered_late_chunks_rejected():
     assert isinstance(late.error, StreamError)
 
 
+async def test_harm_behind_a_gap_is_scored_before_the_chunk_that_fills_the_gap_releases_it():
+    """The filling chunk and the chunks it frees used to be planned together and settled one by
+    one: the first settle released the held chunk's text before its windows counted."""
+    p = make()
+    fine, bad = "fine text " * 20, "hateword " * 10 + "more text " * 20
+    cs = [Chunk(stream_id="s", seq=0, text=fine), Chunk(stream_id="s", seq=1, text=bad)]
+    in_order = await run(make(), cs)
+    state, ds = None, []
+    for c in (cs[1], cs[0]):  # seq 1 waits behind the gap, seq 0 fills it
+        (out,) = await p.process([(state, c)])
+        state = out.state
+        ds += out.decisions
+    assert "hateword" not in released(ds)
+    assert [(d.seq, d.action, d.text) for d in ds] == [(d.seq, d.action, d.text) for d in in_order]
+    assert ds[-1].action == "block"
+
+
+async def test_chunks_held_after_the_final_chunk_are_rejected_not_decided():
+    p = make()
+    cs = [Chunk(stream_id="s", seq=0, text="hello there "), Chunk(stream_id="s", seq=1, text="the end.", final=True),
+          Chunk(stream_id="s", seq=2, text="after final"), Chunk(stream_id="s", seq=4, text="later still")]
+    state, ds, rejected = None, [], []
+    for c in (cs[1], cs[2], cs[3], cs[0]):
+        (out,) = await p.process([(state, c)])
+        assert out.error is None
+        state = out.state
+        ds += out.decisions
+        rejected += out.rejected
+    assert [d.seq for d in ds] == [0, 1] and ds[-1].final and state.final
+    assert released(ds) == "hello there the end."
+    assert [(c.seq, type(e)) for c, e in rejected] == [(2, StreamError), (4, StreamError)]
+    assert state.pending == {}
+
+
+async def test_chunks_held_behind_a_gap_of_a_blocked_stream_still_get_their_decisions():
+    """Blocking used to clear the held chunks with the rest of the state: they got no decision."""
+    cs = chunk_text("hateword " * 6 + "and then some more words to follow", 9)
+    in_order = await run(make(), cs)
+    blocks_at = [d.action for d in in_order].index("block")
+    p, state, ds = make(), None, []
+    # chunks after a gap wait; the chunk that blocks arrives, then the one that closes the gap
+    arrival = [*cs[:blocks_at], *cs[blocks_at + 2 :], cs[blocks_at], cs[blocks_at + 1]]
+    for c in arrival:
+        (out,) = await p.process([(state, c)])
+        assert out.error is None and not out.rejected
+        state = out.state
+        ds += out.decisions
+    assert [(d.seq, d.action, d.text) for d in ds] == [(d.seq, d.action, d.text) for d in in_order]
+    assert all(d.action == "block" and d.text == "" for d in ds[blocks_at + 1 :])
+
+
 async def test_a_duplicate_gets_its_decisions_from_the_outbox_unchanged():
     """The state keeps each decision (``outbox``) until whoever delivers them prunes it: a chunk
     replayed after a crash that lost its decision finds it there, byte for byte."""

@@ -134,6 +134,11 @@ class ChunkHandler:
                     await deadletter.send_for_stream(self.topics.deadletter, out.stream_id, gap, log,
                                                      source=ev.message.topic, partition=ev.message.partition,
                                                      skipped=(gap.first, gap.last))
+                for held, exc in out.rejected:  # consumed earlier, held behind a gap: send the chunk itself
+                    self.metrics.deadletters.labels(exc.code).inc()
+                    await deadletter.send_for_stream(self.topics.deadletter, out.stream_id, exc, log,
+                                                     source=ev.message.topic, partition=ev.message.partition,
+                                                     raw=encode(held))
                 for d in out.replayed:
                     await self.send_decision(d)
                     self.metrics.replayed.inc()

@@ -194,6 +194,31 @@ async def test_worker_serves_metrics_and_partition_health(kafka_broker, guard_wo
     assert re.search(r'^guard_semantic_call_seconds_count\{outcome="ok"\} [1-9]', text, re.M), "Triton calls timed"
 
 
+async def test_harm_waiting_behind_a_gap_is_judged_before_the_filling_chunk_releases_it(kafka_broker, guard_worker):
+    """seq 1 (a threat) arrives before seq 0: it waits behind the gap. When seq 0 fills it, each
+    chunk is decided in turn, exactly as when they come in order: the threat is blocked, never
+    released with seq 0's decision."""
+    run = uuid.uuid4().hex[:6]
+
+    def stream(sid: str) -> list[Chunk]:
+        return [Chunk(stream_id=sid, seq=0, text="Here is my answer to your question about the weekend. " * 3),
+                Chunk(stream_id=sid, seq=1, text=HARMFUL + " " + BENIGN, final=True)]
+
+    ordered, gapped = stream(f"inorder-{run}"), stream(f"gap-{run}")
+    async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:
+        for c in ordered:
+            await prod.send(c)
+        await prod.send(gapped[1])
+        await prod.flush()
+        await asyncio.sleep(1.0)  # decided on its own first: it waits behind the gap
+        await prod.send(gapped[0])
+        await col.wait_for(lambda c: c.complete(ordered[0].stream_id, 2) and c.complete(gapped[0].stream_id, 2),
+                           timeout=120)
+    want, got = (sorted(col.decisions[s[0].stream_id], key=lambda d: d.seq) for s in (ordered, gapped))
+    assert [(d.seq, d.action, d.text) for d in got] == [(d.seq, d.action, d.text) for d in want]
+    assert got[-1].action == "block" and "kill" not in "".join(d.text for d in got)
+
+
 async def test_the_worker_writes_nothing_in_its_working_directory(kafka_broker, guard_worker):
     """Faust would create ``<app id>-data/`` there, which a read-only working directory refuses; guard's
     tables are in memory, so its folders go to a temporary directory instead."""

@@ -133,6 +133,23 @@ async def test_a_gap_given_up_is_dead_lettered_as_a_range_without_the_decided_ch
     assert count(rig.metrics, "guard_deadletters_total", code="sequence-gap") == 1
 
 
+async def test_a_chunk_held_behind_a_gap_that_follows_the_final_chunk_is_dead_lettered_as_itself():
+    rig = Rig()
+    cs = [Chunk(stream_id="s", seq=0, text="hello "), Chunk(stream_id="s", seq=1, text="end.", final=True),
+          Chunk(stream_id="s", seq=2, text="after the end")]
+    await rig.handle(events(cs[1], cs[2]))  # both wait for seq 0
+    assert decisions(rig.topics) == [] and dead_letters(rig.topics) == []
+    await rig.handle(events(cs[0], offset=2))
+
+    assert [(d.seq, d.final) for d in decisions(rig.topics)] == [(0, False), (1, True)]
+    (dl,) = dead_letters(rig.topics)
+    assert dl.code == "stream-error" and "seq 2 after the stream's final chunk" in dl.error
+    assert dl.offset == -1 and dl.stream_id == "s"  # its record was consumed when it arrived
+    assert decode(Chunk, base64.b64decode(dl.raw_b64)) == cs[2]
+    assert saved(rig).final and saved(rig).pending == {}
+    assert count(rig.metrics, "guard_deadletters_total", code="stream-error") == 1
+
+
 def test_older_dead_letters_still_decode():
     old = b'{"v":1,"error":"e","code":"schema-error","topic":"llm.chunks","partition":0,"offset":7,' \
           b'"raw_b64":"","ts_ms":1}'
