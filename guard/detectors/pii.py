@@ -154,6 +154,9 @@ DEFAULT_REGIONS: Final[tuple[str, ...]] = (
 
 MAX_EMAIL: Final = 200
 MAX_DIGIT_RUN: Final = 40  # a phone, card, SSN or a few of them, with separators
+#: the longest entity read from a part of a longer run (a 19-digit card with its separators is 23
+#: characters, a "+" phone with brackets a little less): the tail of a long run is held this far
+MAX_RUN_PART: Final = 32
 MAX_IPV6_RUN: Final = 64
 MIN_SECRET: Final = 32
 MAX_TOKEN: Final = 200
@@ -640,6 +643,8 @@ class PiiScanner:
                 cut_by_window = window > 0 and last.start() <= window + 2
                 if last.end() - last.start() <= MAX_DIGIT_RUN and not cut_by_window:
                     starts.append(last.start())
+                else:  # too long to be one entity, but a card or SSN may end it (``_PART_TYPES``)
+                    starts.append(max(last.start(), last.end() - MAX_RUN_PART))
         opener = len(text) - len(text.rstrip("+("))
         if opener:
             starts.append(n - min(opener, 2))

@@ -544,6 +544,23 @@ class TestNationalIdStreaming:
         check_contract(scanner, text, k, k2)
 
 
+class TestLongDigitRunStreaming:
+    @pytest.mark.parametrize("text", [
+        "ref 12 34 56 78 90 12 34 56 78 90 4111 1111 1111 1111 ok",
+        "codes 10 20 30 40 50 60 70 80 90 11 22 536 90 4399 ok",
+        "DE89 3704 0044 0532 0130 00 4111 1111 1111 1111 today",
+        "12 34 56 78 90 12 34 56 78 90 12 34 56 78 90 12 34 4111 1111 1111 1111",
+    ])
+    def test_a_card_or_ssn_ending_a_run_too_long_to_be_one_entity_is_held_until_complete(
+            self, scanner: PiiScanner, text: str) -> None:
+        """Cards and SSNs are read from the tail of a longer run, but the hold-back used to let
+        such a run go as soon as it outgrew MAX_DIGIT_RUN: cut inside the card, its first digits
+        were released and the redaction came too late."""
+        assert any(f.label in ("CREDIT_CARD", "US_SSN") for f in scanner.scan(text, True).findings)
+        for k in range(len(text) + 1):
+            check_contract(scanner, text, k, min(len(text), k + 1))
+
+
 class TestStreamingContract:
     @settings(max_examples=300, deadline=None)
     @given(pii_texts(), st.integers(0, 600), st.integers(0, 600))
