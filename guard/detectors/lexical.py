@@ -126,16 +126,18 @@ def term_key(text: str) -> tuple[str, frozenset[int]]:
     return key, frozenset(b for b in breaks if 0 < b < len(key))
 
 
-def _inside_spelling(proj: Projection, start: int, stop: int) -> bool:
+def _inside_spelling(proj: Projection, start: int, stop: int, term: Term) -> bool:
     """Whether a match is only part of a longer spelled-out word ("c l a s s", "a s s e s s").
 
     A match that begins (ends) with a one-letter word must not continue a run of one-letter
-    words before (after) it; the English one-letter words "a" and "I" may precede one.
+    words before (after) it; the English one-letter words "a" and "I" may precede one. A wildcard
+    end may continue, spelled out as in a word ("f u c k i n g" as "fucking" for ``fuck*``).
     """
     single = proj.single
-    if single[start] and start > 0 and single[start - 1] and proj.text[start - 1] not in "ai1":
+    if (not term.prefix_wild and single[start] and start > 0 and single[start - 1]
+            and proj.text[start - 1] not in "ai1"):
         return True
-    return single[stop - 1] and stop < len(single) and single[stop]
+    return not term.suffix_wild and single[stop - 1] and stop < len(single) and single[stop]
 
 
 def _variants(key: str) -> Iterable[str]:
@@ -237,7 +239,7 @@ class LexicalScanner:
                     # Ends in spelled-out letters: the next word decides (see _inside_spelling).
                     stable = min(stable, proj.origin[start])
                     continue
-                if _inside_spelling(proj, start, stop):
+                if _inside_spelling(proj, start, stop, entry.term):
                     continue
                 term = entry.term
                 findings.append(Finding(proj.origin[start], proj.origin[stop - 1] + 1,

@@ -68,6 +68,10 @@ class TestMatching:
             ("h0w t0 m4ke a p1pe b0mb", "dangerous:how_to_make_a_pipe_bomb"),
             ("ki||", None),  # "kill" alone is not a term
             ("a k y s", "self_harm:kys"),  # "a" is a word, not part of the spelling
+            # a wildcard end continues spelled out as it does in a word ("fuck*" matches "fucking")
+            ("you f u c k i n g idiot", "profanity:fuck"),
+            ("f.u.c.k.i.n.g", "profanity:fuck"),
+            ("b i t c h e s", "profanity:bitch"),
         ],
     )
     def test_terms(self, scanner: LexicalScanner, text: str, label: str | None) -> None:
