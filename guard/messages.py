@@ -116,7 +116,7 @@ class ThresholdChange(msgspec.Struct, frozen=True, kw_only=True):
     policy: str
     category: str
     tenant: str | None = None
-    old: float
+    old: Probability  # in force again if the change is rejected, so held to the same range as value
     value: Probability
     version: NonNegInt
     status: Literal["promoted", "rejected", "pinned", "unpinned"] = "promoted"

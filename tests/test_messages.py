@@ -45,3 +45,16 @@ def test_feedback_verdicts_are_closed():
 def test_decision_defaults_encode():
     d = Decision(decision_id="s:0", stream_id="s", seq=0, action="allow", text="x", released_offset=1)
     assert decode(Decision, encode(d)) == d
+
+
+@pytest.mark.parametrize("old", [2.0, -1.0])
+def test_a_threshold_event_whose_old_value_is_no_probability_is_refused(old):
+    """A rejected change puts ``old`` back in force: out of range it would disable a principle
+    (2.0) or fire it on everything (-1), so it is checked like ``value``."""
+    from guard.messages import ThresholdChange
+
+    raw = (b'{"policy": "default", "category": "hate", "old": %s, "value": 0.5, "version": 5, '
+           b'"status": "rejected"}' % str(old).encode())
+    with pytest.raises(SchemaError, match="old"):
+        decode(ThresholdChange, raw)
+    assert decode(ThresholdChange, raw.replace(str(old).encode(), b"0.4")).old == 0.4
