@@ -19,7 +19,8 @@ Nor is a decision lost when a worker dies mid-batch. The stream's state (a chang
 decisions (writes to ``guard.decisions``) are separate sends, and a crash can deliver the first and
 lose the second; the replayed chunk would then look like a duplicate. So the state carries the
 decisions whose delivery the producer has not confirmed yet (``StreamState.outbox``, pruned here
-before each save; usually the batch's own), and a duplicate chunk gets them sent again, unchanged.
+when a batch decides a new chunk of the stream; usually the batch's own), and a duplicate chunk gets
+them sent again, unchanged.
 Offsets are committed only after the producer has flushed, so a chunk whose decision could be lost
 is always replayed. Awaiting each delivery before saving would close the gap too, at the price of a
 broker round trip inside every batch.
@@ -157,9 +158,14 @@ class ChunkHandler:
                                  principle=d.principle, released_offset=d.released_offset,
                                  latency_ms=d.latency_ms)
         # saved once per stream, after every decision of the batch is sent: a stream with several
-        # chunks here has one state, whose outbox must keep the decisions of all of them
+        # chunks here has one state, whose outbox must keep the decisions of all of them. It is
+        # pruned only when the stream decided a new chunk: replayed duplicates can come in several
+        # batches, and the entries of another worker wait for theirs until a new chunk shows
+        # that every earlier record has been read again
+        decided = {o.stream_id for o in outcomes if o.decisions}
         for stream_id, state in {o.stream_id: o.state for o in outcomes if o.state is not None}.items():
-            state.outbox = self.unconfirmed(state.outbox)
+            if stream_id in decided:
+                state.outbox = self.unconfirmed(state.outbox)
             self.table[stream_id.encode()] = dump_state(state)
 
 

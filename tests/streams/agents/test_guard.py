@@ -294,6 +294,25 @@ async def test_a_replayed_chunk_whose_decision_never_arrived_gets_it_again():
     assert [d.seq for d in saved(restarted).outbox] == [2]
 
 
+async def test_replays_of_one_lost_batch_that_come_in_separate_batches_get_all_their_decisions():
+    """Two decisions were lost in one crash; after the restart their chunks come back one batch
+    each. Saving after the first used to prune the other worker's entry for the second."""
+    first = Rig()
+    cs = [Chunk(stream_id="s", seq=i, text=f"word{i} " * 3) for i in range(3)]
+    await first.handle(events(cs[0], cs[1]))  # sent, never confirmed: the crash
+    assert [d.seq for d in saved(first).outbox] == [0, 1]
+
+    restarted = Rig(table=first.table)
+    await restarted.handle(events(cs[0], offset=0))
+    restarted.topics.decisions.confirm()  # type: ignore[attr-defined]
+    await restarted.handle(events(cs[1], offset=1))
+    assert [d.seq for d in decisions(restarted.topics)] == [0, 1]
+    restarted.topics.decisions.confirm()  # type: ignore[attr-defined]
+    await restarted.handle(events(cs[2], offset=2))  # a new chunk: now the outbox is pruned
+    assert [d.seq for d in decisions(restarted.topics)] == [0, 1, 2]
+    assert [d.seq for d in saved(restarted).outbox] == [2]
+
+
 async def test_a_duplicate_whose_decision_was_delivered_gets_nothing():
     rig = Rig()
     cs = [Chunk(stream_id="s", seq=i, text=f"word{i} ") for i in range(2)]
