@@ -150,8 +150,8 @@ def create_app(s: Settings) -> Worker:
     async def log_rebalanced(sender: faust.App, **_: object) -> None:
         log.info("rebalance_complete")
 
-    guard_agent.register(app, topics, table, resources.get, metrics, s.batch_max, s.batch_within_s, progress,
-                         s.partitions)
+    chunks = guard_agent.register(app, topics, table, resources.get, metrics, s.batch_max, s.batch_within_s,
+                                  progress, s.partitions)
 
     # Lag per assigned partition for /healthz and /metrics, and the way out of a stalled one.
     crash = crash_then_exit(app.crash, s.crash_exit_s, log)
@@ -178,7 +178,7 @@ def create_app(s: Settings) -> Worker:
 
     @app.timer(interval=max(5.0, s.state_ttl_s / 10))
     async def expire_streams() -> None:
-        n = await guard_agent.expire(table, s.state_ttl_s, topics, metrics)
+        n = await guard_agent.expire(table, s.state_ttl_s, topics, metrics, busy=chunks.busy)
         if n:
             log.info("streams_expired", count=n)
 

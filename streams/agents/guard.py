@@ -29,9 +29,8 @@ broker round trip inside every batch.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Container, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import faust
 import structlog
@@ -65,6 +64,9 @@ class ChunkHandler:
     #: a saved outbox keeps. A failed send is never confirmed, so its decision stays replayable
     _in_flight: dict[str, None] = field(default_factory=dict)
     max_in_flight: int = 100_000
+    #: table keys of the streams a batch has read and not saved yet: not idle, whatever their
+    #: ``updated_ms`` says, so ``expire`` leaves them alone (the batch awaits the detector meanwhile)
+    busy: set[bytes] = field(default_factory=set)
 
     def check_partition(self, key: bytes, partition: int) -> None:
         """Warn when a chunk sits on another partition than murmur2 (Kafka's default partitioner)
@@ -102,6 +104,12 @@ class ChunkHandler:
         await deadletter.send(self.topics.deadletter, event, error, log)
 
     async def __call__(self, events: Sequence[faust.EventT]) -> None:
+        try:
+            await self._handle(events)
+        finally:
+            self.busy.clear()  # concurrency 1: no other batch has keys in it
+
+    async def _handle(self, events: Sequence[faust.EventT]) -> None:
         pipe = await self.pipeline()
         items: list[tuple[StreamState | None, Chunk]] = []
         sources: list[faust.EventT] = []
@@ -119,7 +127,9 @@ class ChunkHandler:
             except GuardError as exc:
                 await self.dead(ev, exc)
                 continue
-            raw = self.table.get(chunk.stream_id.encode())
+            key = chunk.stream_id.encode()
+            self.busy.add(key)
+            raw = self.table.get(key)
             items.append((load_state(raw) if raw else None, chunk))
             sources.append(ev)
         if not items:
@@ -171,28 +181,33 @@ class ChunkHandler:
 
 def register(app: faust.App, topics: Topics, table: faust.Table,
              pipeline: Callable[[], Awaitable[Pipeline]], metrics: Metrics,
-             batch_max: int, batch_within_s: float, progress: Progress, partitions: int = 0) -> Any:
+             batch_max: int, batch_within_s: float, progress: Progress, partitions: int = 0) -> ChunkHandler:
+    """The chunk agent on ``topics.chunks``; returns its handler (``expire`` needs its ``busy``)."""
     handle = ChunkHandler(topics, table, pipeline, metrics, partitions)
 
     @app.agent(topics.chunks, name="guard-chunks", concurrency=1)
     async def moderate(stream: faust.StreamT) -> None:
         await deadletter.consume(stream, batch_max, batch_within_s, handle, handle.dead, log, progress=progress)
 
-    return moderate
+    return handle
 
 
 async def expire(table: MutableMapping[bytes, bytes], ttl_s: float, topics: Topics, metrics: Metrics,
-                 now_ms: int | None = None) -> int:
+                 now_ms: int | None = None, busy: Container[bytes] = frozenset()) -> int:
     """Forget streams that finished or went idle longer than ``ttl_s`` ago, accounting for what they held.
 
     Every stale state is deleted before anything is sent: with no await between reading a state and
     deleting it, the chunk agent cannot save a newer state in between that this would then delete.
+    A stream in ``busy`` (``ChunkHandler.busy``) is skipped: a batch read its state and is deciding
+    its chunks, and would otherwise decide chunks this dead-letters as never moderated.
     If dead-lettering a stream's leftovers fails, its state is put back (unless the stream came back
     meanwhile) so the next round tries again: a leftover may then be dead-lettered twice, never lost.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     stale: list[tuple[bytes, bytes, StreamState]] = []
     for key, raw in list(table.items()):
+        if key in busy:
+            continue
         st = load_state(raw)
         if now_ms - st.updated_ms > ttl_s * 1000:
             stale.append((key, raw, st))

@@ -5,6 +5,7 @@ The pipeline is the real one over the test doubles of ``guard.testing``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -229,6 +230,39 @@ async def test_expiry_keeps_the_state_when_dead_lettering_fails():
     rig.topics.deadletter.fail = False  # type: ignore[attr-defined]
     await expire(rig.table, TTL_S, rig.topics, rig.metrics, now_ms=EXPIRED_AT)
     assert rig.table == {} and [d.code for d in dead_letters(rig.topics)] == ["stream-expired"]
+
+
+async def test_expiry_leaves_a_stream_alone_while_a_batch_is_deciding_its_chunks():
+    """The batch read the idle stream's state and awaits the detector when the timer fires: the
+    stream is not idle. Expiring it would dead-letter the held chunk as never moderated, and then
+    the batch would decide it and save the state back."""
+    rig = Rig(now_ms=EXPIRED_AT)
+    gate = asyncio.Event()
+
+    class Slow(FakeDetector):
+        async def score(self, windows):  # type: ignore[no-untyped-def]
+            await gate.wait()
+            return await super().score(windows)
+
+    pipe = Pipeline(policies=lambda: PolicySet({"default": spec("default")}), scanners={},
+                    semantic=Slow({"hate": ["hateword"]}), tokenizer=SimpleTokenizer(),
+                    wall_ms=lambda: rig.now_ms, gap_timeout_ms=5_000)
+
+    async def get() -> Pipeline:
+        return pipe
+
+    handle = ChunkHandler(rig.topics, rig.table, get, rig.metrics)
+    held = Chunk(stream_id="s", seq=2, text="word2 " * 5)
+    rig.table[b"s"] = dump_state(StreamState(stream_id="s", policy="default", next_seq=1, pending={2: held},
+                                             gap_since_ms=0, updated_ms=0))
+    batch = asyncio.create_task(handle(events(Chunk(stream_id="s", seq=1, text="word1 " * 5), offset=10)))
+    await asyncio.sleep(0)  # the batch has read the state and waits on the detector
+    assert handle.busy == {b"s"}
+    assert await expire(rig.table, TTL_S, rig.topics, rig.metrics, now_ms=EXPIRED_AT, busy=handle.busy) == 0
+    gate.set()
+    await batch
+    assert dead_letters(rig.topics) == [] and [d.seq for d in decisions(rig.topics)] == [1, 2]
+    assert handle.busy == set()
 
 
 async def test_a_stream_that_went_quiet_behind_a_gap_loses_nothing():
