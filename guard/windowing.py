@@ -1,7 +1,8 @@
 """Where semantic windows fall in a stream — decided by the text alone, never by the chunking.
 
 A window ends at the end of a word once ``stride`` new tokens have accumulated since the previous
-window end, and covers the last ``tokens`` tokens up to there (whole words only). Because a word's
+window end, or before a word that would take its new tokens past ``tokens`` (so no new text falls
+out of it), and covers the last ``tokens`` tokens up to there (whole words only). Because a word's
 tokens do not depend on its neighbours (the BERT pre-tokenizer splits on whitespace and punctuation
 first), token counts of finished words are final: a word is finished once whitespace follows it,
 or the stream ends. So the same text yields the same windows however it was cut, and the cost per
@@ -200,6 +201,12 @@ def plan(text: str, base: int, cursor: int, stream_id: str, tokenizer: Tokenizer
     acc = 0
     last_word_end = None
     for word_end, n in _word_token_counts(tokenizer, segment, inside):
+        if acc and acc + n > tokens and last_word_end is not None:
+            # this word would push the window's oldest new tokens out of it: that text would be
+            # in no scored window, so a window ends before the word (a run's first piece alone
+            # can hold 63 tokens)
+            ends.append(last_word_end)
+            acc = 0
         acc += n
         last_word_end = cursor + word_end
         if acc >= stride or last_word_end in at:  # a cut: see the module docstring

@@ -123,6 +123,24 @@ def test_long_runs_window_alike_however_cut(tok, runs, seps, cuts):
     assert all(len(w[3]) <= 16 for w in whole)
 
 
+@settings(max_examples=80, deadline=None)
+@given(parts=st.lists(st.one_of(st.sampled_from(["Paris", "is", "the", "tokenization", "café", "1,234.5", "!"]),
+                                st.lists(st.sampled_from(["人工智能是计算机科学", "日本語のテキスト", "！？。",
+                                                          "!!!!!!!!", "aGVsbG8gd29ybGQ"]),
+                                         min_size=1, max_size=12).map("".join)),
+                      min_size=1, max_size=40),
+       seps=st.lists(st.sampled_from([" ", "\n"]), min_size=40, max_size=40),
+       cuts=st.lists(st.integers(0, 3000), max_size=30))
+def test_every_new_character_is_inside_its_window(tok, parts, seps, cuts):
+    # a window ended only once stride tokens had built up, so a few words and then a run's first
+    # piece (up to 63 tokens) overflowed it: it kept its last 64 tokens, and the words before the
+    # run were in no scored window although the cursor passed them
+    text = "".join(p + s for p, s in zip(parts, seps))
+    whole, end, _ = plan_all(tok, text, cuts, tokens=64, stride=16)
+    assert end == len(text)
+    assert all(w_start <= new_start for new_start, w_start, _, _ in whole), "new text left out of its window"
+
+
 @settings(max_examples=40, deadline=None)
 @given(run=st.lists(st.sampled_from(["人工智能是计算机科学", "日本語のテキスト", "ภาษาไทยไม่มี",
                                      "aGVsbG8gd29ybGQ", "Zx8Qm2Lp/R7vT4+nW9"]),
