@@ -81,7 +81,16 @@ class PolicySet:
             raw = yaml.safe_load(tpath.read_text(encoding="utf-8")) or {}
             if not isinstance(raw, dict) or set(raw) - {"tenants"}:
                 raise PolicyError(f"{tpath}: expected a mapping with the single key 'tenants'")
-            tenants = {str(k): str(v) for k, v in (raw.get("tenants") or {}).items()}
+            entries = raw.get("tenants") or {}
+            if not isinstance(entries, dict):
+                raise PolicyError(f"{tpath}: tenants: expected a mapping of tenant to policy")
+            # YAML reads an unquoted no/yes/on/off as a boolean and 0042 as a number: str() of
+            # those is another tenant's name, so every key and value must already be a string
+            odd = sorted(repr(x) for kv in entries.items() for x in kv if not isinstance(x, str))
+            if odd:
+                raise PolicyError(f"{tpath}: tenants: {', '.join(odd)} not read as text; quote tenant "
+                                  "ids and policy names (\"no\", \"0042\")")
+            tenants = dict(entries)
             missing = sorted(set(tenants.values()) - set(policies))
             if missing:
                 raise PolicyError(f"{tpath}: tenants: unknown policies {missing}")

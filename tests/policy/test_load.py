@@ -83,3 +83,17 @@ def test_reload_takes_valid_changes_and_keeps_old_on_errors(tmp_path):
     os.utime(bad, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
     assert not store.reload_if_changed()
     assert "strict" in store.current.policies  # the last good set stays
+
+
+@pytest.mark.parametrize("entry", ["no: strict", "0042: strict", "on: strict", "acme: 1"])
+def test_a_tenant_yaml_reads_as_something_else_than_text_is_refused(tmp_path: Path, entry: str):
+    """Unquoted, YAML reads ``no`` as false and ``0042`` as 34: the map used to send tenant "False"
+    or "34" to the policy and the tenant written there to the default."""
+    for f in ("default.yaml", "strict.yaml"):
+        shutil.copy(POLICIES / f, tmp_path / f)
+    (tmp_path / "tenants.yaml").write_text(f"tenants:\n  {entry}\n")
+    with pytest.raises(PolicyError, match="not read as text; quote"):
+        PolicySet.load(tmp_path)
+    key, value = entry.split(": ")
+    (tmp_path / "tenants.yaml").write_text(f'tenants:\n  "{key}": "strict"\n')
+    assert PolicySet.load(tmp_path).select(tenant=key).policy == "strict"
