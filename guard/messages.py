@@ -21,6 +21,9 @@ Verdict = Literal["false_positive", "false_negative", "correct"]
 StreamId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+#: a tenant id is the first part of a threshold key ``tenant/policy/category``, where ``*`` stands
+#: for every tenant: with either in it the key would not read back, or would be the policy-wide one
+TenantId = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[^/*]+$")]
 
 
 class Chunk(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -32,7 +35,7 @@ class Chunk(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     text: Annotated[str, msgspec.Meta(max_length=65_536)] = ""
     final: bool = False
     ts_ms: NonNegInt = 0
-    tenant: str | None = None
+    tenant: TenantId | None = None
     policy: str | None = None
     prompt: Annotated[str, msgspec.Meta(max_length=65_536)] | None = None
 
@@ -115,7 +118,7 @@ class ThresholdChange(msgspec.Struct, frozen=True, kw_only=True):
     v: Literal[1] = 1
     policy: str
     category: str
-    tenant: str | None = None
+    tenant: TenantId | None = None
     old: Probability  # in force again if the change is rejected, so held to the same range as value
     value: Probability
     version: NonNegInt

@@ -153,6 +153,9 @@ def make_pin(policies: PolicySet, thresholds: Thresholds, policy: str, category:
     if category not in defaults:
         raise ValueError(f"policy {policy!r} has no semantic threshold for {category!r}; "
                          f"known: {sorted(defaults)}")
+    if tenant is not None and (not tenant or "/" in tenant or "*" in tenant):
+        raise ValueError(f"tenant {tenant!r}: a tenant id has no '/' or '*' (they delimit and widen "
+                         "threshold keys), so no chunk carries this one")
     current = thresholds.get(policy, category, tenant, defaults[category])
     new = current if value is None or not pin else value
     if not 0.0 <= new <= 1.0:

@@ -177,3 +177,14 @@ class TestTunerPlumbing:
     def test_encode_helpers_are_json(self) -> None:
         assert encode(Feedback(decision_id="s:1", stream_id="s", category="hate", verdict="correct",
                                source="r")).startswith(b"{")
+
+
+@pytest.mark.parametrize("tenant", ["org/team", "*"])
+def test_a_pin_for_a_tenant_id_no_chunk_can_carry_is_refused(tenant):
+    from guard.policy.load import PolicySet, default_policy_dir
+    from guard.thresholds import Thresholds
+    from streams.feedback_cli import make_pin
+
+    with pytest.raises(ValueError, match="no '/' or '\\*'"):
+        make_pin(PolicySet.load(default_policy_dir()), Thresholds(), "default", "hate", tenant,
+                 pin=True, value=0.5, by="ops")
