@@ -48,8 +48,9 @@ class Outcome:
     """What became of one input chunk.
 
     ``decisions`` may be empty (a duplicate, or a chunk waiting behind a gap) or hold several (a gap
-    was filled and the chunks behind it were decided too, each in its own round, in order). ``error`` is set when the chunk was
-    rejected; the caller dead-letters it with ``error.code`` and the text of the error.
+    was filled and the chunks behind it were decided too, each in its own round, in order).
+    ``error`` is set when the chunk was rejected; the caller dead-letters it with ``error.code`` and
+    the text of the error.
     ``replayed``: for a duplicate chunk, its decisions still in the state's outbox (their delivery
     was never confirmed): the caller sends them again, unchanged.
     """
