@@ -331,11 +331,17 @@ class Pipeline:
         failed_from = work.unjudged_from
         risk = np.asarray(state.risk) if state.risk else None
         prompt = np.asarray(state.prompt_risk) if state.prompt_risk else None
+        overflow = False
         for pw in work.planned:
             raw = scores.get(id(pw.window))
             if raw is None:
                 failed_from = pw.new_start if failed_from is None else failed_from
                 continue
+            if pw.window.start > pw.new_start and failed_from is None:
+                # one word with more tokens than a window (a run piece of long-named emoji, or a
+                # policy with small windows): its head is in no scored window, so it is unjudged
+                # and the policy's fail mode decides, as for a detector that could not score it
+                failed_from, overflow = pw.new_start, True
             eff, risk = context.combine(raw, risk, prompt, spec.context)
             scored.append(ScoredWindow(pw.window.start, pw.new_start, pw.window.end, eff))
         if risk is not None:
@@ -343,7 +349,8 @@ class Pipeline:
 
         # fast layers over the unreleased text plus the left context they need
         findings, fast_frontier = self._scan(state, spec)
-        code = failure.code if failure else ("detector-unavailable" if failed_from is not None else "")
+        code = failure.code if failure else ("" if failed_from is None else
+                                              "window-overflow" if overflow else "detector-unavailable")
         verdict = decide(spec, tview, state.tenant, findings, scored, failed_from, code)
         if verdict.block_at is not None:
             at = max(verdict.block_at, state.released)

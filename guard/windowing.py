@@ -2,7 +2,9 @@
 
 A window ends at the end of a word once ``stride`` new tokens have accumulated since the previous
 window end, or before a word that would take its new tokens past ``tokens`` (so no new text falls
-out of it), and covers the last ``tokens`` tokens up to there (whole words only). Because a word's
+out of it), and covers the last ``tokens`` tokens up to there (whole words only). One word of more
+than ``tokens`` tokens cannot fit: its window starts after its new text does, and the pipeline
+treats that text as unjudged (the policy's fail mode decides, ``window-overflow``). Because a word's
 tokens do not depend on its neighbours (the BERT pre-tokenizer splits on whitespace and punctuation
 first), token counts of finished words are final: a word is finished once whitespace follows it,
 or the stream ends. So the same text yields the same windows however it was cut, and the cost per

@@ -176,6 +176,20 @@ async def test_harm_behind_a_gap_is_scored_before_the_chunk_that_fills_the_gap_r
     assert ds[-1].action == "block"
 
 
+@pytest.mark.parametrize("mode", ["closed", "open"])
+async def test_a_word_longer_than_a_window_is_unjudged_and_the_fail_mode_decides(mode):
+    """A 48-character piece of a run is one word of 48 tokens here, and the windows hold 16: its
+    head was in no scored window and was released as if cleared."""
+    text = "Fine words. " + "hateword" + "!" * 40 + " and then the end."
+    ds = await run(make(on_detector_error=mode), [Chunk(stream_id="s", seq=0, text=text, final=True)])
+    (d,) = ds
+    if mode == "closed":
+        assert d.action == "block" and released(ds) == "Fine words."
+        assert [(e.label, e.detector) for e in d.evidence] == [("window-overflow", "semantic")]
+    else:
+        assert d.action == "allow" and d.unjudged_chars >= len("hateword" + "!" * 40)
+
+
 async def test_chunks_held_after_the_final_chunk_are_rejected_not_decided():
     p = make()
     cs = [Chunk(stream_id="s", seq=0, text="hello there "), Chunk(stream_id="s", seq=1, text="the end.", final=True),
