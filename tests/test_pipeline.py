@@ -190,6 +190,13 @@ async def test_a_word_longer_than_a_window_is_unjudged_and_the_fail_mode_decides
         assert d.action == "allow" and d.unjudged_chars >= len("hateword" + "!" * 40)
 
 
+async def test_a_window_filled_exactly_by_new_words_is_no_overflow():
+    """Its first token starts after the space that ends the previous window: no text is left out."""
+    text = "Fine words here. " + "!" * 16 + " and the end."
+    (d,) = await run(make(), [Chunk(stream_id="s", seq=0, text=text, final=True)])
+    assert d.action == "allow" and d.unjudged_chars == 0 and d.text == text
+
+
 async def test_chunks_held_after_the_final_chunk_are_rejected_not_decided():
     p = make()
     cs = [Chunk(stream_id="s", seq=0, text="hello there "), Chunk(stream_id="s", seq=1, text="the end.", final=True),
