@@ -54,6 +54,13 @@ class SequenceGap(StreamError):
         self.first, self.last = first, last
 
 
+class StateError(StreamError):
+    """A stream's saved state this version cannot read (the chunk is dead-lettered; expiry sets the
+    state itself aside)."""
+
+    code = "state-unreadable"
+
+
 class StreamExpired(StreamError):
     code = "stream-expired"
 

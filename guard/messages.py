@@ -35,7 +35,8 @@ class Chunk(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     text: Annotated[str, msgspec.Meta(max_length=65_536)] = ""
     final: bool = False
     ts_ms: NonNegInt = 0
-    tenant: TenantId | None = None
+    tenant: str | None = None  # a TenantId: checked where chunks enter (Pipeline), not here,
+    # so a state that holds a chunk from before the check still loads
     policy: str | None = None
     prompt: Annotated[str, msgspec.Meta(max_length=65_536)] | None = None
 

@@ -221,6 +221,9 @@ class Pipeline:
         """
         if any(0xD800 <= ord(ch) <= 0xDFFF for ch in chunk.text):
             raise SchemaError("chunk text contains lone surrogates (not valid Unicode text)")
+        if chunk.tenant is not None and (not chunk.tenant or "/" in chunk.tenant or "*" in chunk.tenant):
+            raise SchemaError("chunk tenant: a tenant id is not empty and has no '/' or '*' (they delimit "
+                              "threshold keys tenant/policy/category, '*' for every tenant)")
         state = states.get(chunk.stream_id)
         if state is None:
             spec = policies.select(chunk.policy, chunk.tenant)
@@ -312,6 +315,9 @@ class Pipeline:
         assert self.semantic is not None
         try:
             probs = await self.semantic.score(batch)
+            if not (np.all(np.isfinite(probs)) and np.all((probs >= 0.0) & (probs <= 1.0))):
+                # NaN would fail every threshold test: the windows would pass as cleared
+                raise DetectorError("semantic", "scores that are not probabilities", retriable=False)
         except DetectorError as exc:
             log.warning("semantic_detector_failed", code=exc.code, windows=len(batch))
             return {}, exc

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+from guard.errors import StateError
+
 from guard.messages import Chunk, Decision, Evidence
 
 
@@ -78,4 +80,9 @@ def dump_state(state: StreamState) -> bytes:
 
 
 def load_state(raw: bytes) -> StreamState:
-    return _decoder.decode(raw)
+    """Raises ``StateError`` (a ``GuardError``) for a state this version cannot read, so the caller
+    can set that one stream aside instead of failing everything around it."""
+    try:
+        return _decoder.decode(raw)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise StateError(f"stream state unreadable: {exc}") from None

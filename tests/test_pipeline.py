@@ -6,13 +6,14 @@ import asyncio
 from collections.abc import Callable
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guard.detectors.pii import PiiScanner
 from guard.detectors.retry import RetryingDetector, RetryPolicy
-from guard.errors import DetectorUnavailable, PolicyError, StreamError
+from guard.errors import DetectorUnavailable, PolicyError, SchemaError, StreamError
 from guard.messages import Chunk, Decision
 from guard.pipeline import Pipeline, chunk_text
 from guard.policy.load import PolicySet
@@ -195,6 +196,25 @@ async def test_a_window_filled_exactly_by_new_words_is_no_overflow():
     text = "Fine words here. " + "!" * 16 + " and the end."
     (d,) = await run(make(), [Chunk(stream_id="s", seq=0, text=text, final=True)])
     assert d.action == "allow" and d.unjudged_chars == 0 and d.text == text
+
+
+@pytest.mark.parametrize("tenant", ["org/team", "*", ""])
+async def test_a_chunk_whose_tenant_would_break_its_threshold_key_is_refused(tenant):
+    (out,) = await make().process([(None, Chunk(stream_id="s", seq=0, text="hi", tenant=tenant))])
+    assert isinstance(out.error, SchemaError) and "tenant" in str(out.error)
+    assert out.decisions == [] and out.state is None
+
+
+async def test_scores_that_are_not_probabilities_are_a_detector_failure():
+    """NaN fails every threshold test: the window passed as cleared, and the stream's state, with
+    NaN in its risk, could no longer be read back."""
+    class Nan(FakeDetector):
+        async def score(self, windows):  # type: ignore[no-untyped-def]
+            return np.full((len(windows), 8), np.nan, np.float32)
+
+    ds = await run(make(Nan({})), [Chunk(stream_id="s", seq=0, text="hateword " * 20, final=True)])
+    assert [d.action for d in ds] == ["block"] and released(ds) == ""
+    assert ds[0].evidence[0].label == "detector-error"
 
 
 async def test_chunks_held_after_the_final_chunk_are_rejected_not_decided():

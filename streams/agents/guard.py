@@ -37,7 +37,7 @@ import structlog
 from aiokafka.partitioner import murmur2
 from structlog.contextvars import bound_contextvars
 
-from guard.errors import GuardError, SchemaError, StreamExpired
+from guard.errors import GuardError, SchemaError, StateError, StreamExpired
 from guard.messages import Chunk, Decision, decode, encode
 from guard.metrics import Metrics
 from guard.pipeline import Pipeline
@@ -124,13 +124,14 @@ class ChunkHandler:
                                       "is what keeps a stream on one worker)")
                 if key is not None and self.partitions:
                     self.check_partition(key, ev.message.partition)
+                key = chunk.stream_id.encode()
+                self.busy.add(key)
+                raw = self.table.get(key)
+                state = load_state(raw) if raw else None
             except GuardError as exc:
                 await self.dead(ev, exc)
                 continue
-            key = chunk.stream_id.encode()
-            self.busy.add(key)
-            raw = self.table.get(key)
-            items.append((load_state(raw) if raw else None, chunk))
+            items.append((state, chunk))
             sources.append(ev)
         if not items:
             return
@@ -208,7 +209,14 @@ async def expire(table: MutableMapping[bytes, bytes], ttl_s: float, topics: Topi
     for key, raw in list(table.items()):
         if key in busy:
             continue
-        st = load_state(raw)
+        try:
+            st = load_state(raw)
+        except StateError as exc:  # unreadable: nothing to expire by, so it goes now, raw bytes kept
+            del table[key]
+            await deadletter.send_for_stream(topics.deadletter, key.decode(errors="replace"), exc, log,
+                                             source=topics.chunks.get_topic_name(), raw=raw)
+            metrics.deadletters.labels(exc.code).inc()
+            continue
         if now_ms - st.updated_ms > ttl_s * 1000:
             stale.append((key, raw, st))
     for key, _, _ in stale:

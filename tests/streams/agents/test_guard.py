@@ -265,6 +265,22 @@ async def test_expiry_leaves_a_stream_alone_while_a_batch_is_deciding_its_chunks
     assert handle.busy == set()
 
 
+async def test_an_unreadable_state_costs_only_its_streams_chunk_and_expiry_sets_it_aside():
+    rig = Rig()
+    rig.table[b"bad"] = b'{"stream_id": "bad", "policy": "default", "risk": [null]}'
+    await rig.handle(events(Chunk(stream_id="bad", seq=1, text="x "),
+                            Chunk(stream_id="ok", seq=0, text="fine.", final=True)))
+    assert [d.stream_id for d in decisions(rig.topics)] == ["ok"]  # the batch goes on
+    (dl,) = dead_letters(rig.topics)
+    assert dl.code == "state-unreadable" and dl.offset >= 0  # the chunk itself
+
+    assert await expire(rig.table, TTL_S, rig.topics, rig.metrics, now_ms=1_000) == 0  # "ok" is fresh
+    assert b"bad" not in rig.table and b"ok" in rig.table
+    gone = dead_letters(rig.topics)[-1]
+    assert gone.code == "state-unreadable" and gone.offset == -1 and gone.stream_id == "bad"
+    assert base64.b64decode(gone.raw_b64).startswith(b'{"stream_id": "bad"')  # kept, not lost
+
+
 async def test_a_stream_that_went_quiet_behind_a_gap_loses_nothing():
     """End to end: chunks held behind a gap that never closes reach the dead-letter topic on expiry."""
     rig = Rig()
