@@ -343,8 +343,7 @@ class Pipeline:
             if raw is None:
                 failed_from = pw.new_start if failed_from is None else failed_from
                 continue
-            if (failed_from is None and pw.window.start > pw.new_start
-                    and state.slice(pw.new_start, pw.window.start).strip()):
+            if failed_from is None and pw.unread_until is not None:
                 # one word with more tokens than a window (a run piece of long-named emoji, or a
                 # policy with small windows): its head is in no scored window, so it is unjudged
                 # and the policy's fail mode decides, as for a detector that could not score it

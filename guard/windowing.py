@@ -3,8 +3,8 @@
 A window ends at the end of a word once ``stride`` new tokens have accumulated since the previous
 window end, or before a word that would take its new tokens past ``tokens`` (so no new text falls
 out of it), and covers the last ``tokens`` tokens up to there (whole words only). One word of more
-than ``tokens`` tokens cannot fit: its window starts after its new text does, and the pipeline
-treats that text as unjudged (the policy's fail mode decides, ``window-overflow``). Because a word's
+than ``tokens`` tokens cannot fit: the window drops its first tokens (``PlannedWindow.unread_until``),
+and the pipeline treats that text as unjudged (the policy's fail mode decides, ``window-overflow``). Because a word's
 tokens do not depend on its neighbours (the BERT pre-tokenizer splits on whitespace and punctuation
 first), token counts of finished words are final: a word is finished once whitespace follows it,
 or the stream ends. So the same text yields the same windows however it was cut, and the cost per
@@ -102,6 +102,9 @@ class PlannedWindow:
 
     window: Window
     new_start: int
+    #: where the tokens the window had to drop (it keeps its last ``tokens``) end, if it dropped any
+    #: after ``new_start``: new text no scored window reads (one word of more than ``tokens`` tokens)
+    unread_until: int | None = None
 
 
 def word_frontier(text: str, base: int, final: bool) -> int:
@@ -219,14 +222,18 @@ def plan(text: str, base: int, cursor: int, stream_id: str, tokenizer: Tokenizer
     windows: list[PlannedWindow] = []
     prev = cursor
     for end in ends:
-        windows.append(PlannedWindow(_window(text, base, end, stream_id, tokenizer, tokens), prev))
+        window, dropped_end = _window(text, base, end, stream_id, tokenizer, tokens)
+        unread = dropped_end if dropped_end is not None and dropped_end > prev else None
+        windows.append(PlannedWindow(window, prev, unread))
         prev = end
     new_cursor = frontier if final else prev
     return new_cursor, windows
 
 
 def _window(text: str, base: int, end: int, stream_id: str, tokenizer: Tokenizer,
-            tokens: int) -> Window:
+            tokens: int) -> tuple[Window, int | None]:
+    """The window ending at ``end``, and where the tokens it dropped end (None: it dropped none).
+    Text the tokenizer skips (a URL, an @mention) is no dropped token."""
     lo = max(base, end - max_window_chars(tokens))
     chunk = text[lo - base : end - base]
     at = [c - lo for c in cuts(text, base, lo - 1, end)]
@@ -240,12 +247,14 @@ def _window(text: str, base: int, end: int, stream_id: str, tokenizer: Tokenizer
     piece = chunk[start:]
     ids, offsets = _encode(tokenizer, piece, [c - start for c in at if c > start])
     first = 0
+    dropped_end = None
     if ids.shape[0] > tokens:
         first = ids.shape[0] - tokens
         ids = ids[first:]
+        dropped_end = lo + start + int(offsets[first - 1][1])
     w_start = lo + start + (offsets[first][0] if len(offsets) else len(piece))
     return Window(stream_id=stream_id, start=w_start, end=end, text=text[w_start - base : end - base],
-                  input_ids=ids)
+                  input_ids=ids), dropped_end
 
 
 def prompt_window(stream_id: str, prompt: str, tokenizer: Tokenizer, tokens: int) -> Window:

@@ -28,7 +28,8 @@ def plan_all(tok, text: str, cuts: list[int], tokens: int = 16, stride: int = 4)
         pos = b
         final = b == len(text)
         cursor, planned = windowing.plan(buf, base, cursor, "s", tok, tokens, stride, final)
-        out += [(p.new_start, p.window.start, p.window.end, tuple(p.window.input_ids)) for p in planned]
+        out += [(p.new_start, p.window.start, p.window.end, tuple(p.window.input_ids), p.unread_until)
+                for p in planned]
         lags.append(b - cursor)
         keep = max(base, windowing.retain_from(cursor, tokens))
         buf, base = buf[keep - base :], keep
@@ -138,8 +139,9 @@ def test_every_new_character_is_inside_its_window(tok, parts, seps, cuts):
     text = "".join(p + s for p, s in zip(parts, seps))
     whole, end, _ = plan_all(tok, text, cuts, tokens=64, stride=16)
     assert end == len(text)
-    left_out = [text[new_start:w_start] for new_start, w_start, _, _ in whole if w_start > new_start]
-    assert all(not gap.strip() for gap in left_out), "new text left out of its window"  # whitespace is no text
+    assert all(unread is None for *_, unread in whole), "new text left out of its window"
+    # and where a window starts after its new text does, only whitespace lies between
+    assert all(not text[w[0]:w[1]].strip() for w in whole if w[1] > w[0])
 
 
 @settings(max_examples=40, deadline=None)
