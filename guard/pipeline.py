@@ -19,7 +19,7 @@ import structlog
 from guard import context, windowing
 from guard.detectors.base import Scanner, SemanticDetector
 from guard.errors import DetectorError, GuardError, PolicyError, SchemaError, SequenceGap, StreamError
-from guard.messages import Chunk, Decision, Span, decision_id
+from guard.messages import TENANT_ID_RULE, Chunk, Decision, Span, decision_id, is_tenant_id
 from guard.policy.decide import ScoredWindow, StaticThresholds, ThresholdView, decide
 from guard.policy.load import PolicySet
 from guard.policy.schema import PolicySpec
@@ -221,9 +221,8 @@ class Pipeline:
         """
         if any(0xD800 <= ord(ch) <= 0xDFFF for ch in chunk.text):
             raise SchemaError("chunk text contains lone surrogates (not valid Unicode text)")
-        if chunk.tenant is not None and (not chunk.tenant or "/" in chunk.tenant or "*" in chunk.tenant):
-            raise SchemaError("chunk tenant: a tenant id is not empty and has no '/' or '*' (they delimit "
-                              "threshold keys tenant/policy/category, '*' for every tenant)")
+        if chunk.tenant is not None and not is_tenant_id(chunk.tenant):
+            raise SchemaError(f"chunk tenant: {TENANT_ID_RULE}")
         state = states.get(chunk.stream_id)
         if state is None:
             spec = policies.select(chunk.policy, chunk.tenant)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from guard.errors import GuardError, SchemaError
-from guard.messages import Feedback, ThresholdChange, Verdict, decode, encode
+from guard.messages import TENANT_ID_RULE, Feedback, ThresholdChange, Verdict, decode, encode, is_tenant_id
 from guard.policy.load import PolicySet
 from guard.thresholds import ThresholdKey, Thresholds
 from guard.types import CATEGORIES
@@ -153,9 +153,8 @@ def make_pin(policies: PolicySet, thresholds: Thresholds, policy: str, category:
     if category not in defaults:
         raise ValueError(f"policy {policy!r} has no semantic threshold for {category!r}; "
                          f"known: {sorted(defaults)}")
-    if tenant is not None and (not tenant or "/" in tenant or "*" in tenant):
-        raise ValueError(f"tenant {tenant!r}: a tenant id has no '/' or '*' (they delimit and widen "
-                         "threshold keys), so no chunk carries this one")
+    if tenant is not None and not is_tenant_id(tenant):
+        raise ValueError(f"tenant {tenant!r}: {TENANT_ID_RULE}, so no chunk carries this one")
     current = thresholds.get(policy, category, tenant, defaults[category])
     new = current if value is None or not pin else value
     if not 0.0 <= new <= 1.0:
