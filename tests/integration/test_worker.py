@@ -219,6 +219,20 @@ async def test_harm_waiting_behind_a_gap_is_judged_before_the_filling_chunk_rele
     assert got[-1].action == "block" and "kill" not in "".join(d.text for d in got)
 
 
+async def test_a_chunk_whose_tenant_would_break_threshold_keys_is_dead_lettered(kafka_broker, guard_worker):
+    """And the stream beside it in the same moment is decided as usual."""
+    run = uuid.uuid4().hex[:6]
+    bad, ok = f"tenant-bad-{run}", f"tenant-ok-{run}"
+    async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:
+        await prod.send(Chunk(stream_id=bad, seq=0, text=BENIGN, final=True, tenant="org/team"))
+        await prod.send(Chunk(stream_id=ok, seq=0, text=BENIGN, final=True, tenant="org-team"))
+        await col.wait_for(lambda c: c.final(ok) and any(d.stream_id is None and bad in base64.b64decode(d.raw_b64)
+                                                           .decode() for d in c.deadletters), timeout=120)
+    assert bad not in col.decisions
+    (dl,) = [d for d in col.deadletters if bad in base64.b64decode(d.raw_b64).decode()]
+    assert dl.code == "schema-error" and "tenant" in dl.error and dl.offset >= 0
+
+
 async def test_the_worker_writes_nothing_in_its_working_directory(kafka_broker, guard_worker):
     """Faust would create ``<app id>-data/`` there, which a read-only working directory refuses; guard's
     tables are in memory, so its folders go to a temporary directory instead."""
