@@ -5,11 +5,13 @@ on every event from the compacted ``guard.thresholds`` topic, and hands the curr
 ``decide`` as its snapshot: nothing a decision reads can change under it, and the decision records
 ``version`` so feedback on it can later be matched to the thresholds that produced it.
 
-Why the apply rule is "per key, highest version wins, and the state of a key is a function of its
-newest event alone": the topic is compacted (only the newest event per key survives), delivery may
-repeat after a crash, and a restarted worker replays from the start. With that rule a replica that
-saw every event, one that saw them twice and one that only saw the compacted log all end in the
-same state.
+Why the apply rule is "per key, the newest event wins unless its version is older, and the state
+of a key is a function of that event alone": the topic is compacted (only the newest event per key
+survives), delivery may repeat after a crash, and a restarted worker replays from the start. With
+that rule a replica that saw every event, one that saw them twice and one that only saw the
+compacted log all end in the same state. Two writers (the tuner and ``guard thresholds pin``) can
+pick the same version for one key; the event later in the key's partition then wins, because it is
+the one compaction keeps. An older version never replaces a newer one.
 
 ``TuningSpec`` (how feedback may move one category's threshold) lives here, below both
 ``guard.policy`` and ``guard.tuning`` in the import layers, because both need it and, as siblings,
@@ -107,20 +109,25 @@ class Thresholds:
     # -- writing ---------------------------------------------------------------------------------
 
     def apply(self, change: ThresholdChange) -> Thresholds:
-        """The thresholds after ``change``; ``self`` unchanged when the event is not newer for its key.
+        """The thresholds after ``change``, applied in the topic's order; ``self`` when the event is
+        older for its key than the one in force, or changes nothing.
 
-        Idempotent (a redelivered event is not newer) and order-insensitive across keys, so replays
-        and compaction cannot make replicas diverge.
+        Idempotent (a redelivered event changes nothing) and order-insensitive across keys. An event
+        of the same version as the one in force replaces it: of two writers' events with one version,
+        the later one in the partition is the one compaction keeps, so every replica must end there.
         """
         key = ThresholdKey.of(change)
         current = self.overrides.get(key)
-        if current is not None and change.version <= current.version:
+        if current is not None and change.version < current.version:
             return self
         value, pinned = _in_force(change)
+        new = Override(value=value, version=change.version, pinned=pinned, ts_ms=change.ts_ms,
+                       status=change.status, reason=change.reason,
+                       proposed=change.value if change.status == "rejected" else None)
+        if new == current:
+            return self
         overrides = dict(self.overrides)
-        overrides[key] = Override(value=value, version=change.version, pinned=pinned,
-                                  ts_ms=change.ts_ms, status=change.status, reason=change.reason,
-                                  proposed=change.value if change.status == "rejected" else None)
+        overrides[key] = new
         return Thresholds(self.defaults, MappingProxyType(overrides),
                           max(self.version, change.version))
 

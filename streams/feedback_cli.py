@@ -142,8 +142,9 @@ def make_pin(policies: PolicySet, thresholds: Thresholds, policy: str, category:
              ts_ms: int | None = None) -> ThresholdChange:
     """The event that pins (at ``value``, default: the value in force) or unpins one threshold.
 
-    Its version follows every event read so far. A pin races a tuner change only if both pick the
-    same version for the same key in the same instant; the per-key rule then keeps the first one read.
+    Its version follows every event read so far. A tuner change published in the same instant can
+    take the same version for the same key; the one later in the topic then wins (the rule
+    compaction agrees with), and ``guard thresholds`` checks it was this one (``took_effect``).
     """
     spec = policies.policies.get(policy)
     if spec is None:
@@ -164,6 +165,14 @@ def make_pin(policies: PolicySet, thresholds: Thresholds, policy: str, category:
                            version=thresholds.version + 1, status=verb, pinned=pin,
                            reason=f"{verb} by {by} (guard thresholds)",
                            ts_ms=_now_ms() if ts_ms is None else ts_ms)
+
+
+def took_effect(thresholds: Thresholds, change: ThresholdChange) -> bool:
+    """Whether ``change`` is the event in force for its key, read back from the topic: a concurrent
+    event for the same key (a tuner change of the same or a newer version) would have replaced it."""
+    o = thresholds.entry(ThresholdKey.of(change))
+    return o is not None and (o.version, o.status, o.ts_ms, o.reason) == (
+        change.version, change.status, change.ts_ms, change.reason)
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -226,6 +235,9 @@ def feedback_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+PIN_ATTEMPTS = 3
+
+
 def thresholds_main(argv: list[str] | None = None) -> int:
     """Show the thresholds in force, their history, or pin / unpin one."""
     from guard.policy.load import PolicyStore
@@ -277,13 +289,26 @@ def thresholds_main(argv: list[str] | None = None) -> int:
     if not args.policy or not args.category:
         print("guard thresholds: pin/unpin need --policy and --category", file=sys.stderr)
         return 2
-    try:
-        change = make_pin(policies, thresholds, args.policy, args.category, args.tenant,
-                          pin=args.action == "pin", value=args.value, by=args.by or getpass.getuser())
-    except ValueError as exc:
-        print(f"guard thresholds: {exc}", file=sys.stderr)
-        return 2
-    asyncio.run(_send(s, s.topic_thresholds, ThresholdKey.of(change).topic_key,
-                      encode(change)))
-    print(encode(change).decode())
-    return 0
+    for _ in range(PIN_ATTEMPTS):
+        try:
+            change = make_pin(policies, thresholds, args.policy, args.category, args.tenant,
+                              pin=args.action == "pin", value=args.value, by=args.by or getpass.getuser())
+        except ValueError as exc:
+            print(f"guard thresholds: {exc}", file=sys.stderr)
+            return 2
+        asyncio.run(_send(s, s.topic_thresholds, ThresholdKey.of(change).topic_key,
+                          encode(change)))
+        try:
+            thresholds, _ = asyncio.run(read_all(s.kafka_bootstrap, s.topic_thresholds, args.timeout,
+                                                 client_options(s)))
+        except TimeoutError as exc:
+            print(f"guard thresholds: sent, but could not read it back: {exc}", file=sys.stderr)
+            return 1
+        if took_effect(thresholds, change):
+            print(encode(change).decode())
+            return 0
+        print(f"guard thresholds: a concurrent change to {ThresholdKey.of(change).topic_key} "
+              "replaced this one; trying again over it", file=sys.stderr)
+    print(f"guard thresholds: {args.action} did not take effect after {PIN_ATTEMPTS} attempts "
+          "(the key keeps changing); see `guard thresholds history`", file=sys.stderr)
+    return 1

@@ -19,6 +19,7 @@ from streams.feedback_cli import (
     format_rows,
     make_feedback,
     make_pin,
+    took_effect,
     rows,
     select,
     stream_of,
@@ -103,6 +104,17 @@ class TestShowAndPin:
         assert (unpin.status, unpin.pinned, unpin.value, unpin.version) == ("unpinned", False, 0.82, 9)
         assert not th.apply(unpin).is_pinned(ThresholdKey(None, "default", "violence"))
         assert "pinned" in format_history([(0, pin), (1, unpin)])
+
+    def test_took_effect_reads_back_whether_the_pin_is_in_force(self, policies: PolicySet) -> None:
+        th = Thresholds().apply(ThresholdChange(policy="default", category="violence", old=0.8,
+                                                value=0.7, version=4))
+        pin = make_pin(policies, th, "default", "violence", None, pin=True, value=None, by="ops", ts_ms=9)
+        assert took_effect(th.apply(pin), pin)
+        # a tuner change that took the same version and landed after the pin replaced it
+        raced = ThresholdChange(policy="default", category="violence", old=0.7, value=0.72,
+                                version=pin.version, ts_ms=10)
+        assert not took_effect(th.apply(pin).apply(raced), pin)
+        assert not took_effect(th, pin)
 
     def test_pin_given_value_and_refusals(self, policies: PolicySet) -> None:
         th = Thresholds()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -73,6 +74,16 @@ class TestApply:
         t = BASE.apply(change(5, 0.7))
         assert t.apply(change(5, 0.7)) is t
 
+    def test_same_version_later_event_wins(self) -> None:
+        """Two writers (a pin, a tuner change) can pick one version for one key. The event later in
+        the partition wins, as compaction does: a replica that read both and one that reads only the
+        compacted log agree, whichever came first."""
+        pin = change(5, 0.9, status="pinned", ts_ms=1)
+        tuned = change(5, 0.7, ts_ms=2)
+        for first, last in ((pin, tuned), (tuned, pin)):
+            both = BASE.apply(first).apply(last)
+            assert _state(both) == _state(BASE.apply(last))
+
     def test_version_is_global_max(self) -> None:
         t = BASE.apply(change(7, category="violence")).apply(change(3))
         assert t.version == 7
@@ -133,6 +144,20 @@ class TestReplicasConverge:
         for e in events:
             newest[ThresholdKey.of(e)] = e
         assert _state(_apply_all(BASE, list(newest.values()))) == _state(_apply_all(BASE, events))
+
+    @given(_events, st.lists(st.booleans(), max_size=25))
+    def test_compacted_log_with_two_writers(self, events: list[ThresholdChange], reuse: list[bool]) -> None:
+        """Versions per key never go down in the topic, but two writers may repeat one: a replica
+        that saw every event ends where one that only sees the newest event per key ends."""
+        shared, version = [], 0
+        for i, e in enumerate(events):
+            if not (i < len(reuse) and reuse[i] and version):
+                version += 1
+            shared.append(msgspec.structs.replace(e, version=version))
+        newest: dict[ThresholdKey, ThresholdChange] = {}
+        for e in shared:
+            newest[ThresholdKey.of(e)] = e
+        assert _state(_apply_all(BASE, list(newest.values()))) == _state(_apply_all(BASE, shared))
 
     @given(_events)
     def test_version_never_decreases(self, events: list[ThresholdChange]) -> None:

@@ -1,9 +1,12 @@
-"""The thresholds follower keeps following through a failing broker (fake consumer, no Kafka)."""
+"""The thresholds follower: it keeps following through a failing broker (fake consumer), and
+replicas agree on same-version events from two writers (real broker)."""
 
 from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
+
+import msgspec
 
 from guard.messages import ThresholdChange, encode
 from streams.follower import ThresholdFollower
@@ -49,3 +52,50 @@ async def test_a_failed_poll_is_retried_and_later_events_still_apply(monkeypatch
     task.cancel()
     assert f.events == 1 and f.current.version == 3, "the task survived two failed polls"
     assert slept[:2] == [1.0, 2.0], "backs off between failed polls"
+
+
+async def test_same_version_events_from_two_writers_end_where_compaction_ends(kafka_broker, monkeypatch, capsys):
+    """Over the real broker: a pin and a tuner change that took one version for one key. Whichever
+    the partition holds last is in force, the state compaction would leave; and ``guard thresholds
+    pin`` reads its own event back as the one in force."""
+    import uuid
+
+    from aiokafka import AIOKafkaProducer
+
+    from guard.devenv.kafka import TopicSpec, create_topics
+    from guard.thresholds import ThresholdKey
+    from streams.feedback_cli import thresholds_main
+    from streams.follower import read_all
+
+    topic = f"thresholds-race-{uuid.uuid4().hex[:6]}"
+    await create_topics(kafka_broker.bootstrap, [TopicSpec(topic, 1, {"cleanup.policy": "compact"})])
+
+    def ev(category: str, status: str, value: float, ts: int) -> ThresholdChange:
+        return ThresholdChange(policy="default", category=category, old=0.8, value=value, version=5,
+                               status=status, pinned=status == "pinned", ts_ms=ts)  # type: ignore[arg-type]
+
+    pin_first = [ev("hate", "pinned", 0.9, 1), ev("hate", "promoted", 0.7, 2)]
+    tuner_first = [ev("violence", "promoted", 0.7, 3), ev("violence", "pinned", 0.9, 4)]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for e in pin_first + tuner_first:
+            await producer.send_and_wait(topic, key=ThresholdKey.of(e).topic_key.encode(), value=encode(e))
+    finally:
+        await producer.stop()
+
+    thresholds, history = await read_all(kafka_broker.bootstrap, topic, 30.0)
+    assert len(history) == 4
+    for last in (pin_first[-1], tuner_first[-1]):
+        o = thresholds.entry(ThresholdKey.of(last))
+        assert o is not None and (o.value, o.pinned, o.ts_ms) == (last.value, last.status == "pinned", last.ts_ms)
+
+    monkeypatch.setenv("GUARD_TOPIC_THRESHOLDS", topic)
+    rc = await asyncio.to_thread(thresholds_main, ["pin", "--policy", "default", "--category", "hate",
+                                                   "--value", "0.95", "--by", "test",
+                                                   "--bootstrap", kafka_broker.bootstrap])
+    assert rc == 0
+    pin = msgspec.json.decode(capsys.readouterr().out.strip().splitlines()[-1], type=ThresholdChange)
+    assert (pin.status, pin.value, pin.version) == ("pinned", 0.95, 6)
+    after, _ = await read_all(kafka_broker.bootstrap, topic, 30.0)
+    assert after.get("default", "hate") == 0.95 and after.is_pinned(ThresholdKey(None, "default", "hate"))
