@@ -13,6 +13,13 @@ Systems, all scored on the same dev rows (``split == "dev"`` of the shared data)
 AUPRC per category and for ``any`` (rules: ``guard.evaluation``), plus cost: windows/s of each
 system on 64-token windows, in-process on this machine.
 
+AUPRC ranks scores; a deployment pays for decisions. So the report also gives precision, recall
+and F1 of what a policy's principles fire on (``--policy``, default ``default``), from the same
+scores: the semantic score against each principle's threshold, and blocklist terms either all
+firing (``every-term``, the rule before blocklist weights gated firing) or only where their weight
+reaches the threshold (``weight-gated``, ``guard.policy.decide``'s rule). It is per text, max over
+windows, without the pipeline's context carry-over.
+
     python -m benchmarks.quality --out benchmarks/results/quality.json \
         --markdown benchmarks/results/quality.md
 """
@@ -34,6 +41,8 @@ from benchmarks import REPO, git_sha
 from benchmarks.machine import describe
 from guard import evaluation as ev
 from guard.models.data import read_examples
+from guard.policy.load import default_policy_dir, load_policy
+from guard.policy.schema import PolicySpec
 from guard.types import CATEGORIES
 
 
@@ -59,6 +68,25 @@ def lexical_scorer() -> Callable[[Sequence[str]], np.ndarray] | None:
 
 def _make_lexical(lexical: Any) -> Any:
     return lexical.LexicalScanner.from_directory(REPO / "policies" / "blocklists")
+
+
+def policy_fires(spec: PolicySpec, sem: np.ndarray, lex: np.ndarray, gated: bool) -> np.ndarray:
+    """Per text and category, whether one of the policy's principles fires (block or redact).
+
+    ``gated``: a blocklist finding fires only where its weight reaches the principle's threshold,
+    as ``guard.policy.decide`` rules; otherwise every finding fires.
+    """
+    fires = np.zeros(sem.shape, bool)
+    for p in spec.principles:
+        if p.action == "allow":
+            continue
+        for c in p.categories:
+            j = CATEGORIES.index(c)
+            if "semantic" in p.detectors:
+                fires[:, j] |= sem[:, j] >= p.threshold
+            if "lexical" in p.detectors:
+                fires[:, j] |= lex[:, j] >= p.threshold if gated else lex[:, j] > 0
+    return fires
 
 
 def profanity_check_scorer() -> Callable[[Sequence[str]], np.ndarray] | None:
@@ -138,6 +166,27 @@ def markdown(res: dict[str, Any]) -> str:
             a = [res["systems"][s]["by_source"][src]["any"] for s in flagged]
             lines.append(f"| {src} | {a[0]['n']} | " + " | ".join(
                 f"{100 * x['flagged_negatives']:.1f} %" for x in a) + " |")
+    if res.get("policy"):
+        pol = res["policy"]
+        rules = list(pol["rules"])
+        lines += ["", f"Decisions under policy `{pol['name']}` (what its principles fire on; precision / "
+                  "recall / F1; per text, max over windows):", "",
+                  "| category | " + " | ".join(rules) + " |", "|---|" + "---|" * len(rules)]
+        for c in cats:
+            cells = []
+            for r in rules:
+                rep = pol["rules"][r]["report"]
+                b = rep["any"] if c == "any" else rep["categories"].get(c)
+                cells.append("–" if not b or b["f1"] is None else
+                             f"{b['precision']:.3f} / {b['recall']:.3f} / {b['f1']:.3f}")
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        if benign:
+            lines += ["", f"Harmless rows `{pol['name']}` stops or redacts:", "",
+                      "| source | rows | " + " | ".join(rules) + " |", "|---|---|" + "---|" * len(rules)]
+            for src in benign:
+                a = [pol["rules"][r]["by_source"][src]["any"] for r in rules]
+                lines.append(f"| {src} | {a[0]['n']} | " + " | ".join(
+                    f"{100 * x['flagged_negatives']:.1f} %" for x in a) + " |")
     lines += ["", "Cost (in-process, this machine, 64-token windows):", "",
               "| system | windows/s |", "|---|---|"]
     for s in systems:
@@ -165,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", default=None)
     p.add_argument("--thresholds", default=None, help="calibration.json (default: committed)")
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--policy", default="default",
+                   help="policy whose decisions are measured (a name under policies/, or a YAML path)")
     args = p.parse_args(argv)
+    spec = load_policy(args.policy if args.policy.endswith((".yaml", ".yml"))
+                       else default_policy_dir() / f"{args.policy}.yaml")
 
     data = read_examples([args.data], splits=[args.split])
     if args.limit:
@@ -199,7 +252,12 @@ def main(argv: list[str] | None = None) -> int:
                      "AUPRC where blocklist terms also occur in negatives (quoted, counter-speech, "
                      "clinical or news text): the lexical layer is a precision rule for listed terms, "
                      "not a ranking signal.")
+        policy = {"name": spec.policy, "rules": {}}
+        for rule, gated in (("every-term", False), ("weight-gated", True)):
+            fired = policy_fires(spec, sem, lex, gated).astype(np.float64)
+            policy["rules"][rule] = assess(fired, at_half)
     else:
+        policy = None
         notes.append("guard.detectors.lexical not importable: lexical-only system left out.")
 
     prof_fn = profanity_check_scorer()
@@ -223,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 
     res = {"command": "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]),
            "git": git_sha(), "machine": describe(), "split": args.split, "texts": len(texts), "windows": n_windows,
-           "systems": systems, "notes": notes}
+           "systems": systems, "policy": policy, "notes": notes}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")

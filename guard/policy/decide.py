@@ -70,7 +70,7 @@ def _fires_pii(p: Principle, f: Finding) -> bool:
     return "pii" in p.detectors and f.category == PII and f.label in p.entities
 
 
-def _fires_lexical(p: Principle, f: Finding) -> bool:
+def _watches_lexical(p: Principle, f: Finding) -> bool:
     return "lexical" in p.detectors and f.category in p.categories
 
 
@@ -110,9 +110,18 @@ def decide(
 
     for f in findings:
         for p in spec.principles:
-            if _fires_pii(p, f) or _fires_lexical(p, f):
-                label = f.label if f.category == PII else f.category
-                fire(p, f.category, f.detector, f.score, 0.0, f.start, f.end, label, f.start)
+            if _fires_pii(p, f):
+                fire(p, f.category, f.detector, f.score, 0.0, f.start, f.end, f.label, f.start)
+            elif _watches_lexical(p, f):
+                # A blocklist weight is how often the term is harmful on its own, on the same
+                # probability scale as the principle's threshold: "anal" (0.4) must not stop an
+                # answer about fish fins under a 0.8 threshold, and leaves the judgement to the
+                # semantic layer. Weight-1.0 terms fire at every threshold. Tuned thresholds
+                # belong to the category's semantic principle (one per policy).
+                thr = (thresholds.value(spec.policy, f.category, tenant, p.threshold)
+                       if "semantic" in p.detectors else p.threshold)
+                if f.score >= thr:
+                    fire(p, f.category, f.detector, f.score, thr, f.start, f.end, f.category, f.start)
 
     semantic = [p for p in spec.principles if "semantic" in p.detectors and p.categories]
     for w in windows:
