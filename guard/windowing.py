@@ -149,7 +149,7 @@ def _words(segment: str, at: list[int]) -> list[tuple[int, int]]:
 
 
 #: Characters per tokenizer call when counting a segment's tokens. Words are counted piece by piece
-#: because a tokenizer caps one call (4096 tokens in production): one huge chunk counted in a single
+#: because a tokenizer may cap one call (production once capped at 4096): one huge chunk counted in a single
 #: call lost every word past the cap, and a final chunk's tail went out without a window. Pieces end
 #: at word boundaries, and a finished word's tokens do not depend on its neighbours, so the counts
 #: are the same; 256 characters stay under the cap even at many tokens per character (emoji names).

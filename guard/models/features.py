@@ -66,7 +66,7 @@ def window_texts(texts: Sequence[str], size: int = WINDOW_TOKENS, stride: int = 
     """Tokenize (no special tokens) and cut every text into windows. Empty texts get one empty window."""
     from guard.models.tokenizer import WindowTokenizer
 
-    tok = tokenizer if tokenizer is not None else WindowTokenizer.from_file(max_tokens=1 << 20)
+    tok = tokenizer if tokenizer is not None else WindowTokenizer.from_file()
     ids: list[np.ndarray] = []
     owner: list[int] = []
     spans: list[tuple[int, int]] = []
@@ -90,7 +90,7 @@ class PlanTokenizer:
     def __init__(self, tokenizer: object | None = None) -> None:
         from guard.models.tokenizer import WindowTokenizer
 
-        self._tok = tokenizer if tokenizer is not None else WindowTokenizer.from_file(max_tokens=1 << 20)
+        self._tok = tokenizer if tokenizer is not None else WindowTokenizer.from_file()
 
     def encode(self, text: str) -> object:
         return self._tok.encode(text)  # type: ignore[attr-defined]

@@ -149,6 +149,14 @@ class Encoded:
         return int(self.ids.shape[0])
 
 
+#: The cap of one ``encode`` call. Truncation keeps the *first* tokens while a window keeps its
+#: last, so a cap that a window's text can reach hides its newest words from the model: a window's
+#: 768 characters of emoji read as names (up to about 12 tokens each) made over 4,096 tokens, and
+#: serving, capped there, judged the middle of such a text while eval judged its end. Inputs are
+#: bounded by ``guard.windowing.max_window_chars``, so no real window comes near this cap.
+ENCODE_CAP = 1 << 20
+
+
 class WindowTokenizer:
     """Wraps a configured ``tokenizers.Tokenizer``; build it with ``from_file``."""
 
@@ -163,14 +171,15 @@ class WindowTokenizer:
         self._unknown: dict[str, bool] = {}  # emoji → whether the vocabulary lacks it
 
     @classmethod
-    def from_file(cls, path: str | Path | None = None, max_tokens: int = 4096,
+    def from_file(cls, path: str | Path | None = None, max_tokens: int = ENCODE_CAP,
                   emoji_names: bool = EMOJI_NAMES,
                   platform_artefacts: bool = PLATFORM_ARTEFACTS,
                   bracketed_placeholders: bool = BRACKETED_PLACEHOLDERS) -> WindowTokenizer:
         """Load ``tokenizer.json`` (the built copy, else the packaged one).
 
-        ``max_tokens`` caps one ``encode`` call; the default is large because callers tokenize
-        chunks of a stream and cut windows themselves — the per-window cap is ``MAX_CONTENT_TOKENS``.
+        ``max_tokens`` caps one ``encode`` call (``ENCODE_CAP`` by default, in serving, training and
+        eval alike); callers tokenize chunks of a stream and cut windows themselves, and the
+        per-window cap is ``MAX_CONTENT_TOKENS``.
         ``emoji_names=False`` gives the plain tokenizer (what heads v1–v6 were trained on).
         """
         tok = Tokenizer.from_file(str(paths.tokenizer_path() if path is None else path))

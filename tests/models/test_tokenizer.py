@@ -167,3 +167,17 @@ def test_the_artefact_setting_names_trained_files_apart(monkeypatch):
     monkeypatch.setattr(tokenizer, "BRACKETED_PLACEHOLDERS", True)
     assert tokenizer.version_salt() not in (b"", b"platform_artefacts")
     assert tokenizer.tokenizer_settings()["bracketed_placeholders"] is True
+
+
+def test_serving_windows_judge_the_newest_words_of_emoji_dense_text_as_eval_does():
+    """A window's characters of emoji read as names can make thousands of tokens; a tokenizer call
+    capped below that keeps the first tokens, and the window (its last 64) then judged the middle of
+    the text. Serving's tokenizer (``from_file()``'s default) must plan the windows eval plans."""
+    from guard.models.features import PlanTokenizer, stream_window_objects
+
+    text = " ".join(["\U0001FAE2" * 7] * 120) + " I am going to kill you tonight"
+    serving = stream_window_objects(text, "s", PlanTokenizer(WindowTokenizer.from_file()), 64, 16)
+    capped = stream_window_objects(text, "s", PlanTokenizer(WindowTokenizer.from_file(max_tokens=4096)), 64, 16)
+    kill = WindowTokenizer.from_file().encode("kill").ids[0]
+    assert kill in serving[-1].input_ids
+    assert kill not in capped[-1].input_ids  # what the old 4,096 cap served
