@@ -93,12 +93,16 @@ def load_blocklists(directory: str | Path) -> dict[str, list[Term]]:
     """Read every ``<category>.txt`` in ``directory``; the file name must be a harm category."""
     root = Path(directory)
     lists: dict[str, list[Term]] = {}
-    for path in sorted(root.glob("*.txt")):
+    for path in sorted(p for p in root.glob("*.txt") if not p.name.startswith(".") and p.is_file()):
         category = path.stem
         if category not in CATEGORIES:
             raise ConfigError(f"blocklist {path.name}: unknown category {category!r}")
         terms: list[Term] = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"blocklist {path.name}: cannot read it as UTF-8 text: {exc}") from None
+        for line in text.splitlines():
             term = parse_term(line, category)
             if term is not None:
                 terms.append(term)

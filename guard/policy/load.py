@@ -33,13 +33,35 @@ def _format(path: Path, exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` keeps the last of two equal keys without a word: a second
+    ``on_detector_error: open`` would turn a fail-closed policy open. Here a repeat is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if isinstance(key, str | int | float | bool) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path, what: str) -> object:
+    """A YAML file's content; any way it cannot be read (missing, not UTF-8, bad YAML, a key twice)
+    is a ``PolicyError`` naming the file, which a reload logs while keeping what is in force."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise PolicyError(f"{path}: cannot read {what}: {exc}") from None
+
+
 def load_policy(path: str | Path) -> PolicySpec:
     """Load one policy file; errors name the file and the field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise PolicyError(f"{path}: cannot read policy: {exc}") from None
+    data = read_yaml(path, "policy")
     if not isinstance(data, dict):
         raise PolicyError(f"{path}: a policy file must be a mapping")
     try:
@@ -69,7 +91,7 @@ class PolicySet:
     @classmethod
     def load(cls, directory: str | Path) -> PolicySet:
         directory = Path(directory)
-        files = sorted(p for p in directory.glob("*.yaml") if p.name != TENANTS_FILE)
+        files = sorted(p for p in _files(directory, "*.yaml") if p.name != TENANTS_FILE)
         if not files:
             raise PolicyError(f"{directory}: no policy files (*.yaml)")
         policies = {p.stem: load_policy(p) for p in files}
@@ -78,7 +100,7 @@ class PolicySet:
         tenants: dict[str, str] = {}
         tpath = directory / TENANTS_FILE
         if tpath.exists():
-            raw = yaml.safe_load(tpath.read_text(encoding="utf-8")) or {}
+            raw = read_yaml(tpath, "the tenant map") or {}
             if not isinstance(raw, dict) or set(raw) - {"tenants"}:
                 raise PolicyError(f"{tpath}: expected a mapping with the single key 'tenants'")
             entries = raw.get("tenants") or {}
@@ -135,10 +157,24 @@ class PolicyStore:
         return True
 
 
+def _files(directory: Path, pattern: str) -> list[Path]:
+    """The matching files an editor means: not hidden ones (Emacs keeps a dangling ``.#name.yaml``
+    link beside a file being edited, vim a ``.name.yaml.swp``), and not links to nothing."""
+    return [p for p in directory.glob(pattern) if not p.name.startswith(".") and p.is_file()]
+
+
 def files_stamp(directory: Path, pattern: str) -> tuple[tuple[str, int, int], ...]:
     """Name, modification time and size of each matching file: what changes when one is edited,
-    added or removed (a reload re-reads the folder only then)."""
-    return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in directory.glob(pattern)))
+    added or removed (a reload re-reads the folder only then). A file that vanishes between the
+    listing and its ``stat`` is left out: the next check sees the folder as it then is."""
+    out = []
+    for p in _files(directory, pattern):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.append((p.name, st.st_mtime_ns, st.st_size))
+    return tuple(sorted(out))
 
 
 def default_policy_dir() -> Path:

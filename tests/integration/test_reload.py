@@ -1,5 +1,5 @@
-"""A running worker takes an edited blocklist without a restart, and keeps the old lists when the
-edit is bad (real broker, real Triton)."""
+"""A running worker takes an edited blocklist without a restart, and keeps the old lists, or the
+old policies, when an edit is bad (real broker, real Triton)."""
 
 from __future__ import annotations
 
@@ -75,3 +75,13 @@ def test_blocklist_edits_apply_live_and_bad_ones_are_refused(kafka_broker, trito
         assert worker.events("blocklists_reload_failed"), "the bad file was noticed"
         still = asyncio.run(decide(kafka_broker.bootstrap, s, text))
         assert still.action == "redact" and WORD not in still.text, "the lists in force were kept"
+
+        # a YAML slip in the tenant map escaped the reload and crashed the worker
+        (pdir / "tenants.yaml").write_text("tenants:\n  kids-app: strict\n   internal: pii-only\n")
+        for _ in range(40):
+            if worker.events("policy_reload_failed"):
+                break
+            asyncio.run(asyncio.sleep(0.5))
+        assert worker.events("policy_reload_failed"), "the bad tenant map was noticed"
+        alive = asyncio.run(decide(kafka_broker.bootstrap, s, text))
+        assert alive.action == "redact", "the worker still decides with the set in force"

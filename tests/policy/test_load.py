@@ -97,3 +97,53 @@ def test_a_tenant_yaml_reads_as_something_else_than_text_is_refused(tmp_path: Pa
     key, value = entry.split(": ")
     (tmp_path / "tenants.yaml").write_text(f'tenants:\n  "{key}": "strict"\n')
     assert PolicySet.load(tmp_path).select(tenant=key).policy == "strict"
+
+
+def _copy_shipped(directory: Path) -> None:
+    for f in ("default.yaml", "strict.yaml", "pii-only.yaml", "tenants.yaml"):
+        shutil.copy(POLICIES / f, directory / f)
+
+
+@pytest.mark.parametrize(("name", "extra"), [
+    ("default.yaml", "on_detector_error: open\n"),   # would have turned default fail-open
+    ("tenants.yaml", "  kids-app: default\n"),       # would have remapped kids-app
+])
+def test_a_key_written_twice_is_refused_not_overwritten(tmp_path: Path, name: str, extra: str):
+    _copy_shipped(tmp_path)
+    (tmp_path / "tenants.yaml").write_text("tenants:\n  kids-app: strict\n")
+    with (tmp_path / name).open("a") as fh:
+        fh.write(extra)
+    with pytest.raises(PolicyError, match="appears twice"):
+        PolicySet.load(tmp_path)
+
+
+@pytest.mark.parametrize("breakage", ["tenants-yaml", "latin-1", "dangling-lock-link", "blocklist-latin-1"])
+def test_a_bad_edit_on_reload_is_logged_and_the_set_in_force_kept(tmp_path: Path, breakage: str):
+    """Each of these escaped the reload and crashed a running worker: a YAML syntax error in the
+    tenant map, a file saved as Latin-1, and the dangling ``.#name.yaml`` link Emacs keeps while a
+    file is edited (which is not a policy and is skipped)."""
+    from guard.detectors.lexical import load_blocklists
+    from guard.errors import ConfigError
+
+    _copy_shipped(tmp_path)
+    store = PolicyStore(tmp_path)
+    before = store.current
+    later = time.time_ns() + 10**9
+    if breakage == "tenants-yaml":
+        (tmp_path / "tenants.yaml").write_text("tenants:\n  kids-app: strict\n   internal: pii-only\n")
+    elif breakage == "latin-1":
+        (tmp_path / "strict.yaml").write_bytes((POLICIES / "strict.yaml").read_bytes() + "# caf\xe9\n".encode("latin-1"))
+    elif breakage == "blocklist-latin-1":
+        shutil.copytree(POLICIES / "blocklists", tmp_path / "blocklists")
+        (tmp_path / "blocklists" / "profanity.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+        with pytest.raises(ConfigError, match="UTF-8"):
+            load_blocklists(tmp_path / "blocklists")
+        return
+    else:
+        (tmp_path / ".#default.yaml").symlink_to("user@host.1234:1700000000")
+        assert not store.reload_if_changed() and store.current is before
+        return
+    for f in tmp_path.glob("*.yaml"):
+        os.utime(f, ns=(later, later))
+    assert not store.reload_if_changed()
+    assert store.current is before
