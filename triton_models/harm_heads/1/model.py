@@ -16,6 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from guard.models.heads import Heads
+from guard.models.ngrams import VOCAB
 
 POOLED, INPUT_IDS, PROBS, HEADS_VERSION = "POOLED", "INPUT_IDS", "PROBS", "HEADS_VERSION"
 
@@ -31,18 +32,42 @@ class TritonPythonModel:
         self.heads = Heads.load(path)
         self.version = self.heads.version.encode("utf-8")
 
+    def _inputs(self, request) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One request's pooled rows and id rows, checked here: a bad one inside the concatenated
+        batch would fail every request the batcher put beside it."""
+        pooled = pb_utils.get_input_tensor_by_name(request, POOLED).as_numpy()
+        if pooled.ndim != 3:
+            raise ValueError(f"{POOLED} must be [rows, layers, dim], not {pooled.shape}")
+        if not self.heads.needs_ids:
+            return pooled, []
+        ids = pb_utils.get_input_tensor_by_name(request, INPUT_IDS).as_numpy()
+        rows = list(ids[None, :] if ids.ndim == 1 else ids)  # ragged: may lack the batch dim
+        if len(rows) != len(pooled):
+            raise ValueError(f"{len(rows)} {INPUT_IDS} rows for {len(pooled)} {POOLED} rows")
+        if any(r.size and (r.min() < 0 or r.max() >= VOCAB) for r in rows):
+            raise ValueError(f"token ids must be in [0, {VOCAB})")
+        return pooled, rows
+
     def execute(self, requests):
-        pooled = [pb_utils.get_input_tensor_by_name(r, POOLED).as_numpy() for r in requests]
-        rows: list[np.ndarray] = []
-        if self.heads.needs_ids:
-            for r in requests:
-                ids = pb_utils.get_input_tensor_by_name(r, INPUT_IDS).as_numpy()
-                rows.extend(ids[None, :] if ids.ndim == 1 else ids)  # ragged: may lack the batch dim
-        probs = self.heads.predict(np.concatenate(pooled), rows or None).astype(np.float32)
+        inputs: list[tuple[np.ndarray, list[np.ndarray]] | str] = []
+        for r in requests:
+            try:
+                inputs.append(self._inputs(r))
+            except (ValueError, AttributeError) as exc:
+                inputs.append(str(exc))
+        good = [x for x in inputs if not isinstance(x, str)]
+        probs = np.zeros((0, 0), np.float32)
+        if good:
+            rows = [row for _, rs in good for row in rs]
+            probs = self.heads.predict(np.concatenate([p for p, _ in good]), rows or None).astype(np.float32)
         responses, at = [], 0
-        for p in pooled:
-            version = np.full((len(p), 1), self.version, dtype=object)
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(PROBS, probs[at:at + len(p)]),
+        for x in inputs:
+            if isinstance(x, str):
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(x)))
+                continue
+            n = len(x[0])
+            version = np.full((n, 1), self.version, dtype=object)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(PROBS, probs[at:at + n]),
                                                          pb_utils.Tensor(HEADS_VERSION, version)]))
-            at += len(p)
+            at += n
         return responses

@@ -42,6 +42,7 @@ class TritonPythonModel:
                                       _param(config, "allow_spinning", "1"))
         self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         self.max_seq_len = int(_param(config, "max_seq_len", "256"))
+        self.vocab_size = int(_param(config, "vocab_size", "30522"))
 
     def _rows(self, request) -> tuple[np.ndarray, np.ndarray]:
         ids = pb_utils.get_input_tensor_by_name(request, INPUT_IDS).as_numpy()
@@ -52,7 +53,29 @@ class TritonPythonModel:
             raise ValueError(f"{INPUT_IDS} shape {ids.shape} != {ATTENTION_MASK} shape {mask.shape}")
         if ids.shape[1] > self.max_seq_len:
             raise ValueError(f"sequence of {ids.shape[1]} tokens exceeds {self.max_seq_len}")
+        # What ONNX Runtime would fail on, or silently misread, is refused here, per request: an
+        # error inside session.run would fail every request the batcher put beside this one.
+        if ids.shape[1] == 0:
+            raise ValueError("empty sequence: send at least [CLS] and [SEP]")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(f"token ids must be in [0, {self.vocab_size})")  # -1 wrapped to the last id
+        if not np.isin(mask, (0, 1)).all() or (mask[:, 0] != 1).any():
+            raise ValueError(f"{ATTENTION_MASK} must be 0/1 and start with 1 (a row's first token is "
+                             "[CLS]; an all-zero row pools to nothing)")
         return ids.astype(np.int64, copy=False), mask.astype(np.int64, copy=False)
+
+    def _pool(self, good: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        longest = max(ids.shape[1] for ids, _ in good)
+        n = sum(ids.shape[0] for ids, _ in good)
+        batch_ids = np.zeros((n, longest), np.int64)
+        batch_mask = np.zeros((n, longest), np.int64)
+        at = 0
+        for ids, mask in good:
+            batch_ids[at:at + len(ids), : ids.shape[1]] = ids
+            batch_mask[at:at + len(ids), : ids.shape[1]] = mask
+            at += len(ids)
+        (pooled,) = self.session.run([POOLED], {INPUT_IDS: batch_ids, ATTENTION_MASK: batch_mask})
+        return np.asarray(pooled, dtype=np.float32)
 
     def execute(self, requests):
         rows: list[tuple[np.ndarray, np.ndarray] | None] = []
@@ -64,19 +87,10 @@ class TritonPythonModel:
                 rows.append(None)
                 errors[i] = str(exc)
         good = [r for r in rows if r is not None]
-        pooled = np.zeros((0, 7, 384), np.float32)  # POOLED dims, see config.pbtxt
-        if good:
-            longest = max(ids.shape[1] for ids, _ in good)
-            n = sum(ids.shape[0] for ids, _ in good)
-            batch_ids = np.zeros((n, longest), np.int64)
-            batch_mask = np.zeros((n, longest), np.int64)
-            at = 0
-            for ids, mask in good:
-                batch_ids[at:at + len(ids), : ids.shape[1]] = ids
-                batch_mask[at:at + len(ids), : ids.shape[1]] = mask
-                at += len(ids)
-            (pooled,) = self.session.run([POOLED], {INPUT_IDS: batch_ids, ATTENTION_MASK: batch_mask})
-            pooled = np.asarray(pooled, dtype=np.float32)
+        try:
+            pooled = self._pool(good) if good else np.zeros((0, 7, 384), np.float32)  # see config.pbtxt
+        except Exception:  # noqa: BLE001 - unforeseen: find the request that fails, answer only it
+            pooled = None
 
         responses, at = [], 0
         for i, r in enumerate(rows):
@@ -84,6 +98,14 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(errors[i])))
                 continue
             k = len(r[0])
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(POOLED, pooled[at:at + k])]))
+            if pooled is not None:
+                mine = pooled[at:at + k]
+            else:
+                try:
+                    mine = self._pool([r])
+                except Exception as exc:  # noqa: BLE001 - this request's own failure
+                    responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+                    continue
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(POOLED, mine)]))
             at += k
         return responses
