@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from guard.models import paths
+
 #: the dense layers of one BERT layer that get an adapter (HF names after ``encoder.layer.{i}.``)
 DENSE = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
          "intermediate.dense", "output.dense")
@@ -70,8 +72,7 @@ class Adapter:
         for name in self.a:
             arrays[f"A/{name}"] = np.asarray(self.a[name], np.float16)
             arrays[f"B/{name}"] = np.asarray(self.b[name], np.float16)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+        paths.write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> Adapter:

@@ -312,7 +312,7 @@ def save_head(model: Any, cfg: FinetuneConfig, version: str, path: Path) -> None
     for i, m in enumerate(dense):
         arrays[f"w{i}"] = m.weight.detach().cpu().numpy().T.astype(np.float16)
         arrays[f"b{i}"] = m.bias.detach().cpu().numpy().astype(np.float32)
-    np.savez_compressed(path, **arrays)
+    paths.write_npz(path, arrays)
 
 
 # --------------------------------------------------------------------------------------------

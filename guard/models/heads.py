@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from guard.models import paths
 from guard.models.ngrams import NgramHead
 from guard.types import CATEGORIES
 
@@ -92,7 +93,7 @@ class Heads:
                           ngram_weight=self.ngram.weight.astype(np.float16),
                           ngram_bias=self.ngram.bias.astype(np.float32),
                           ngram_dim=np.array(self.ngram.dim), ngram_mix=self.mix.astype(np.float32))
-        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+        paths.write_npz(path, arrays)
 
     def features(self, pooled: np.ndarray) -> np.ndarray:
         """``[n, 7, H]`` pooled layers → standardised ``[n, F]`` head input."""

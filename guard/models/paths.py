@@ -66,3 +66,23 @@ def adapter_path() -> Path:
 def adapter_head_path() -> Path:
     """The head trained together with the adapter (served as the heads' MLP by ``guard models train``)."""
     return adapter_path().with_name("adapter-head.npz")
+
+
+def write_npz(path: str | Path, arrays: Mapping[str, object]) -> None:
+    """Save arrays as a compressed ``.npz`` by renaming a finished temporary file over ``path``.
+
+    Never in place: ``guard models build`` hard-links the served heads to the committed file, so a
+    rewrite in place (what ``np.savez_compressed(path)`` does) changed what Triton serves without a
+    build, and a server loading meanwhile could read half a file.
+    """
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -260,3 +260,19 @@ def test_heads_version_key_keeps_every_train_config_field() -> None:
     cfg = asdict(T.TrainConfig())
     assert T.config_key(cfg, True) == cfg
     assert T.config_key(cfg, False) == {k: v for k, v in cfg.items() if k != "implied_weight"}
+
+
+def test_saving_heads_never_rewrites_a_file_the_repository_links_to(heads: Heads, tmp_path: Path) -> None:
+    """``guard models build`` hard-links the served heads to the committed file; a training run
+    that saved over the committed file in place changed what Triton serves without a build."""
+    from dataclasses import replace
+
+    from guard.models.repository import place
+
+    committed, served = tmp_path / "heads.npz", tmp_path / "repo" / "heads.npz"
+    heads.save(committed)
+    place(committed, served)
+    replace(heads, version="experimental-retrain").save(committed)
+    assert Heads.load(served).version == heads.version
+    assert Heads.load(committed).version == "experimental-retrain"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
