@@ -7,6 +7,7 @@ imports the Kafka/Faust side (``streams``) unless a command that needs it is run
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 #: command → (module, function taking argv, one-line help)
@@ -38,8 +39,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"guard: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[args[0]]
-    result = getattr(importlib.import_module(module), func)(args[1:])
+    try:
+        result = getattr(importlib.import_module(module), func)(args[1:])
+    except Exception as exc:
+        if os.environ.get(TRACEBACK_ENV) or not _is_user_error(exc):
+            raise
+        print(f"guard {args[0]}: {_describe(exc)} (set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
+        return 1
     return int(result or 0)
+
+
+#: set to any value to see the full traceback of an error ``main`` would otherwise print in one line
+TRACEBACK_ENV = "GUARD_TRACEBACK"
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Errors that say what the user must fix (a path, a policy, a setting, an unreachable broker
+    or server), not a bug: one line is what they need. Others keep their traceback."""
+    from pydantic import ValidationError
+
+    from guard.errors import GuardError
+
+    kafka = type(exc).__module__.startswith(("aiokafka", "kafka."))
+    return isinstance(exc, GuardError | OSError | ValidationError | TimeoutError) or kafka
+
+
+def _describe(exc: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):  # a GUARD_* setting: name the variable
+        bad = "; ".join(f"GUARD_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        return f"invalid setting: {bad}"
+    return str(exc) or type(exc).__name__
 
 
 if __name__ == "__main__":

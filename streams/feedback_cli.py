@@ -184,8 +184,8 @@ async def _send(s: Settings, topic: str, key: str, value: bytes) -> None:
     from streams.auth import client_options
 
     producer = AIOKafkaProducer(**client_options(s), acks="all", linger_ms=0)
-    await producer.start()
     try:
+        await producer.start()  # inside: a broker that cannot be reached still closes the producer
         await producer.send_and_wait(topic, key=key.encode(), value=value)
     finally:
         await producer.stop()
