@@ -108,7 +108,10 @@ async def run(bootstrap: str, triton_url: str | None, tokens_per_s: float, seed:
     s = Settings(kafka_bootstrap=bootstrap, triton_url=triton_url)
     from guard.devenv.kafka import create_topics
 
-    await create_topics(bootstrap, topics.specs(s))
+    from streams.auth import client_options
+
+    client = client_options(s)  # the same topics and credentials the worker it starts reads
+    await create_topics(bootstrap, topics.specs(s), client=client)
     rng = random.Random(seed)
     run_id = uuid.uuid4().hex[:6]
     names = {f"{name}-{run_id}": name for name in ANSWERS}
@@ -119,7 +122,8 @@ async def run(bootstrap: str, triton_url: str | None, tokens_per_s: float, seed:
             web = f"http://127.0.0.1:{port}"
             w = stack.enter_context(WorkerProcess(bootstrap, triton_url, log_dir / "worker.log",
                                                   env={"GUARD_WEB_PORT": str(port)}))
-        async with Collector(bootstrap) as col, ChunkProducer(bootstrap) as prod:
+        async with Collector(bootstrap, s.topic_decisions, s.topic_deadletter, client) as col, \
+                ChunkProducer(bootstrap, s.topic_chunks, client) as prod:
             # warm-up: the worker joins the group and loads models; wait for its first decision
             warm = f"warmup-{run_id}"
             await prod.send(Chunk(stream_id=warm, seq=0, text="Hello.", final=True))
