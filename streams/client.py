@@ -20,6 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from guard.devenv._proc import die_with_parent
 from guard.messages import Chunk, Decision, DeadLetter, decode, encode
 
 
@@ -45,7 +46,8 @@ class WorkerProcess:
         self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([*self.wrapper, sys.executable, *self.args], env=env, cwd=self.cwd,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=die_with_parent())  # noqa: PLW1509 - one prctl call
         log.close()
         return self
 

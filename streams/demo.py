@@ -12,12 +12,14 @@ import argparse
 import asyncio
 import random
 import re
+import signal
 import statistics
 import sys
 import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
+from types import FrameType
 
 import aiohttp
 
@@ -192,6 +194,19 @@ def main(argv: list[str]) -> int:
 
     configure(json=True, level="WARNING")
     log_dir = repo_root() / "build" / "demo"
+    signal.signal(signal.SIGTERM, _interrupt)  # a TERM unwinds like Ctrl-C: services and worker stop
+    try:
+        return _main(a, log_dir)
+    except KeyboardInterrupt:
+        print("guard demo: interrupted; services stopped", file=sys.stderr)
+        return 130
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _main(a: argparse.Namespace, log_dir: Path) -> int:
     with ExitStack() as stack:
         bootstrap, triton_url = a.bootstrap, a.triton_url
         if not bootstrap or (not triton_url and not a.in_process):

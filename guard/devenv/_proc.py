@@ -8,11 +8,15 @@ tail is put into every start-up error, because "timed out" alone never tells wha
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -76,10 +80,35 @@ def start_error(what: str, reason: str, log_path: Path) -> ServiceStartError:
     )
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child sent SIGTERM when this process dies, however it dies.
+
+    Services run in their own session (so a Ctrl-C reaches only the parent, which stops them in
+    order), and nothing else would stop them when the parent is killed outright: a broker, a
+    Triton or a worker from a killed ``guard demo`` or test run lived on, holding ports. Linux
+    only. The signal follows the *thread* that forked, so only a fork from the main thread asks.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took hold
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def spawn(
     args: list[str], *, log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start a service with stdout and stderr appended to ``log_path``, in its own session."""
+    """Start a service with stdout and stderr appended to ``log_path``, in its own session, to
+    be stopped with this process (``die_with_parent``)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
         return subprocess.Popen(
@@ -90,6 +119,7 @@ def spawn(
             env=env,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - async-signal-safe: one prctl call
         )
 
 
