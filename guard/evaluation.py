@@ -26,7 +26,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -415,6 +415,19 @@ def _close(detector: Any) -> None:
         close()
 
 
+def _in_range(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi] (a stride of 0 or below scored nonsense windows)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v} is not in [{lo}, {hi}]")
+        return v
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="guard eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", action="append", required=True,
@@ -431,9 +444,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--implied-labels", action="store_true",
                    help="also fill in the labels training implies (guard.models.data.IMPLIED_RULES), "
                         "e.g. violence=0 on hateful EDOS/HatemojiBuild posts that are no threat")
-    p.add_argument("--window-tokens", type=int, default=64)
-    p.add_argument("--stride", type=int, default=16, help="new tokens between windows (policy default 16)")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--window-tokens", type=_in_range(8, 254), default=64,
+                   help="tokens per window, 8-254 as a policy's window (default 64)")
+    p.add_argument("--stride", type=_in_range(1, 254), default=16,
+                   help="new tokens between windows, at most --window-tokens (policy default 16)")
+    p.add_argument("--batch", type=_in_range(1, 4096), default=64)
     p.add_argument("--limit", type=int, help="evaluate only the first N rows (smoke tests)")
     p.add_argument("--no-throughput", action="store_true", help="skip the in-process windows/s measurement")
     return p
@@ -496,7 +511,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.stride > args.window_tokens:
+        parser.error(f"--stride {args.stride} exceeds --window-tokens {args.window_tokens}")
     report = asyncio.run(_run(args))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(0.005, ge=0, description="how long a batch waits to fill")
     state_ttl_s: float = Field(600.0, gt=0, description="finished or idle streams are forgotten after this")
     gap_timeout_ms: int = Field(10_000, ge=0, description="how long chunks wait behind a missing seq")
-    web_port: int = Field(6066, ge=0, description="worker HTTP port for /metrics, /healthz, /readyz (0 = none)")
+    web_port: int = Field(6066, ge=0, le=65535,
+                          description="worker HTTP port for /metrics, /healthz, /readyz (0 = none)")
     web_host: str = Field("127.0.0.1", description="address the worker's HTTP port binds (0.0.0.0 in containers)")
     stall_timeout_s: float = Field(
         120.0, ge=0, description="an assigned chunk partition with a backlog that has not moved this long "
@@ -82,7 +83,18 @@ class Settings(BaseSettings):
         30.0, gt=0, description="a worker that crashed (a stall) and has not exited after this many seconds "
         "is ended without a graceful shutdown, which can hang behind what stalled")
     log_json: bool = Field(True, description="JSON logs (False: console renderer)")
-    log_level: str = Field("INFO", description="log level")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", description="log level")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("policy_dir", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, v: object) -> object:
+        # an empty GUARD_POLICY_DIR= read as "." (the working directory), not as unset
+        return _REPO / "policies" if v == "" else v
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Settings:
@@ -92,4 +104,16 @@ class Settings(BaseSettings):
                              "GUARD_KAFKA_SASL_USERNAME and GUARD_KAFKA_SASL_PASSWORD")
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
             raise ValueError("GUARD_KAFKA_SSL_CERTFILE and GUARD_KAFKA_SSL_KEYFILE go together")
+        # credentials the chosen protocol does not use were silently dropped: a deployment that
+        # meant to encrypt or authenticate ran in plaintext without a word
+        unused = []
+        if not self.kafka_security_protocol.endswith("SSL"):
+            unused += [n for n, v in (("GUARD_KAFKA_SSL_CAFILE", self.kafka_ssl_cafile),
+                                      ("GUARD_KAFKA_SSL_CERTFILE", self.kafka_ssl_certfile)) if v]
+        if not self.kafka_security_protocol.startswith("SASL_"):
+            unused += [n for n, v in (("GUARD_KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                                      ("GUARD_KAFKA_SASL_PASSWORD", self.kafka_sasl_password)) if v]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} set, but GUARD_KAFKA_SECURITY_PROTOCOL="
+                             f"{self.kafka_security_protocol} does not use them: set the protocol")
         return self

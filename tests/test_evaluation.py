@@ -240,3 +240,14 @@ def test_cli_through_the_real_triton_server_matches_in_process(tmp_path: Path, t
     for cat, blk in local["categories"].items():
         assert served["categories"][cat]["auprc"] == pytest.approx(blk["auprc"], abs=1e-3)
     assert served["any"]["auprc"] == pytest.approx(local["any"]["auprc"], abs=1e-3)
+
+
+@pytest.mark.parametrize("bad", [["--stride", "0"], ["--stride", "-5"], ["--window-tokens", "4"],
+                                 ["--stride", "80"]])
+def test_window_arguments_outside_what_a_policy_allows_are_usage_errors(bad, capsys):
+    """A stride of 0 or below ran and wrote a report of nonsense windows."""
+    from guard.evaluation import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--data", "none.jsonl", "--out", "none.json", *bad])
+    assert exc.value.code == 2 and "--" in capsys.readouterr().err
