@@ -80,6 +80,31 @@ def jsonl_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def _text(row: dict, path: Path, lineno: int) -> str:
+    text = row.get("text")
+    if not isinstance(text, str):  # str(None) was scored as the word "None", with its labels
+        raise ValueError(f"{path}:{lineno}: text must be a string, not {type(text).__name__}")
+    return text
+
+
+def _labels(row: dict, path: Path, lineno: int, categories: Sequence[str]) -> dict[str, int]:
+    """The row's labels among ``categories``. A key that is no category at all (``self-harm``,
+    ``Hate``) or a value that is not 0/1 is an error: it used to drop out silently, or a soft
+    0.9 floored to a known negative."""
+    raw = row.get("labels") or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}:{lineno}: labels must be a mapping of category to 0/1")
+    out: dict[str, int] = {}
+    for k, v in raw.items():
+        if k not in CATEGORIES:
+            raise ValueError(f"{path}:{lineno}: unknown label {k!r}; categories: {list(CATEGORIES)}")
+        if v not in (0, 1):  # True, False, 1.0 and 0.0 are 0 or 1
+            raise ValueError(f"{path}:{lineno}: label {k}={v!r} is not 0 or 1")
+        if k in categories:
+            out[k] = int(v)
+    return out
+
+
 def read_examples(
     paths: Iterable[str | Path],
     splits: Sequence[str] | None = None,
@@ -105,8 +130,8 @@ def read_examples(
                 split = str(row.get("split", "dev"))
                 if keep_split is not None and split not in keep_split:
                     continue
-                labels = {k: int(v) for k, v in (row.get("labels") or {}).items() if k in categories}
-                examples.append(Example(str(row["text"]), labels, source, split))
+                examples.append(Example(_text(row, path, lineno), _labels(row, path, lineno, categories),
+                                        source, split))
     n, c = len(examples), len(categories)
     y = np.zeros((n, c), np.float32)
     known = np.zeros((n, c), bool)

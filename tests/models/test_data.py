@@ -140,3 +140,21 @@ def test_example_weights_scale_only_implied_labels(tmp_path: Path) -> None:
     lift = {wt: example_weights(out, TrainConfig(implied_weight=wt)) for wt in (1.0, 0.25)}
     assert (lift[1.0][pos, v] / lift[1.0][pos, h]) == pytest.approx(2 ** 0.5)
     assert (lift[0.25][pos, v] / lift[0.25][pos, h]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("row", "says"), [
+    ({"text": "you are vermin", "labels": {"Hate": 1}}, "unknown label 'Hate'"),     # dropped: unknown
+    ({"text": "i will hurt you", "labels": {"violence": 0.9}}, "is not 0 or 1"),    # floored to 0
+    ({"text": None, "labels": {"hate": 1}}, "text must be a string"),              # read as "None"
+    ({"text": "x", "labels": ["hate"]}, "labels must be a mapping"),
+])
+def test_a_row_that_would_be_misread_is_an_error_naming_its_line(tmp_path, row, says):
+    import json
+
+    from guard.models.data import read_examples
+
+    f = tmp_path / "src.jsonl"
+    f.write_text(json.dumps({"text": "fine", "labels": {"hate": True}}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=says) as exc:
+        read_examples([f])
+    assert "src.jsonl:2" in str(exc.value)
