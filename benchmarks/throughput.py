@@ -43,6 +43,9 @@ from guard.types import Window
 
 Call = Callable[[], Awaitable[int]]
 
+#: distinct windows a run cycles through; no call may ask for more
+WINDOW_POOL = 256
+
 
 def make_windows(n: int, tokens: int, seed: int = 0) -> list[Window]:
     """Windows of ``tokens`` ids in total ([CLS]/[SEP] included) drawn from ordinary word pieces."""
@@ -51,25 +54,25 @@ def make_windows(n: int, tokens: int, seed: int = 0) -> list[Window]:
 
 
 async def closed_loop(call: Call, concurrency: int, seconds: float, warmup_s: float) -> dict[str, float]:
-    """Run ``concurrency`` workers for warm-up + ``seconds``; count only the measured part."""
-    latencies: list[float] = []
-    done = 0
-    t_start = time.perf_counter()
-    t_measure = t_start + warmup_s
+    """Run ``concurrency`` workers for warm-up + ``seconds``; count only the measured part.
+
+    A call that straddles an edge of the measured span counts for the share of its duration
+    inside it: counting whole calls by their start added the time of calls in flight at the
+    warm-up's end without their windows (about one call's duration over ``seconds`` too slow).
+    """
+    calls: list[tuple[float, float, int]] = []  # start, end, windows
+    t_measure = time.perf_counter() + warmup_s
     t_end = t_measure + seconds
 
     async def worker() -> None:
-        nonlocal done
-        while (now := time.perf_counter()) < t_end:
+        while (start := time.perf_counter()) < t_end:
             n = await call()
-            if now >= t_measure:
-                latencies.append(time.perf_counter() - now)
-                done += n
+            calls.append((start, time.perf_counter(), n))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - t_measure
-    lat = np.array(latencies) * 1e3
-    return {"windows_per_s": round(done / elapsed, 1), "calls": len(latencies),
+    done = sum(n * max(0.0, min(e, t_end) - max(s, t_measure)) / max(e - s, 1e-9) for s, e, n in calls)
+    lat = np.array([e - s for s, e, _ in calls if s >= t_measure]) * 1e3
+    return {"windows_per_s": round(done / seconds, 1), "calls": len(lat),
             "p50_ms": round(float(np.percentile(lat, 50)), 1), "p99_ms": round(float(np.percentile(lat, 99)), 1)}
 
 
@@ -96,17 +99,18 @@ def committed_layout(repo: Path) -> str:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    windows = make_windows(256, args.tokens)
+    windows = make_windows(WINDOW_POOL, args.tokens)
     heads = paths.triton_repo("cpu") / repository.HEADS_MODEL / "1" / repository.HEADS_FILE
     results: list[dict[str, Any]] = []
 
     def cycle(size: int) -> Callable[[], Sequence[Window]]:
         i = 0
+        ring = windows * 2  # a call that runs past the end wraps to the start
 
         def nxt() -> Sequence[Window]:
             nonlocal i
-            i = (i + size) % (len(windows) - size)
-            return windows[i:i + size]
+            i = (i + size) % len(windows)
+            return ring[i:i + size]
         return nxt
 
     if "local" in args.scenarios:
@@ -189,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32],
                    help="windows in flight, comma-separated")
-    p.add_argument("--batch", type=int, default=8, help="windows per call for batch/local scenarios")
+    p.add_argument("--batch", type=int, default=8, choices=range(1, WINDOW_POOL + 1), metavar=f"1..{WINDOW_POOL}",
+                   help="windows per call for batch/local scenarios")
     p.add_argument("--scenarios", type=lambda s: s.split(","),
                    default=["local", "triton-per-window", "triton-batch"])
     p.add_argument("--url", help="an already running Triton (gRPC host:port); default: start one")
