@@ -197,6 +197,12 @@ class TritonServer:
         models = repository_models(repo)
         binary = tritonserver_binary()
         backends = build_backend_dir(self._backend_root)
+        spaced = [str(p) for p in (repo, backends, binary) if any(c.isspace() for c in str(p))]
+        if spaced:
+            # the python backend starts its stub with an unquoted shell command: the server would
+            # wait out its start timeout and fail with "stol" in its log
+            raise ConfigError(f"Triton's python backend cannot run from a path with spaces: {spaced[0]!r}; "
+                              "move the checkout (or the virtualenv) to a path without them")
         self._workdir = Path(tempfile.mkdtemp(prefix="guard-triton-"))
         log_path = self.log_path
         assert log_path is not None

@@ -102,3 +102,15 @@ def test_broken_model_fails_with_log_tail(tmp_path: Path) -> None:
         server.start()
     assert "boom at import" in str(info.value)
     assert not server.is_running()
+
+
+def test_a_repository_path_with_a_space_is_refused_up_front(tmp_path: Path) -> None:
+    """The python backend's stub cannot start from such a path: the server used to wait out its
+    start timeout and fail with "stol" in its log."""
+    from guard.errors import ConfigError
+
+    repo = make_repository(tmp_path / "with space" / "models", tmp_path / "marker")
+    server = TritonServer(repo, startup_timeout_s=60)
+    with pytest.raises(ConfigError, match="path with spaces"):
+        server.start()
+    assert not server.is_running()
