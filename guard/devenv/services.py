@@ -1,14 +1,17 @@
 """``guard services``: the local Kafka broker and Triton server, up until Ctrl-C.
 
-Endpoints are printed as ``NAME=value`` lines and written to ``build/services.env`` so that other
-commands (worker, demo, tests against a running stack) can read them instead of guessing ports:
-every start picks free ports, so two checkouts or a test session can run side by side.
+Endpoints are printed as ``NAME=value`` lines and written to ``build/services.env``
+(``read_services_env``), so scripts can find the running stack instead of guessing ports, for
+example ``guard worker --bootstrap "$KAFKA_BOOTSTRAP"`` after ``. build/services.env``: every start
+picks free ports, so two checkouts or a test session can run side by side. One ``guard services`` per env file: a second one in the
+same checkout is refused (it would overwrite the first one's file and logs).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import signal
 import sys
 import time
@@ -16,14 +19,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import IO, Protocol
 
 import structlog
 
 from guard.devenv._proc import repo_root
 from guard.devenv.kafka import TopicSpec, create_topics, make_broker, run_sync
 from guard.devenv.triton import TritonServer, repository_models
-from guard.errors import GuardError
+from guard.errors import ConfigError, GuardError
 
 log = structlog.get_logger(__name__)
 
@@ -114,6 +117,41 @@ def _running(
     env_file: Path | None,
 ) -> Iterator[tuple[Endpoints, dict[str, _Service]]]:
     """``start_services`` plus the service objects, so ``main`` can notice one dying."""
+    lock = _claim(env_file) if env_file is not None else None
+    try:
+        with _started(kafka=kafka, triton=triton, model_repository=model_repository, topics=topics,
+                      log_dir=log_dir, env_file=env_file) as running:
+            yield running
+    finally:
+        if lock is not None:
+            lock.close()  # closing releases the lock
+
+
+def _claim(env_file: Path) -> IO[bytes]:
+    """An exclusive lock beside ``env_file`` for this run, or a ``ConfigError`` naming the run that
+    holds it. A second run in one checkout deleted the first one's logs, overwrote its endpoints
+    and, stopping, removed the file while the first kept running."""
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    fh = (env_file.parent / f".{env_file.name}.lock").open("wb")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise ConfigError(f"another `guard services` is running with {env_file}; stop it, or give this "
+                          "one its own --env-file") from None
+    return fh
+
+
+@contextlib.contextmanager
+def _started(
+    *,
+    kafka: bool,
+    triton: bool,
+    model_repository: Path | None,
+    topics: Sequence[TopicSpec],
+    log_dir: Path | None,
+    env_file: Path | None,
+) -> Iterator[tuple[Endpoints, dict[str, _Service]]]:
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
 

@@ -35,3 +35,19 @@ def test_start_services_writes_and_removes_env_file(tmp_path: Path) -> None:
         assert read_services_env(env_file) == ep
     assert not env_file.exists()
     assert "Started GRPCInferenceService" in (tmp_path / "logs" / "tritonserver.log").read_text()
+
+
+def test_a_second_run_on_one_env_file_is_refused(tmp_path: Path) -> None:
+    """It deleted the first run's logs, overwrote its endpoints and, stopping, removed the file
+    while the first kept running."""
+    from guard.errors import ConfigError
+
+    env_file, logs = tmp_path / "services.env", tmp_path / "logs"
+    repo = make_repository(tmp_path / "models", tmp_path / "finalized.txt")
+    with start_services(kafka=False, triton=False, model_repository=repo, env_file=env_file, log_dir=logs):
+        with pytest.raises(ConfigError, match="another `guard services`"):
+            with start_services(kafka=False, triton=False, env_file=env_file, log_dir=logs):
+                pass
+        assert env_file.exists()
+    with start_services(kafka=False, triton=False, env_file=env_file, log_dir=logs):
+        pass  # free again once the first run ended
