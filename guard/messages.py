@@ -133,7 +133,9 @@ class ThresholdChange(msgspec.Struct, frozen=True, kw_only=True):
     old: Probability  # in force again if the change is rejected, so held to the same range as value
     value: Probability
     version: NonNegInt
-    status: Literal["promoted", "rejected", "pinned", "unpinned"] = "promoted"
+    # released: an operator's override ends and the key falls back (tenant → policy-wide → the
+    # policy file's value); the event stays the key's newest, so compaction keeps the release
+    status: Literal["promoted", "rejected", "pinned", "unpinned", "released"] = "promoted"
     pinned: bool = False
     reason: str = ""
     evidence: dict[str, float] = {}

@@ -70,6 +70,11 @@ class Override:
     reason: str = ""
     proposed: float | None = None  # the value a rejected proposal asked for
 
+    @property
+    def in_force(self) -> bool:
+        """False once released: lookups fall back past this key as if it had no event."""
+        return self.status != "released"
+
 
 def _in_force(change: ThresholdChange) -> tuple[float, bool]:
     """Value and pin a key has after ``change``, from that event alone (compaction-safe).
@@ -80,7 +85,7 @@ def _in_force(change: ThresholdChange) -> tuple[float, bool]:
     value = change.old if change.status == "rejected" else change.value
     if change.status == "pinned":
         return value, True
-    if change.status == "unpinned":
+    if change.status in ("unpinned", "released"):
         return value, False
     return value, change.pinned
 
@@ -142,10 +147,10 @@ class Thresholds:
         """
         if tenant is not None:
             o = self.overrides.get(ThresholdKey(tenant, policy, category))
-            if o is not None:
+            if o is not None and o.in_force:
                 return o.value
         o = self.overrides.get(ThresholdKey(None, policy, category))
-        if o is not None:
+        if o is not None and o.in_force:
             return o.value
         if default is not None:
             return default
@@ -157,6 +162,11 @@ class Thresholds:
 
     def entry(self, key: ThresholdKey) -> Override | None:
         return self.overrides.get(key)
+
+    def overrides_key(self, key: ThresholdKey) -> bool:
+        """Whether ``key`` holds a value of its own (an event that was not a release)."""
+        o = self.overrides.get(key)
+        return o is not None and o.in_force
 
     def key_version(self, key: ThresholdKey) -> int:
         """Version of the newest event for ``key`` (0 when it has none): decisions older are stale."""

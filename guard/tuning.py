@@ -348,7 +348,7 @@ def observe(
             continue
         tenant = rec.tenant if spec.scope == "tenant" else None
         if tenant is None and rec.tenant is not None \
-                and thresholds.entry(ThresholdKey(rec.tenant, rec.policy, fb.category)) is not None:
+                and thresholds.overrides_key(ThresholdKey(rec.tenant, rec.policy, fb.category)):
             counts = counts.bump("overridden")
             continue
         key = ThresholdKey(tenant, rec.policy, fb.category)

@@ -142,6 +142,11 @@ def make_pin(policies: PolicySet, thresholds: Thresholds, policy: str, category:
              ts_ms: int | None = None) -> ThresholdChange:
     """The event that pins (at ``value``, default: the value in force) or unpins one threshold.
 
+    Unpinning a key the tuner moves (the policy-wide key under ``scope: policy``, a tenant's under
+    ``scope: tenant``) hands it back to the tuner at its value. Any other key is *released*: it
+    falls back to the policy-wide threshold, or the policy file's, as if never pinned. (An
+    "unpinned" tenant key under policy-scope tuning stayed at the pinned value for good.)
+
     Its version follows every event read so far. A tuner change published in the same instant can
     take the same version for the same key; the one later in the topic then wins (the rule
     compaction agrees with), and ``guard thresholds`` checks it was this one (``took_effect``).
@@ -157,10 +162,18 @@ def make_pin(policies: PolicySet, thresholds: Thresholds, policy: str, category:
     if tenant is not None and not is_tenant_id(tenant):
         raise ValueError(f"tenant {tenant!r}: {TENANT_ID_RULE}, so no chunk carries this one")
     current = thresholds.get(policy, category, tenant, defaults[category])
-    new = current if value is None or not pin else value
+    tuning = next(p.tuning for p in spec.principles if "semantic" in p.detectors and category in p.categories)
+    tuned = tuning is not None and (tuning.scope == "tenant") == (tenant is not None)
+    if pin:
+        verb, new = "pinned", current if value is None else value
+    elif tuned:
+        verb, new = "unpinned", current
+    else:
+        verb = "released"
+        new = thresholds.get(policy, category, None, defaults[category]) if tenant is not None \
+            else defaults[category]
     if not 0.0 <= new <= 1.0:
         raise ValueError(f"a threshold is a probability in [0, 1], not {new}")
-    verb = "pinned" if pin else "unpinned"
     return ThresholdChange(policy=policy, category=category, tenant=tenant, old=current, value=new,
                            version=thresholds.version + 1, status=verb, pinned=pin,
                            reason=f"{verb} by {by} (guard thresholds)",

@@ -105,6 +105,26 @@ class TestShowAndPin:
         assert not th.apply(unpin).is_pinned(ThresholdKey(None, "default", "violence"))
         assert "pinned" in format_history([(0, pin), (1, unpin)])
 
+    def test_unpinning_a_key_no_tuner_moves_releases_it(self, policies: PolicySet) -> None:
+        """``default`` tunes violence policy-wide: a tenant's pin, unpinned, used to stay at the
+        pinned value for good. It falls back to the policy-wide value now, and follows it."""
+        th = Thresholds().apply(ThresholdChange(policy="default", category="violence", old=0.8,
+                                                value=0.82, version=1))
+        pin = make_pin(policies, th, "default", "violence", "acme", pin=True, value=0.6, by="ops")
+        th = th.apply(pin)
+        assert th.get("default", "violence", "acme") == 0.6
+        unpin = make_pin(policies, th, "default", "violence", "acme", pin=False, value=None, by="ops")
+        assert (unpin.status, unpin.old, unpin.value) == ("released", 0.6, 0.82)
+        th = th.apply(unpin).apply(ThresholdChange(policy="default", category="violence", old=0.82,
+                                                   value=0.84, version=unpin.version + 1))
+        assert th.get("default", "violence", "acme") == 0.84
+        assert "released" in format_rows(select(rows(policies, th), "default", "violence", "acme"))
+        # sexual has no tuning: its policy-wide pin, unpinned, goes back to the file's value
+        th = th.apply(make_pin(policies, th, "default", "sexual", None, pin=True, value=0.5, by="ops"))
+        rel = make_pin(policies, th, "default", "sexual", None, pin=False, value=None, by="ops")
+        assert th.get("default", "sexual", default=0.8) == 0.5
+        assert rel.status == "released" and th.apply(rel).get("default", "sexual", default=0.8) == 0.8
+
     def test_took_effect_reads_back_whether_the_pin_is_in_force(self, policies: PolicySet) -> None:
         th = Thresholds().apply(ThresholdChange(policy="default", category="violence", old=0.8,
                                                 value=0.7, version=4))

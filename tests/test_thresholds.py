@@ -103,6 +103,17 @@ class TestApply:
         t = t.apply(change(2, 0.82, status="unpinned"))
         assert not t.is_pinned(key)
 
+    def test_a_released_key_falls_back_as_if_it_had_no_event(self) -> None:
+        tenant = ThresholdKey("acme", POLICY, "hate")
+        t = BASE.apply(change(1, 0.7)).apply(change(2, 0.95, tenant="acme", status="pinned"))
+        assert t.get(POLICY, "hate", "acme") == 0.95 and t.overrides_key(tenant)
+        t = t.apply(change(3, 0.7, tenant="acme", status="released"))
+        assert t.get(POLICY, "hate", "acme") == 0.7 and not t.overrides_key(tenant)
+        assert not t.is_pinned(tenant) and t.key_version(tenant) == 3
+        t = t.apply(change(4, 0.75))  # later policy-wide tuning reaches the tenant again
+        assert t.get(POLICY, "hate", "acme") == 0.75
+        assert BASE.apply(change(1, 0.6, status="released")).get(POLICY, "hate") == 0.8
+
     def test_wire_round_trip(self) -> None:
         c = change(4, 0.66, tenant="acme")
         assert decode(ThresholdChange, encode(c)) == c
@@ -113,7 +124,7 @@ class TestApply:
 # events with distinct versions over a few keys, as a single writer would publish them
 _events = st.lists(
     st.tuples(st.sampled_from(["hate", "violence"]), st.sampled_from([None, "acme"]),
-              st.floats(0.0, 1.0), st.sampled_from(["promoted", "rejected", "pinned", "unpinned"])),
+              st.floats(0.0, 1.0), st.sampled_from(["promoted", "rejected", "pinned", "unpinned", "released"])),
     max_size=25,
 ).map(lambda rows: [change(i + 1, v, category=c, tenant=t, old=0.5, status=s, ts_ms=i)
                     for i, (c, t, v, s) in enumerate(rows)])

@@ -371,6 +371,18 @@ class TestObserve:
         s = observe(TunerState(), [fb(1)], index, BASE, specs, 0)
         assert list(s.evidence) == [ThresholdKey("acme", POLICY, "hate")]
 
+    def test_a_tenant_override_sets_its_verdicts_aside_until_released(self) -> None:
+        """Under policy scope a tenant with a pinned threshold of its own says nothing about the
+        policy-wide one; once the pin is released, its verdicts count for it again."""
+        index = {"s1:0": record(1, True, 0.7, tenant="acme")}
+        pinned = BASE.apply(change_for(ThresholdKey("acme", POLICY, "hate"), 1, 0.9))
+        s = observe(TunerState(), [fb(1)], index, pinned, SPECS, 0)
+        assert s.counts.overridden == 1 and not s.evidence
+        released = pinned.apply(ThresholdChange(policy=POLICY, category="hate", tenant="acme", old=0.9,
+                                                value=0.5, version=2, status="released"))
+        s = observe(TunerState(), [fb(1)], index, released, SPECS, 0)
+        assert s.counts.overridden == 0 and list(s.evidence) == [KEY]
+
     def test_record_from_decision(self) -> None:
         """Only a score compared with a threshold speaks about the threshold."""
         def ev(category: str, detector: str, threshold: float) -> DecisionEvidence:

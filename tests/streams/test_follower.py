@@ -99,3 +99,15 @@ async def test_same_version_events_from_two_writers_end_where_compaction_ends(ka
     assert (pin.status, pin.value, pin.version) == ("pinned", 0.95, 6)
     after, _ = await read_all(kafka_broker.bootstrap, topic, 30.0)
     assert after.get("default", "hate") == 0.95 and after.is_pinned(ThresholdKey(None, "default", "hate"))
+
+    # a tenant's pin, unpinned under policy-scope tuning, is released: the tenant follows the
+    # policy-wide threshold again (it used to stay at its pinned value for good)
+    for action in ("pin", "unpin"):
+        rc = await asyncio.to_thread(thresholds_main, [action, "--policy", "default", "--category", "violence",
+                                                       "--tenant", "acme", "--value", "0.6", "--by", "test",
+                                                       "--bootstrap", kafka_broker.bootstrap])
+        assert rc == 0
+    released = msgspec.json.decode(capsys.readouterr().out.strip().splitlines()[-1], type=ThresholdChange)
+    assert released.status == "released"
+    final, _ = await read_all(kafka_broker.bootstrap, topic, 30.0)
+    assert final.get("default", "violence", "acme") == final.get("default", "violence") == 0.9
