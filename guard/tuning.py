@@ -375,6 +375,21 @@ def expire(state: TunerState, before_ms: int) -> TunerState:
     return replace(state, seen=MappingProxyType(seen))
 
 
+def forget_idle_tenants(state: TunerState, before_ms: int) -> tuple[TunerState, list[ThresholdKey]]:
+    """Drop the evidence of tenant keys (``scope: tenant``) with no verdict since ``before_ms``.
+
+    One key per tenant seen, about 16 KB each, was kept for good: memory grew with every tenant
+    that ever sent feedback. A tenant idle this long starts its evidence afresh when it returns;
+    its threshold stays as published (that lives on the thresholds topic, not here). Policy-wide
+    keys are bounded by the policy files and are kept.
+    """
+    idle = [k for k, ev in state.evidence.items() if k.tenant is not None and ev.updated_ms < before_ms]
+    if not idle:
+        return state, []
+    kept = {k: ev for k, ev in state.evidence.items() if k not in set(idle)}
+    return replace(state, evidence=MappingProxyType(kept)), idle
+
+
 # -- proposals --------------------------------------------------------------------------------------
 
 

@@ -56,7 +56,8 @@ from guard.metrics import TunerMetrics
 from guard.policy.load import PolicySet, PolicyStore
 from guard.settings import Settings
 from guard.thresholds import ThresholdKey, TuningSpec
-from guard.tuning import BINS, Counts, DecisionRecord, Evidence, TunerState, expire, observe, tune
+from guard.tuning import (BINS, Counts, DecisionRecord, Evidence, TunerState, expire, forget_idle_tenants,
+                          observe, tune)
 from guard.types import CATEGORIES
 from streams import deadletter
 from streams.auth import client_options
@@ -88,6 +89,10 @@ class TunerSettings(BaseSettings):
     decisions_batch_max: int = Field(256, ge=1, description="decisions indexed per batch")
     decisions_batch_within_s: float = Field(0.05, ge=0, description="how long a decisions batch waits")
     expire_interval_s: float = Field(60.0, gt=0, description="how often expired index entries are removed")
+    tenant_evidence_ttl_s: float = Field(
+        30 * 24 * 3600.0, gt=0, description="with scope: tenant, a tenant's evidence is forgotten after this "
+        "long without a verdict (it starts afresh; its threshold stays), so memory does not grow with "
+        "every tenant ever seen")
     report_interval_s: float = Field(30.0, gt=0, description="how often the tuner logs its counters")
     catchup_timeout_s: float = Field(30.0, gt=0, description="warn if the thresholds topic is not read "
                                      "by then (the tuner keeps waiting: it never tunes without it)")
@@ -522,10 +527,15 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
             old = [k for k, raw in list(seen.items()) if int(raw) < before]
             for k in old:
                 del seen[k]
+            idle: list[ThresholdKey] = []
             if brain.state is not None:
                 brain.state = expire(brain.state, before)
-        if stale or old:
-            log.info("index_expired", decisions=len(stale), identities=len(old))
+                brain.state, idle = forget_idle_tenants(
+                    brain.state, _now_ms() - int(ts.tenant_evidence_ttl_s * 1000))
+                for key in idle:
+                    evidence.pop(key.topic_key.encode(), None)
+        if stale or old or idle:
+            log.info("index_expired", decisions=len(stale), identities=len(old), idle_tenant_keys=len(idle))
 
     @app.timer(interval=ts.report_interval_s)
     async def report() -> None:

@@ -365,6 +365,19 @@ class TestObserve:
         assert expire(s, before_ms=0) is s
         assert not expire(s, before_ms=2).seen
 
+    def test_idle_tenant_evidence_is_forgotten_and_policy_keys_kept(self) -> None:
+        from guard.tuning import forget_idle_tenants
+
+        specs = {(POLICY, "hate"): SPECS[(POLICY, "hate")].model_copy(update={"scope": "tenant"})}
+        index = {"s1:0": record(1, True, 0.7, tenant="acme"), "s2:0": record(2, True, 0.7, tenant="beta")}
+        s = observe(TunerState(), [fb(1)], index, BASE, specs, 1_000)
+        s = observe(s, [fb(2)], index, BASE, specs, 5_000)
+        s = observe(s, [fb(1, source="other")], {"s1:0": record(1, True, 0.7)}, BASE, SPECS, 1_000)
+        assert forget_idle_tenants(s, 1_000) == (s, [])
+        after, gone = forget_idle_tenants(s, 2_000)
+        assert gone == [ThresholdKey("acme", POLICY, "hate")]
+        assert set(after.evidence) == {ThresholdKey("beta", POLICY, "hate"), KEY}
+
     def test_tenant_scope(self) -> None:
         specs = {(POLICY, "hate"): SPECS[(POLICY, "hate")].model_copy(update={"scope": "tenant"})}
         index = {"s1:0": record(1, True, 0.7, tenant="acme")}

@@ -198,6 +198,7 @@ def system(kafka_broker, tmp_path_factory) -> Iterator[System]:
         "fb-shadow": _policy("fb-shadow", edge_start, {**fast, "min_evidence": 3, "shadow": {
             "dataset": "shadow-violence.jsonl", "min_recall": 0.9}}),
         "fb-pin": _policy("fb-pin", start, {**fast, "min_evidence": 3}),
+        "fb-tenant": _policy("fb-tenant", start, {**fast, "min_evidence": 50, "scope": "tenant"}),
     }
     for name, doc in policies.items():
         (pdir / f"{name}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -222,7 +223,9 @@ def system(kafka_broker, tmp_path_factory) -> Iterator[System]:
     logs = LOGS
     tuner_env = {**env, "GUARD_TUNER_APP_ID": tuner_group, "GUARD_TUNER_REPORT_INTERVAL_S": "1",
                  "GUARD_TUNER_FEEDBACK_BATCH_WITHIN_S": "0.2", "GUARD_TUNER_WEB_PORT": str(free_port()),
-                 "GUARD_TUNER_STALL_TIMEOUT_S": "60"}
+                 "GUARD_TUNER_STALL_TIMEOUT_S": "60",
+                 # only fb-tenant tunes per tenant: its evidence goes idle within the test
+                 "GUARD_TUNER_TENANT_EVIDENCE_TTL_S": "3", "GUARD_TUNER_EXPIRE_INTERVAL_S": "1"}
     tuner = WorkerProcess(kafka_broker.bootstrap, None, logs / f"tuner-{run}.log", tuner_env,
                           args=("-m", "streams.tuner"))
     workers = [WorkerProcess(kafka_broker.bootstrap, None, logs / f"worker-{run}-{i}.log",
@@ -331,12 +334,13 @@ async def following(system: System) -> AsyncIterator[ThresholdFollower]:
         await f.stop()
 
 
-async def decide(s: System, policy: str, texts: list[tuple[str, str]]) -> dict[str, Decision]:
+async def decide(s: System, policy: str, texts: list[tuple[str, str]],
+                 tenant: str | None = None) -> dict[str, Decision]:
     """Send each (stream id, text) as a one-chunk stream; the final decision of each."""
     async with Collector(s.bootstrap, s.settings.topic_decisions, s.settings.topic_deadletter) as col, \
             ChunkProducer(s.bootstrap, s.settings.topic_chunks) as prod:
         for sid, text in texts:
-            await prod.send(Chunk(stream_id=sid, seq=0, text=text, final=True, policy=policy))
+            await prod.send(Chunk(stream_id=sid, seq=0, text=text, final=True, policy=policy, tenant=tenant))
         await prod.flush()
         await col.wait_for(lambda c: all(c.final(sid) for sid, _ in texts), timeout=120)
         return {sid: next(d for d in col.decisions[sid] if d.final) for sid, _ in texts}
@@ -607,6 +611,24 @@ def _samples(text: str, name: str) -> dict[str, float]:
             series, value = line.rsplit(" ", 1)
             out[series[len(name):]] = float(value)
     return out
+
+
+async def test_an_idle_tenants_evidence_is_forgotten(system: System):
+    """With ``scope: tenant`` the tuner kept evidence for every tenant it had seen, for good. A
+    tenant idle past ``GUARD_TUNER_TENANT_EVIDENCE_TTL_S`` (3 s here) is forgotten, table entry
+    included; its threshold is untouched."""
+    s, policy = system, "fb-tenant"
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    ds = list((await decide(s, policy, [(f"tenant-{i}-{uuid.uuid4().hex[:4]}", s.high) for i in range(2)],
+                            tenant=tenant)).values())
+    await consumed(s, s.settings.topic_decisions)
+    await send_feedback(s, verdicts(ds, "reviewer"))
+    await consumed(s, s.settings.topic_feedback)
+    await poll(lambda: [e for e in s.tuner.events("index_expired") if e.get("idle_tenant_keys")], 30,
+               "the tenant's evidence to be forgotten")
+    assert s.events(policy) == [], "min_evidence 50: nothing moved"
+    counted = [b["counts"] for b in s.tuner.events("feedback_batch") if b["counts"].get("counted")]
+    assert counted, "the verdicts were counted for the tenant before it went idle"
 
 
 async def test_tuner_serves_metrics_and_health(system: System):
