@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 import re
 import shutil
 import tempfile
@@ -33,13 +34,45 @@ def data_dir(s: Settings, app_id: str) -> Path:
     directory by default, even with in-memory tables that never write to it: a worker in a
     container whose working directory is read-only would fail to start, and every test worker would
     leave an empty folder in the checkout. So unless ``GUARD_FAUST_DATA_DIR`` names one, each
-    process gets a temporary directory, removed when it exits (one that is killed leaves its empty
-    folders in the system's temporary directory)."""
+    process gets a temporary directory, removed when it exits. A process that is killed cannot
+    remove its own; the next one to start removes those of processes that are gone."""
     if s.faust_data_dir is not None:
         return s.faust_data_dir
-    tmp = Path(tempfile.mkdtemp(prefix=re.sub(r"[^A-Za-z0-9._-]", "_", app_id) + "-faust-"))
+    _sweep_stale_data_dirs(Path(tempfile.gettempdir()))
+    prefix = f"{re.sub(r'[^A-Za-z0-9._-]', '_', app_id)}-faust-{os.getpid()}-"
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     return tmp
+
+
+_DATA_DIR = re.compile(r"-faust-(\d+)-[^/]+$")
+
+
+def _sweep_stale_data_dirs(root: Path) -> list[Path]:
+    """Remove data directories (ours, holding no file) whose process no longer runs."""
+    removed = []
+    for d in root.glob("*-faust-*-*"):
+        m = _DATA_DIR.search(d.name)
+        try:
+            if not m or not d.is_dir() or d.stat().st_uid != os.getuid() or _alive(int(m.group(1))):
+                continue
+            if any(p.is_file() for p in d.rglob("*")):
+                continue  # Faust never writes here with in-memory tables; keep what someone put there
+            shutil.rmtree(d)
+            removed.append(d)
+        except OSError:
+            continue  # another process swept it first, or it is not ours to remove
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_app(s: Settings, app_id: str) -> faust.App:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from guard.settings import Settings
@@ -42,3 +43,23 @@ def test_a_configured_faust_data_directory_is_used_as_given(tmp_path):
     chosen.mkdir()
     app = new_app(Settings(faust_data_dir=chosen), "guard-test-datadir")
     assert Path(app.conf.datadir) == chosen
+
+
+def test_data_dirs_of_processes_that_are_gone_are_swept(tmp_path):
+    """A killed worker cannot remove its own temporary data directory; the next start does."""
+    import subprocess
+    import sys
+
+    from streams.topics import _sweep_stale_data_dirs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    gone = tmp_path / f"guard-faust-{dead.stdout.strip()}-abc"
+    (gone / "v1" / "tables").mkdir(parents=True)  # the empty folders Faust makes
+    mine = tmp_path / f"guard-faust-{os.getpid()}-def"
+    mine.mkdir()
+    kept = tmp_path / f"guard-faust-{dead.stdout.strip()}-ghi"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("someone's file")
+    assert _sweep_stale_data_dirs(tmp_path) == [gone]
+    assert not gone.exists() and mine.exists() and kept.exists()
