@@ -95,7 +95,15 @@ class ThresholdFollower:
         self.current = self.current.with_defaults(defaults)
 
     def apply_local(self, change: ThresholdChange) -> None:
-        """Apply an event this process has just published, before its echo arrives (idempotent)."""
+        """Apply an event this process has just published, before its echo arrives.
+
+        Skipped when the key already holds an event of this version or a newer one: the echo came
+        first, and what followed it in the topic (a pin that took the same version) must stand.
+        Applied again, the event would undo that pin here only, while workers and the compacted
+        topic keep it. Otherwise the echo, applied in topic order, settles the key as everywhere.
+        """
+        if self.current.key_version(ThresholdKey.of(change)) >= change.version:
+            return
         self.current = self.current.apply(change)
 
     # -- the loop ----------------------------------------------------------------------------------

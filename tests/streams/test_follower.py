@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import msgspec
 
 from guard.messages import ThresholdChange, encode
+from guard.thresholds import ThresholdKey
 from streams.follower import ThresholdFollower
 
 
@@ -63,7 +64,6 @@ async def test_same_version_events_from_two_writers_end_where_compaction_ends(ka
     from aiokafka import AIOKafkaProducer
 
     from guard.devenv.kafka import TopicSpec, create_topics
-    from guard.thresholds import ThresholdKey
     from streams.feedback_cli import thresholds_main
     from streams.follower import read_all
 
@@ -111,3 +111,23 @@ async def test_same_version_events_from_two_writers_end_where_compaction_ends(ka
     assert released.status == "released"
     final, _ = await read_all(kafka_broker.bootstrap, topic, 30.0)
     assert final.get("default", "violence", "acme") == final.get("default", "violence") == 0.9
+
+
+def test_a_local_apply_after_its_echo_does_not_undo_what_followed_it():
+    """The tuner publishes T and applies it locally after the broker's ack; by then its follower
+    may have read T and a pin P that took the same version after it. Applying T again undid P in
+    the tuner only, while workers and the compacted topic keep P."""
+    from streams.follower import ThresholdFollower
+
+    f = ThresholdFollower("unused:9092", "thresholds")
+    t = ThresholdChange(policy="default", category="hate", old=0.8, value=0.87, version=5, ts_ms=1)
+    p = ThresholdChange(policy="default", category="hate", old=0.87, value=0.85, version=5, status="pinned",
+                        pinned=True, ts_ms=2)
+    f._apply(encode(t), 10, 0)  # noqa: SLF001 - the topic's order, as the poll loop applies it
+    f._apply(encode(p), 11, 0)  # noqa: SLF001
+    f.apply_local(t)
+    assert f.current.get("default", "hate") == 0.85 and f.current.is_pinned(ThresholdKey.of(p))
+    # before its echo, the local apply takes effect at once
+    g = ThresholdFollower("unused:9092", "thresholds")
+    g.apply_local(t)
+    assert g.current.get("default", "hate") == 0.87
