@@ -41,6 +41,7 @@ from benchmarks import REPO, git_sha
 from benchmarks.machine import describe
 from guard import evaluation as ev
 from guard.models.data import read_examples
+from guard.policy.decide import term_gate
 from guard.policy.load import default_policy_dir, load_policy
 from guard.policy.schema import PolicySpec
 from guard.types import CATEGORIES
@@ -73,8 +74,8 @@ def _make_lexical(lexical: Any) -> Any:
 def policy_fires(spec: PolicySpec, sem: np.ndarray, lex: np.ndarray, gated: bool) -> np.ndarray:
     """Per text and category, whether one of the policy's principles fires (block or redact).
 
-    ``gated``: a blocklist finding fires only where its weight reaches the principle's threshold,
-    as ``guard.policy.decide`` rules; otherwise every finding fires.
+    ``gated``: a blocklist finding fires only where its weight reaches ``term_gate``, as
+    ``guard.policy.decide`` rules; otherwise every finding fires.
     """
     fires = np.zeros(sem.shape, bool)
     for p in spec.principles:
@@ -85,7 +86,8 @@ def policy_fires(spec: PolicySpec, sem: np.ndarray, lex: np.ndarray, gated: bool
             if "semantic" in p.detectors:
                 fires[:, j] |= sem[:, j] >= p.threshold
             if "lexical" in p.detectors:
-                fires[:, j] |= lex[:, j] >= p.threshold if gated else lex[:, j] > 0
+                found = lex[:, j] > 0  # 0: no term of the category in the text
+                fires[:, j] |= found & (lex[:, j] >= term_gate(p)) if gated else found
     return fires
 
 

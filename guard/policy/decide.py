@@ -74,6 +74,21 @@ def _watches_lexical(p: Principle, f: Finding) -> bool:
     return "lexical" in p.detectors and f.category in p.categories
 
 
+def term_gate(p: Principle) -> float:
+    """The weight a blocklist term needs to fire ``p``.
+
+    A weight is how often the term is harmful on its own, on the scale of the principle's
+    threshold: "anal" (0.4) must not stop an answer about fish fins under a 0.8 threshold, and
+    leaves the judgement to the semantic layer. The threshold as the policy file states it, not
+    as feedback tuned it: verdicts on semantic scores say nothing about which words to stop. A
+    principle that reads only blocklists and states no threshold has no other layer to leave a
+    term to, so every term fires it. Weight-1.0 terms fire at every threshold.
+    """
+    if "semantic" in p.detectors or "threshold" in p.model_fields_set:
+        return p.threshold
+    return 0.0
+
+
 def decide(
     spec: PolicySpec,
     thresholds: ThresholdView,
@@ -113,13 +128,7 @@ def decide(
             if _fires_pii(p, f):
                 fire(p, f.category, f.detector, f.score, 0.0, f.start, f.end, f.label, f.start)
             elif _watches_lexical(p, f):
-                # A blocklist weight is how often the term is harmful on its own, on the same
-                # probability scale as the principle's threshold: "anal" (0.4) must not stop an
-                # answer about fish fins under a 0.8 threshold, and leaves the judgement to the
-                # semantic layer. Weight-1.0 terms fire at every threshold. Tuned thresholds
-                # belong to the category's semantic principle (one per policy).
-                thr = (thresholds.value(spec.policy, f.category, tenant, p.threshold)
-                       if "semantic" in p.detectors else p.threshold)
+                thr = term_gate(p)
                 if f.score >= thr:
                     fire(p, f.category, f.detector, f.score, thr, f.start, f.end, f.category, f.start)
 

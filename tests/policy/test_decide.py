@@ -54,11 +54,22 @@ def test_a_weighted_term_below_the_threshold_still_leaves_the_semantic_layer_its
     assert v.block_at == 0 and [e.detector for e in v.evidence] == ["semantic"]
 
 
-def test_a_tuned_threshold_gates_the_terms_of_its_semantic_principle():
-    assert decide(spec(0.8), Tuned(0.6), None, [term(0.7)], []).block_at == 10
-    assert decide(spec(0.6), Tuned(0.8), None, [term(0.7)], []).block_at is None
+def test_tuning_moves_the_semantic_bar_not_which_terms_fire():
+    """Verdicts on semantic scores say nothing about which words to stop: a tuner raising the
+    threshold to 0.82 silenced "pipe bomb | 0.8"."""
+    assert decide(spec(0.8), Tuned(0.82), None, [term(0.8)], []).block_at == 10
+    assert decide(spec(0.8), Tuned(0.6), None, [term(0.7)], []).block_at is None
 
 
-def test_a_lexical_only_principle_keeps_its_own_threshold():
-    # Tuned thresholds are keyed by category and belong to the semantic principle.
-    assert decide(spec(0.5, ("lexical",)), Tuned(0.9), None, [term(0.6)], []).block_at == 10
+def lexical_only(threshold: float | None) -> PolicySpec:
+    principle = {"id": "mask", "text": "t", "categories": ["sexual"], "detectors": ["lexical"], "action": "redact"}
+    if threshold is not None:
+        principle["threshold"] = threshold
+    return PolicySpec.model_validate({"policy": "p", "principles": [principle]})
+
+
+def test_a_blocklist_only_principle_without_a_threshold_fires_on_every_term():
+    """No semantic layer to leave a term to: the unstated default 0.5 must not drop "crap | 0.4"."""
+    assert decide(lexical_only(None), StaticThresholds(), None, [term(0.4)], []).redactions
+    assert not decide(lexical_only(0.5), StaticThresholds(), None, [term(0.4)], []).redactions
+    assert decide(lexical_only(0.5), StaticThresholds(), None, [term(0.6)], []).redactions
