@@ -38,8 +38,12 @@ class _StrictLoader(yaml.SafeLoader):
     ``on_detector_error: open`` would turn a fail-closed policy open. Here a repeat is an error."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+        # Keys written in this mapping only: a merge key (``<<: *defaults``) brings keys that an
+        # explicit one may override, which is what merging is for.
         seen: set[object] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             if isinstance(key, str | int | float | bool) or key is None:
                 if key in seen:

@@ -147,3 +147,16 @@ def test_a_bad_edit_on_reload_is_logged_and_the_set_in_force_kept(tmp_path: Path
         os.utime(f, ns=(later, later))
     assert not store.reload_if_changed()
     assert store.current is before
+
+
+def test_merge_keys_still_load_and_may_be_overridden(tmp_path: Path):
+    shutil.copy(POLICIES / "default.yaml", tmp_path / "default.yaml")
+    (tmp_path / "merged.yaml").write_text(
+        "policy: merged\n"
+        "principles:\n"
+        "  - &base {id: a, text: t, categories: [hate], threshold: 0.8, action: block,\n"
+        "           tuning: &tune {target_precision: 0.9, min_evidence: 30, floor: 0.5}}\n"
+        "  - {<<: *base, id: b, categories: [violence], tuning: {<<: *tune, floor: 0.4}}\n")
+    spec = PolicySet.load(tmp_path).policies["merged"]
+    assert [p.id for p in spec.principles] == ["a", "b"]
+    assert spec.principles[1].tuning.floor == 0.4 and spec.principles[1].threshold == 0.8
