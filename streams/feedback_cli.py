@@ -302,13 +302,16 @@ def thresholds_main(argv: list[str] | None = None) -> int:
     if not args.policy or not args.category:
         print("guard thresholds: pin/unpin need --policy and --category", file=sys.stderr)
         return 2
+    value = args.value
     for _ in range(PIN_ATTEMPTS):
         try:
             change = make_pin(policies, thresholds, args.policy, args.category, args.tenant,
-                              pin=args.action == "pin", value=args.value, by=args.by or getpass.getuser())
+                              pin=args.action == "pin", value=value, by=args.by or getpass.getuser())
         except ValueError as exc:
             print(f"guard thresholds: {exc}", file=sys.stderr)
             return 2
+        if change.status == "pinned":
+            value = change.value  # a retry freezes what the operator saw, not what replaced it
         asyncio.run(_send(s, s.topic_thresholds, ThresholdKey.of(change).topic_key,
                           encode(change)))
         try:
