@@ -220,3 +220,38 @@ def test_a_pin_for_a_tenant_id_no_chunk_can_carry_is_refused(tenant):
     with pytest.raises(ValueError, match="no '/' or '\\*'"):
         make_pin(PolicySet.load(default_policy_dir()), Thresholds(), "default", "hate", tenant,
                  pin=True, value=0.5, by="ops")
+
+
+def test_a_pin_retried_over_a_concurrent_change_keeps_the_value_first_pinned(monkeypatch, capsys):
+    """Without --value a pin freezes the value in force; when a tuner change replaced it, the retry
+    pinned the tuner's new value instead."""
+    import streams.feedback_cli as cli
+    import streams.follower as follower
+
+    base = Thresholds().apply(ThresholdChange(policy="default", category="violence", old=0.8, value=0.85,
+                                              version=1))
+    sent: list[ThresholdChange] = []
+    reads = iter(range(10))
+
+    async def read_all(*args, **kw):
+        n = next(reads)
+        th = base
+        for i, ch in enumerate(sent):
+            th = th.apply(ch)
+            if n == 1 and i == 0:  # the tuner's same-version change landed after the first pin
+                th = th.apply(ThresholdChange(policy="default", category="violence", old=0.85, value=0.87,
+                                              version=ch.version, ts_ms=1))
+        return th, []
+
+    async def send(s, topic, key, value):
+        sent.append(cli.decode(ThresholdChange, value))
+
+    async def ensure(s, topic):
+        return None
+
+    monkeypatch.setattr(follower, "read_all", read_all)
+    monkeypatch.setattr(cli, "_send", send)
+    monkeypatch.setattr(cli, "_ensure_topic", ensure)
+    assert cli.thresholds_main(["pin", "--policy", "default", "--category", "violence", "--by", "t"]) == 0
+    assert [(c.value, c.status) for c in sent] == [(0.85, "pinned"), (0.85, "pinned")]
+    assert "trying again" in capsys.readouterr().err
