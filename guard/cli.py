@@ -64,11 +64,17 @@ def _is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, GuardError | OSError | ValidationError | TimeoutError) or kafka
 
 
+def _env_prefix(model: str) -> str:
+    """``GUARD_TUNER_`` for the tuner's settings, ``GUARD_`` for the rest."""
+    return "GUARD_TUNER_" if model == "TunerSettings" else "GUARD_"
+
+
 def _describe(exc: BaseException) -> str:
     from pydantic import ValidationError
 
-    if isinstance(exc, ValidationError):  # a GUARD_* setting: name the variable
-        bad = "; ".join(f"GUARD_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+    if isinstance(exc, ValidationError):  # a setting: name the variable, with its model's prefix
+        prefix = _env_prefix(exc.title)
+        bad = "; ".join(f"{prefix}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
         return f"invalid setting: {bad}"
     return str(exc) or type(exc).__name__
 

@@ -6,6 +6,7 @@ code takes its collaborators as arguments.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -83,12 +84,16 @@ class Settings(BaseSettings):
         30.0, gt=0, description="a worker that crashed (a stall) and has not exited after this many seconds "
         "is ended without a graceful shutdown, which can hang behind what stalled")
     log_json: bool = Field(True, description="JSON logs (False: console renderer)")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field("INFO", description="log level")
+    log_level: str = Field("INFO", description="log level: a name Python's logging knows (DEBUG, INFO, "
+                           "WARNING or WARN, ERROR, CRITICAL), any case")
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level")
     @classmethod
-    def _upper(cls, v: object) -> object:
-        return v.upper() if isinstance(v, str) else v
+    def _known_level(cls, v: str) -> str:
+        # an unknown name was logged at INFO without a word
+        if v.upper() not in logging.getLevelNamesMapping():
+            raise ValueError(f"unknown log level {v!r}; known: {sorted(logging.getLevelNamesMapping())}")
+        return v.upper()
 
     @field_validator("policy_dir", mode="before")
     @classmethod

@@ -96,7 +96,7 @@ class TunerSettings(BaseSettings):
     report_interval_s: float = Field(30.0, gt=0, description="how often the tuner logs its counters")
     catchup_timeout_s: float = Field(30.0, gt=0, description="warn if the thresholds topic is not read "
                                      "by then (the tuner keeps waiting: it never tunes without it)")
-    web_port: int = Field(6067, ge=0, description="tuner HTTP port for /metrics, /healthz, /readyz (0 = none; "
+    web_port: int = Field(6067, ge=0, le=65535, description="tuner HTTP port for /metrics, /healthz, /readyz (0 = none; "
                           "not the workers' 6066, so both can run on one host)")
     web_host: str = Field("127.0.0.1", description="address the tuner's HTTP port binds (0.0.0.0 in containers)")
     stall_timeout_s: float = Field(

@@ -12,6 +12,7 @@ from guard.cli import TRACEBACK_ENV, main
     (["moderate", "--policy", "nosuch", __file__], {}, "unknown policy 'nosuch'"),
     (["eval", "--data", "nope.jsonl", "--out", "r.json"], {}, "no such data file"),
     (["thresholds"], {"GUARD_PARTITIONS": "four"}, "GUARD_PARTITIONS"),
+    (["tuner"], {"GUARD_TUNER_WEB_PORT": "abc"}, "GUARD_TUNER_WEB_PORT"),  # not GUARD_WEB_PORT
 ])
 def test_user_errors_are_one_line(argv, env, says, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)

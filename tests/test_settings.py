@@ -22,7 +22,7 @@ def test_refused(env, says, monkeypatch):
 
 
 def test_lenient_where_the_meaning_is_plain(monkeypatch):
-    monkeypatch.setenv("GUARD_LOG_LEVEL", "warning")
+    monkeypatch.setenv("GUARD_LOG_LEVEL", "warn")  # logging's own alias, which workers ran with
     monkeypatch.setenv("GUARD_POLICY_DIR", "")  # read as ".", the working directory
     s = Settings()
-    assert s.log_level == "WARNING" and s.policy_dir == Settings.model_fields["policy_dir"].default
+    assert s.log_level == "WARN" and s.policy_dir == Settings.model_fields["policy_dir"].default
