@@ -16,7 +16,7 @@ from pathlib import Path
 from guard import assemble
 from guard.logging import configure
 from guard.messages import Chunk, encode
-from guard.policy.load import default_policy_dir
+from guard.policy.load import PolicySet, default_policy_dir
 
 
 async def _chunks(text: str, size: int, policy: str | None, prompt: str | None) -> AsyncIterator[Chunk]:
@@ -59,7 +59,8 @@ def main(argv: list[str]) -> int:
     if a.chunk_chars < 1:
         p.error("--chunk-chars must be at least 1")
     configure(json=True, level="WARNING")
+    policy_dir = a.policy_dir or default_policy_dir()
+    PolicySet.load(policy_dir).select(a.policy)  # a wrong name fails before models load
     text = sys.stdin.read() if a.file == "-" else Path(a.file).read_text(encoding="utf-8")
     return asyncio.run(run(text, policy=a.policy, chunk_chars=a.chunk_chars, triton_url=a.triton_url,
-                           as_json=a.json, policy_dir=a.policy_dir or default_policy_dir(),
-                           prompt=a.prompt))
+                           as_json=a.json, policy_dir=policy_dir, prompt=a.prompt))
