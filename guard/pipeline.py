@@ -289,8 +289,12 @@ class Pipeline:
                                              state.stream_id, self.tokenizer, spec.window.tokens,
                                              spec.window.stride, chunk.final)
             state.sem_cursor = cursor
-            if chunk.prompt and state.prompt_risk is None and spec.context.prompt_weight > 0:
-                prompt = windowing.prompt_window(state.stream_id, chunk.prompt, self.tokenizer,
+            pending = chunk.prompt or state.prompt
+            if pending and state.prompt_risk is None and spec.context.prompt_weight > 0:
+                # Kept until it is scored: producers send the prompt on the first chunk only, so a
+                # detector blip on that call lost it for the whole stream, with nothing to show.
+                state.prompt = pending
+                prompt = windowing.prompt_window(state.stream_id, pending, self.tokenizer,
                                                  spec.window.tokens)
             return _Work(state, chunk, spec, planned, prompt, t0)
         unjudged = None
@@ -332,6 +336,7 @@ class Pipeline:
         # context layer: the prompt first, then the windows in text order
         if work.prompt is not None and id(work.prompt) in scores:
             state.prompt_risk = [float(x) for x in scores[id(work.prompt)]]
+            state.prompt = None
         scored: list[ScoredWindow] = []
         failed_from = work.unjudged_from
         risk = np.asarray(state.risk) if state.risk else None

@@ -42,6 +42,7 @@ class StreamState(msgspec.Struct, kw_only=True):
     last_scores: list[float] = []
     #: the prompt's scores, when the producer sent a prompt
     prompt_risk: list[float] | None = None
+    #: the prompt until its scores are in (a failed call retries it with the next chunk's windows)
     prompt: str | None = None
     #: a block was decided; text is released up to here (once every layer cleared it), then the stream stops
     block_at: int | None = None

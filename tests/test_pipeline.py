@@ -448,3 +448,32 @@ async def test_replaced_scanners_judge_the_next_chunks():
     p.replace_scanners({"pii": RegexScanner("pii", r"\d{3}-\d{4}", "pii", "EMAIL")})
     (b,) = await p.process([(None, Chunk(stream_id="r2", seq=0, text=text, final=True))])
     assert "555-0100" not in b.decisions[0].text and b.decisions[0].action == "redact"
+
+
+async def test_a_prompt_whose_scoring_failed_is_scored_with_the_next_chunk():
+    """Producers send the prompt on the first chunk only. A detector blip on that chunk's call
+    lost the prompt for the whole stream, silently: the first chunk planned no window, so nothing
+    failed closed, and the prompt's risk never reached the answer's windows."""
+    from guard.errors import DetectorError
+    from guard.types import CATEGORIES, Window
+
+    class BlipOnce:
+        name, model_version, categories = "blip", "blip-1", CATEGORIES
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def score(self, windows: list[Window]) -> np.ndarray:
+            self.calls += 1
+            if self.calls == 1:
+                raise DetectorError("semantic", "unavailable", retriable=True)
+            out = np.full((len(windows), len(CATEGORIES)), 0.01, np.float32)
+            for i, w in enumerate(windows):
+                if w.end == 0:  # the prompt's window
+                    out[i, CATEGORIES.index("hate")] = 0.9
+            return out
+
+    p = make(BlipOnce(), context={"decay": 0.0, "prompt_weight": 0.6})
+    ds = await run(p, [Chunk(stream_id="s", seq=0, text="Well", prompt="a hateful prompt"),
+                       Chunk(stream_id="s", seq=1, text=" here is my answer to that, in a few words", final=True)])
+    assert ds[-1].action == "block" and ds[-1].scores["hate"] >= 0.5
