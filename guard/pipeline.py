@@ -339,7 +339,8 @@ class Pipeline:
             state.prompt = None
         scored: list[ScoredWindow] = []
         failed_from = work.unjudged_from
-        risk = np.asarray(state.risk) if state.risk else None
+        carry = context.Carry(np.asarray(state.risk) if state.risk else None,
+                              tuple((e, np.asarray(s)) for e, s in state.recent))
         prompt = np.asarray(state.prompt_risk) if state.prompt_risk else None
         overflow = False
         for pw in work.planned:
@@ -352,10 +353,11 @@ class Pipeline:
                 # policy with small windows): its head is in no scored window, so it is unjudged
                 # and the policy's fail mode decides, as for a detector that could not score it
                 failed_from, overflow = pw.new_start, True
-            eff, risk = context.combine(raw, risk, prompt, spec.context)
+            eff, carry = carry.step(raw, pw.window.start, pw.window.end, prompt, spec.context)
             scored.append(ScoredWindow(pw.window.start, pw.new_start, pw.window.end, eff))
-        if risk is not None:
-            state.risk = [float(x) for x in risk]
+        if carry.risk is not None:
+            state.risk = [float(x) for x in carry.risk]
+        state.recent = [(e, [float(x) for x in s]) for e, s in carry.recent]
 
         # fast layers over the unreleased text plus the left context they need
         findings, fast_frontier = self._scan(state, spec)

@@ -36,8 +36,11 @@ class StreamState(msgspec.Struct, kw_only=True):
     covered: int = 0
     #: the semantic layer has scored windows that end here: text before it is semantically cleared
     sem_cursor: int = 0
-    #: context layer: decayed maximum of window scores, per category (empty until the first window)
+    #: context layer (``guard.context.Carry``): decayed maximum of the scores of windows that ended
+    #: before the latest one began, per category (empty until one has), and the (end offset,
+    #: scores) of the windows that may still overlap the next
     risk: list[float] = []
+    recent: list[tuple[int, list[float]]] = []
     #: effective scores of the latest scored window (every decision carries scores for feedback)
     last_scores: list[float] = []
     #: the prompt's scores, when the producer sent a prompt

@@ -33,3 +33,33 @@ def test_harmful_prompt_raises_borderline_answer():
     alone, _ = combine(np.array([0.6]), None, None, spec)
     with_prompt, _ = combine(np.array([0.6]), None, np.array([0.9]), spec)
     assert with_prompt[0] > alone[0]
+
+
+def test_overlapping_windows_do_not_compound_one_sentence():
+    """Four windows over one borderline sentence (0.6) became 0.72 and crossed a 0.7 threshold."""
+    from guard.context import Carry
+
+    spec = ContextSpec(decay=0.5, prompt_weight=0.5)
+    carry, effs = Carry(), []
+    for start in range(0, 64, 16):  # 64-character windows every 16: each overlaps the last three
+        eff, carry = carry.step(np.array([0.6]), start, start + 64, None, spec)
+        effs.append(float(eff[0]))
+    assert effs == [0.6, 0.6, 0.6, 0.6]
+    eff, carry = carry.step(np.array([0.6]), 64, 128, None, spec)  # the first has left view
+    assert eff[0] > 0.7 and carry.risk is not None
+
+
+@given(st.lists(P, min_size=1, max_size=12), st.integers(1, 64))
+def test_carried_risk_only_holds_windows_that_ended_before_the_current_began(scores, stride):
+    from guard.context import Carry
+
+    spec = ContextSpec(decay=0.5, prompt_weight=0.0)
+    carry = Carry()
+    for i, s in enumerate(scores):
+        start = i * stride
+        eff, carry = carry.step(np.array([s]), start, start + 64, None, spec)
+        gone = [scores[j] for j in range(i) if j * stride + 64 <= start]
+        assert (carry.risk is None) == (not gone)
+        if gone:
+            assert carry.risk[0] >= max(gone) * 0.5 ** len(gone) - 1e-12 and eff[0] >= s - 1e-12
+        assert len(carry.recent) <= 64 // stride + 1
