@@ -45,3 +45,12 @@ def test_ratios_pair_policies_at_the_same_load_only():
                   "default", "pii-only")
     assert rows == [{"streams": 4, **{f"{m}_{q}": 3.0 for m in ("decision", "release", "worker")
                                       for q in ("p50", "p95", "p99")}}]
+
+
+def test_the_load_held_stops_at_the_first_that_failed():
+    from benchmarks.slo import within_slo_up_to
+
+    rows = [{"policy": "default", "streams": n, "within_slo": ok} for n, ok in ((4, False), (8, False), (12, True))]
+    assert within_slo_up_to(rows, "default") == 0  # the best passing load alone said 12
+    rows = [{"policy": "default", "streams": n, "within_slo": ok} for n, ok in ((4, True), (8, True), (12, False))]
+    assert within_slo_up_to(rows, "default") == 8
