@@ -25,7 +25,8 @@ from streams.agents import guard as guard_agent
 from streams.auth import client_options
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
-from streams.watchdog import GroupPartitions, Health, Progress, StallWatch, crash_then_exit, patrol
+from streams.watchdog import (GroupPartitions, Health, Progress, StallWatch, after_check, crash_then_exit,
+                              patrol)
 from streams.web import Probes, Server, body, routes
 
 log = structlog.get_logger(__name__)
@@ -162,8 +163,8 @@ def create_app(s: Settings) -> Worker:
             return  # nothing to ask of the broker yet
         if not watch.busy() and not resources.ready.is_set():
             return  # restored but still starting up: that has its own timeouts, and fails loudly
-        health = await patrol(watch, metrics.lag, metrics.lag_waiting, crash, log,
-                              refetches=metrics.refetches) or health
+        health = after_check(health, await patrol(watch, metrics.lag, metrics.lag_waiting, crash, log,
+                                                  refetches=metrics.refetches))
 
     Probes(server, watch.interval_s, watch_partitions, closers=[partitions.close]).attach(app)
 

@@ -64,7 +64,8 @@ from streams.auth import client_options
 from streams.feedback_cli import validate_feedback
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
-from streams.watchdog import GroupPartitions, Health, Progress, StallWatch, crash_then_exit, patrol
+from streams.watchdog import (GroupPartitions, Health, Progress, StallWatch, after_check, crash_then_exit,
+                              patrol)
 from streams.web import Probes, Server, per_topic, routes
 
 log = structlog.get_logger(__name__)
@@ -505,8 +506,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
             return
         for name, watch in watches.items():
             lag, waiting = metrics.lag[name]
-            healths[name] = await patrol(watch, lag, waiting, crash, log, what=name,
-                                         refetches=metrics.refetches[name]) or healths[name]
+            healths[name] = after_check(healths[name], await patrol(watch, lag, waiting, crash, log, what=name,
+                                                                    refetches=metrics.refetches[name]))
 
     Probes(server, min(w.interval_s for w in watches.values()), watch_inputs,
            closers=[partitions.close]).attach(app)

@@ -162,6 +162,20 @@ class Health:
     stuck_busy_s: float | None = None
     #: backlogs none of whose records reached the agent in ``refetch_after_s``: to fetch again
     refetch: list[Backlog] = field(default_factory=list)
+    #: checks that failed (no answer from the broker) since this one: past ``UNKNOWN_AFTER`` the
+    #: health is unknown rather than this check's (``after_check``)
+    failures: int = 0
+
+
+#: consecutive failed checks after which /healthz stops reporting the last good one
+UNKNOWN_AFTER = 3
+
+
+def after_check(previous: Health, fresh: Health | None) -> Health:
+    """The health to serve after a tick: the new check's, or the previous one with one more
+    failure counted. Keeping the last good check as it was made /healthz say "ok" through a
+    broker outage, with stall detection off."""
+    return fresh if fresh is not None else replace(previous, failures=previous.failures + 1)
 
 
 @dataclass
@@ -335,6 +349,8 @@ async def patrol(watch: StallWatch, lag: Gauge, waiting: Gauge, crash: Callable[
         health = await watch.check()
     except Exception as exc:  # noqa: BLE001
         log.warning("partition_check_failed", topic=watch.topic, error=repr(exc))
+        lag.clear()  # no series rather than the last good check's, which an alert would trust
+        waiting.clear()
         return None
     export(health, lag, waiting)
     if health.stalled:

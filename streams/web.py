@@ -27,13 +27,14 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from streams.watchdog import Health
+from streams.watchdog import UNKNOWN_AFTER, Health
 
 log = structlog.get_logger(__name__)
 
 
 def body(health: Health) -> dict[str, object]:
-    status = "stalled" if health.stalled else "ok" if health.checked else "starting"
+    status = ("unknown" if health.failures >= UNKNOWN_AFTER else "stalled" if health.stalled
+              else "ok" if health.checked else "starting")
     return {"status": status, "assigned": health.assigned,
             "backlogs": [{**asdict(b), "lag": b.lag} for b in health.backlogs],
             "stalled": [b.partition for b in health.stalled]}
@@ -43,14 +44,15 @@ def per_topic(healths: Mapping[str, Health]) -> dict[str, object]:
     """One body for an app that watches several topics (the tuner): stalled if any of them is."""
     bodies = {t: body(h) for t, h in healths.items()}
     states = {b["status"] for b in bodies.values()}
-    status = next((s for s in ("stalled", "starting") if s in states), "ok")
+    status = next((s for s in ("stalled", "unknown", "starting") if s in states), "ok")
     return {"status": status, "topics": bodies}
 
 
 def routes(registry: CollectorRegistry, health: Callable[[], dict[str, object]],
            ready: Callable[[], bool]) -> web.Application:
     """``health`` returns the body of the last check (``body`` or ``per_topic`` of the app's
-    watchdog timer); its ``status`` "stalled" answers 503."""
+    watchdog timer); its ``status`` "stalled", or "unknown" (the broker has not answered the
+    last checks), answers 503."""
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -58,7 +60,7 @@ def routes(registry: CollectorRegistry, health: Callable[[], dict[str, object]],
     async def healthz(_: web.Request) -> web.Response:
         b = health()
         return web.Response(text=json.dumps(b), content_type="application/json",
-                            status=503 if b["status"] == "stalled" else 200)
+                            status=503 if b["status"] in ("stalled", "unknown") else 200)
 
     async def readyz(_: web.Request) -> web.Response:
         ok = ready()

@@ -117,3 +117,33 @@ async def test_probes_serve_and_tick_until_stopped_then_close():
                 raise AssertionError("still serving after stop")
         except aiohttp.ClientConnectionError:
             pass
+
+
+async def test_health_is_unknown_once_the_broker_stops_answering_the_checks():
+    """A failing check returned nothing and the last good one was served: /healthz said "ok"
+    through a broker outage and the lag gauge kept its old value."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from streams.watchdog import UNKNOWN_AFTER, after_check, patrol
+
+    class DownWatch:
+        topic = "llm.chunks"
+
+        async def check(self) -> Health:
+            raise ConnectionError("broker went away")
+
+    class Log:
+        def warning(self, *a, **kw) -> None: ...
+
+    reg = CollectorRegistry()
+    lag = Gauge("lag", "l", ["partition"], registry=reg)
+    waiting = Gauge("waiting", "w", ["partition"], registry=reg)
+    lag.labels("0").set(5)
+    health = Health(checked=True, assigned=[0])
+    for i in range(UNKNOWN_AFTER):
+        assert body(health)["status"] == "ok"
+        health = after_check(health, await patrol(DownWatch(), lag, waiting, None, Log()))
+    assert body(health)["status"] == "unknown"
+    assert reg.get_sample_value("lag", {"partition": "0"}) is None  # no stale series
+    assert after_check(health, Health(checked=True))  == Health(checked=True)  # a good check again
+    assert per_topic({"a": Health(checked=True), "b": health})["status"] == "unknown"
