@@ -94,10 +94,10 @@ def die_with_parent() -> Callable[[], None] | None:
     if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
         return None
     parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child may only make the call
 
     def preexec() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the request took hold
             os.kill(os.getpid(), signal.SIGTERM)
 

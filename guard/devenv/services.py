@@ -207,7 +207,8 @@ def _parser() -> argparse.ArgumentParser:
         "--env-file",
         type=Path,
         default=None,
-        help="where to write the endpoints (default: build/services.env)",
+        help="where to write the endpoints (default: build/services.env); with one given, the logs "
+        "go to <its name>-logs/ beside it",
     )
     return parser
 
@@ -223,6 +224,9 @@ def main(argv: list[str]) -> int:
         print("guard services: nothing to run (both --no-kafka and --no-triton)", file=sys.stderr)
         return 2
     build = repo_root() / "build"
+    env_file = args.env_file or build / "services.env"
+    # a run with its own env file keeps its own logs: the lock is per env file
+    logs = build / "logs" if args.env_file is None else env_file.with_name(f"{env_file.stem}-logs")
     previous_int = signal.getsignal(signal.SIGINT)
     previous_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -231,16 +235,16 @@ def main(argv: list[str]) -> int:
             triton=not args.no_triton,
             model_repository=args.model_repository,
             topics=(),
-            log_dir=build / "logs",
-            env_file=args.env_file or build / "services.env",
+            log_dir=logs,
+            env_file=env_file,
         ) as (endpoints, services):
             for name, value in endpoints.as_env().items():
                 print(f"{name}={value}", flush=True)
-            print(f"# logs in {build / 'logs'}; Ctrl-C stops", flush=True)
+            print(f"# logs in {logs}; Ctrl-C stops", flush=True)
             try:
                 while not (dead := [name for name, svc in services.items() if not svc.is_running()]):
                     time.sleep(0.5)
-                log.error("service_died", services=dead, logs=str(build / "logs"))
+                log.error("service_died", services=dead, logs=str(logs))
                 return 1
             except KeyboardInterrupt:
                 # a second Ctrl-C must not cut the shutdown short and orphan a child

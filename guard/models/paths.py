@@ -78,6 +78,8 @@ def write_npz(path: str | Path, arrays: Mapping[str, object]) -> None:
     import numpy as np
 
     path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")  # as np.savez_compressed names it
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

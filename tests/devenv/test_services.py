@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,21 @@ def test_a_second_run_on_one_env_file_is_refused(tmp_path: Path) -> None:
         assert env_file.exists()
     with start_services(kafka=False, triton=False, env_file=env_file, log_dir=logs):
         pass  # free again once the first run ended
+
+
+def test_a_run_with_its_own_env_file_keeps_its_own_logs(tmp_path: Path, monkeypatch) -> None:
+    """The lock is per env file; a second run that took its own used to delete the first run's
+    logs in build/logs."""
+    import guard.devenv.services as services
+
+    seen = {}
+
+    @contextlib.contextmanager
+    def fake_running(**kw):
+        seen.update(kw)
+        raise KeyboardInterrupt
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(services, "_running", fake_running)
+    services.main(["--no-triton", "--env-file", str(tmp_path / "mine.env")])
+    assert seen["log_dir"] == tmp_path / "mine-logs" and seen["env_file"] == tmp_path / "mine.env"
