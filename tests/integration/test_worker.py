@@ -223,12 +223,11 @@ async def test_a_threat_after_a_flood_of_emoji_is_judged(kafka_broker, guard_wor
     """Emoji the vocabulary lacks are read as their names, so a window's characters of them make
     thousands of tokens. The worker's tokenizer once capped a call at 4,096 and kept the first: the
     window after the flood scored the flood and the threat went out. It must be blocked. (A threat
-    no blocklist term names, under `strict`, where the model's violence score for it, about 0.45,
-    fires: the semantic layer alone must see it.)"""
+    no blocklist term names, under `strict`, whose windows after the flood score about 0.8 for
+    violence: the semantic layer alone must see it.)"""
     sid = f"emoji-flood-{uuid.uuid4().hex[:6]}"
     flood = " ".join(["\U0001FAE2" * 7] * 120)
-    threat = (" I know where you live. Tonight I am coming for you and your family with a knife, "
-              "and nobody will hear you scream.")
+    threat = " I am going to stab you to death tonight, you and your whole family, and burn your house down."
     async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:
         await prod.send(Chunk(stream_id=sid, seq=0, text=flood, policy="strict"))
         await prod.send(Chunk(stream_id=sid, seq=1, text=threat, final=True, policy="strict"))
@@ -236,7 +235,7 @@ async def test_a_threat_after_a_flood_of_emoji_is_judged(kafka_broker, guard_wor
     got = sorted(col.decisions[sid], key=lambda d: d.seq)
     assert got[0].action == "allow" and got[-1].action == "block"
     assert {e.category for e in got[-1].evidence} == {"violence"}
-    assert "scream" not in "".join(d.text for d in got)  # the window that fired was held
+    assert "burn your house" not in "".join(d.text for d in got)  # the window that fired was held
 
 
 async def test_a_chunk_whose_tenant_would_break_threshold_keys_is_dead_lettered(kafka_broker, guard_worker):
