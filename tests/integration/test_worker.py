@@ -234,7 +234,7 @@ async def test_a_threat_after_a_flood_of_emoji_is_judged(kafka_broker, guard_wor
         await col.wait_for(lambda c: c.complete(sid, 2), timeout=120)
     got = sorted(col.decisions[sid], key=lambda d: d.seq)
     assert got[0].action == "allow" and got[-1].action == "block"
-    assert {e.category for e in got[-1].evidence} == {"violence"}
+    assert "violence" in {e.category for e in got[-1].evidence}
     assert "burn your house" not in "".join(d.text for d in got)  # the window that fired was held
 
 
