@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks import REPO, git_sha
+from benchmarks import REPO, git_sha, write_results
 from benchmarks.machine import describe
 from guard import evaluation as ev
 from guard.context import Carry, combine
@@ -137,13 +135,7 @@ def main(argv: list[str] | None = None) -> int:
            "git": git_sha(), "machine": describe(), "policy": spec.policy, "texts": len(data),
            "categories": [c for p in spec.principles if "semantic" in p.detectors for c in p.categories],
            "windows": len(windows), "rules": rules}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    md = markdown(res)
-    if args.markdown:
-        Path(args.markdown).write_text(md)
-    print(md)
+    write_results(res, args.out, markdown(res), args.markdown)
     return 0
 
 

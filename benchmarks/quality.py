@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks import REPO, git_sha
+from benchmarks import REPO, git_sha, write_results
 from benchmarks.machine import describe
 from guard import evaluation as ev
 from guard.models.data import read_examples
@@ -284,13 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"command": "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]),
            "git": git_sha(), "machine": describe(), "split": args.split, "texts": len(texts), "windows": n_windows,
            "systems": systems, "policy": policy, "notes": notes}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    md = markdown(res)
-    if args.markdown:
-        Path(args.markdown).write_text(md)
-    print(md)
+    write_results(res, args.out, markdown(res), args.markdown)
     return 0
 
 

@@ -270,14 +270,13 @@ def thresholds_main(argv: list[str] | None = None) -> int:
     s = _settings(args.bootstrap)
     policies = PolicyStore(s.policy_dir).current
     asyncio.run(_ensure_topic(s, s.topic_thresholds))
-    try:
-        from streams.auth import client_options
+    from streams.auth import client_options
 
-        thresholds, history = asyncio.run(read_all(s.kafka_bootstrap, s.topic_thresholds, args.timeout,
-                                                   client_options(s)))
-    except TimeoutError as exc:
-        print(f"guard thresholds: {exc}", file=sys.stderr)
-        return 1
+    def read() -> tuple[Thresholds, list[tuple[int, ThresholdChange]]]:
+        """The topic as it is now; a TimeoutError is reported by ``guard`` in one line."""
+        return asyncio.run(read_all(s.kafka_bootstrap, s.topic_thresholds, args.timeout, client_options(s)))
+
+    thresholds, history = read()
     if args.action == "show":
         items = select(rows(policies, thresholds), args.policy, args.category, args.tenant)
         if args.json:
@@ -315,11 +314,9 @@ def thresholds_main(argv: list[str] | None = None) -> int:
         asyncio.run(_send(s, s.topic_thresholds, ThresholdKey.of(change).topic_key,
                           encode(change)))
         try:
-            thresholds, _ = asyncio.run(read_all(s.kafka_bootstrap, s.topic_thresholds, args.timeout,
-                                                 client_options(s)))
+            thresholds, _ = read()
         except TimeoutError as exc:
-            print(f"guard thresholds: sent, but could not read it back: {exc}", file=sys.stderr)
-            return 1
+            raise TimeoutError(f"sent, but could not read it back: {exc}") from None
         if took_effect(thresholds, change):
             print(encode(change).decode())
             return 0

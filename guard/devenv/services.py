@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -117,52 +117,19 @@ def _running(
     env_file: Path | None,
 ) -> Iterator[tuple[Endpoints, dict[str, _Service]]]:
     """``start_services`` plus the service objects, so ``main`` can notice one dying."""
-    lock = _claim(env_file) if env_file is not None else None
-    try:
-        with _started(kafka=kafka, triton=triton, model_repository=model_repository, topics=topics,
-                      log_dir=log_dir, env_file=env_file) as running:
-            yield running
-    finally:
-        if lock is not None:
-            lock.close()  # closing releases the lock
-
-
-def _claim(env_file: Path) -> IO[bytes]:
-    """An exclusive lock beside ``env_file`` for this run, or a ``ConfigError`` naming the run that
-    holds it. A second run in one checkout deleted the first one's logs, overwrote its endpoints
-    and, stopping, removed the file while the first kept running."""
-    env_file.parent.mkdir(parents=True, exist_ok=True)
-    fh = (env_file.parent / f".{env_file.name}.lock").open("wb")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise ConfigError(f"another `guard services` is running with {env_file}; stop it, or give this "
-                          "one its own --env-file") from None
-    return fh
-
-
-@contextlib.contextmanager
-def _started(
-    *,
-    kafka: bool,
-    triton: bool,
-    model_repository: Path | None,
-    topics: Sequence[TopicSpec],
-    log_dir: Path | None,
-    env_file: Path | None,
-) -> Iterator[tuple[Endpoints, dict[str, _Service]]]:
-    if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-
-    def log_file(name: str) -> Path | None:
-        if log_dir is None:
-            return None
-        path = log_dir / name
-        path.unlink(missing_ok=True)  # the launchers append; one run per file reads better
-        return path
-
     with contextlib.ExitStack() as stack:
+        if env_file is not None:
+            stack.enter_context(_claim(env_file))  # before anything of another run's is touched
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+
+        def log_file(name: str) -> Path | None:
+            if log_dir is None:
+                return None
+            path = log_dir / name
+            path.unlink(missing_ok=True)  # the launchers append; one run per file reads better
+            return path
+
         bootstrap = grpc = http = metrics = None
         services: dict[str, _Service] = {}
         if kafka:
@@ -181,12 +148,26 @@ def _started(
             grpc, http, metrics = server.grpc_url, server.http_url, server.metrics_url
         endpoints = Endpoints(bootstrap, grpc, http, metrics)
         if env_file is not None:
-            env_file.parent.mkdir(parents=True, exist_ok=True)
             env_file.write_text(
                 "".join(f"{k}={v}\n" for k, v in endpoints.as_env().items()), encoding="utf-8"
             )
             stack.callback(env_file.unlink, missing_ok=True)
         yield endpoints, services
+
+
+@contextlib.contextmanager
+def _claim(env_file: Path) -> Iterator[None]:
+    """An exclusive lock beside ``env_file`` while the run lasts, or a ``ConfigError`` naming the
+    run that holds it. A second run in one checkout deleted the first one's logs, overwrote its
+    endpoints and, stopping, removed the file while the first kept running."""
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    with (env_file.parent / f".{env_file.name}.lock").open("wb") as fh:  # closing releases the lock
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another `guard services` is running with {env_file}; stop it, or give "
+                              "this one its own --env-file") from None
+        yield
 
 
 def _parser() -> argparse.ArgumentParser:
