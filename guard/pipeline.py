@@ -289,10 +289,12 @@ class Pipeline:
                                              state.stream_id, self.tokenizer, spec.window.tokens,
                                              spec.window.stride, chunk.final)
             state.sem_cursor = cursor
-            pending = chunk.prompt or state.prompt
+            pending = chunk.prompt[-windowing.max_window_chars(spec.window.tokens):] if chunk.prompt \
+                else state.prompt
             if pending and state.prompt_risk is None and spec.context.prompt_weight > 0:
-                # Kept until it is scored: producers send the prompt on the first chunk only, so a
-                # detector blip on that call lost it for the whole stream, with nothing to show.
+                # Kept until it is scored (only the tail its window reads): producers send the
+                # prompt on the first chunk only, so a detector blip on that call lost it for the
+                # whole stream, with nothing to show.
                 state.prompt = pending
                 prompt = windowing.prompt_window(state.stream_id, pending, self.tokenizer,
                                                  spec.window.tokens)

@@ -356,7 +356,12 @@ def observe(
         ev = evidence.get(key) or Evidence(epoch=epoch, updated_ms=now_ms)
         if ev.epoch != epoch:
             ev = ev.restarted(epoch)
-        fresh = rec.thresholds_version >= epoch
+        # decided under this key's threshold in force: after its last event, and, for a tenant
+        # whose own key was pinned and then released, after the release (before it, the tenant's
+        # decisions were made at the pinned value, not at this key's)
+        since = max(epoch, thresholds.key_version(ThresholdKey(rec.tenant, rec.policy, fb.category))
+                    if tenant is None and rec.tenant is not None else 0)
+        fresh = rec.thresholds_version >= since
         evidence[key] = ev.add(score, outcome in ("tp", "fn"), now_ms, spec.half_life_s,
                                outcome if fresh else None)
         counts = counts.bump("counted" if fresh else "stale")

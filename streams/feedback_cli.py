@@ -163,7 +163,9 @@ def make_pin(policies: PolicySet, thresholds: Thresholds, policy: str, category:
         raise ValueError(f"tenant {tenant!r}: {TENANT_ID_RULE}, so no chunk carries this one")
     current = thresholds.get(policy, category, tenant, defaults[category])
     tuning = next(p.tuning for p in spec.principles if "semantic" in p.detectors and category in p.categories)
-    tuned = tuning is not None and (tuning.scope == "tenant") == (tenant is not None)
+    # a key the tuner moves: tuned, not frozen by the policy, and at the scope tuning works on
+    tuned = (tuning is not None and not tuning.pinned and tuning.max_changes_per_hour > 0
+             and (tuning.scope == "tenant") == (tenant is not None))
     if pin:
         verb, new = "pinned", current if value is None else value
     elif tuned:

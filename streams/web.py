@@ -51,8 +51,9 @@ def per_topic(healths: Mapping[str, Health]) -> dict[str, object]:
 def routes(registry: CollectorRegistry, health: Callable[[], dict[str, object]],
            ready: Callable[[], bool]) -> web.Application:
     """``health`` returns the body of the last check (``body`` or ``per_topic`` of the app's
-    watchdog timer); its ``status`` "stalled", or "unknown" (the broker has not answered the
-    last checks), answers 503."""
+    watchdog timer); its ``status`` "stalled" answers 503. "unknown" (the broker has not answered
+    the last checks) answers 200: /healthz is a liveness probe, and restarting every worker
+    cannot bring a broker back; the status and the missing lag series are for alerts."""
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -60,7 +61,7 @@ def routes(registry: CollectorRegistry, health: Callable[[], dict[str, object]],
     async def healthz(_: web.Request) -> web.Response:
         b = health()
         return web.Response(text=json.dumps(b), content_type="application/json",
-                            status=503 if b["status"] in ("stalled", "unknown") else 200)
+                            status=503 if b["status"] == "stalled" else 200)
 
     async def readyz(_: web.Request) -> web.Response:
         ok = ready()

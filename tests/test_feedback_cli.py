@@ -125,6 +125,22 @@ class TestShowAndPin:
         assert th.get("default", "sexual", default=0.8) == 0.5
         assert rel.status == "released" and th.apply(rel).get("default", "sexual", default=0.8) == 0.8
 
+    def test_a_key_its_policy_freezes_is_released_on_unpin(self, tmp_path) -> None:
+        """``tuning: {pinned: true}`` or no changes per hour: no tuner moves the key, so "unpinned"
+        left the operator's value in force for good."""
+        import shutil
+
+        shutil.copy(POLICIES / "default.yaml", tmp_path / "default.yaml")
+        text = (POLICIES / "default.yaml").read_text().replace("policy: default", "policy: frozen")
+        text = text.replace("tuning: {target_precision: 0.9, min_evidence: 30",
+                            "tuning: {pinned: true, target_precision: 0.9, min_evidence: 30")
+        (tmp_path / "frozen.yaml").write_text(text)
+        frozen = PolicySet.load(tmp_path)
+        th = Thresholds().apply(make_pin(frozen, Thresholds(), "frozen", "violence", None, pin=True,
+                                         value=0.3, by="ops"))
+        unpin = make_pin(frozen, th, "frozen", "violence", None, pin=False, value=None, by="ops")
+        assert unpin.status == "released" and th.apply(unpin).get("frozen", "violence", default=0.8) == 0.8
+
     def test_took_effect_reads_back_whether_the_pin_is_in_force(self, policies: PolicySet) -> None:
         th = Thresholds().apply(ThresholdChange(policy="default", category="violence", old=0.8,
                                                 value=0.7, version=4))

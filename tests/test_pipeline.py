@@ -477,3 +477,10 @@ async def test_a_prompt_whose_scoring_failed_is_scored_with_the_next_chunk():
     ds = await run(p, [Chunk(stream_id="s", seq=0, text="Well", prompt="a hateful prompt"),
                        Chunk(stream_id="s", seq=1, text=" here is my answer to that, in a few words", final=True)])
     assert ds[-1].action == "block" and ds[-1].scores["hate"] >= 0.5
+
+
+async def test_a_pending_prompt_keeps_only_the_tail_its_window_reads():
+    """The whole prompt went into the state changelog on every chunk until scored."""
+    p = make(FailingDetector(DetectorUnavailable("semantic", "down")), on_detector_error="open")
+    (out,) = await p.process([(None, Chunk(stream_id="s", seq=0, text="Well", prompt="x" * 10_000))])
+    assert out.state.prompt == "x" * (16 * 12)  # max_window_chars of this policy's 16-token window

@@ -395,6 +395,12 @@ class TestObserve:
                                                 value=0.5, version=2, status="released"))
         s = observe(TunerState(), [fb(1)], index, released, SPECS, 0)
         assert s.counts.overridden == 0 and list(s.evidence) == [KEY]
+        # decided at version 0, under acme's own pin: labelled, but no fresh evidence about the
+        # policy-wide threshold (it could have unlocked a move on scores that never reached it)
+        assert s.counts.stale == 1 and s.counts.counted == 0
+        after = {"s2:0": record(2, True, 0.7, version=2, tenant="acme")}
+        s = observe(s, [fb(2)], after, released, SPECS, 0)
+        assert s.counts.counted == 1
 
     def test_record_from_decision(self) -> None:
         """Only a score compared with a threshold speaks about the threshold."""

@@ -41,8 +41,13 @@ class _StrictLoader(yaml.SafeLoader):
         # Keys written in this mapping only: a merge key (``<<: *defaults``) brings keys that an
         # explicit one may override, which is what merging is for.
         seen: set[object] = set()
+        merges = 0
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
+                merges += 1
+                if merges > 1:  # the later would silently win, as a repeated key does
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "merge key '<<' appears twice", key_node.start_mark)
                 continue
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             if isinstance(key, str | int | float | bool) or key is None:

@@ -73,3 +73,22 @@ def test_a_blocklist_only_principle_without_a_threshold_fires_on_every_term():
     assert decide(lexical_only(None), StaticThresholds(), None, [term(0.4)], []).redactions
     assert not decide(lexical_only(0.5), StaticThresholds(), None, [term(0.4)], []).redactions
     assert decide(lexical_only(0.5), StaticThresholds(), None, [term(0.6)], []).redactions
+
+
+@pytest.mark.parametrize(("text", "blocked"), [
+    ("Get out of here, you dirty spic.", True),
+    ("Dick Van Dyke starred in Mary Poppins.", False),   # weighted 0.6: left to the semantic layer
+    ("I adopted a Maine Coon kitten last week.", False),  # 0.5
+    ("The team found a chink in the armor of the argument.", False),
+])
+def test_default_blocks_slurs_on_their_own_and_leaves_innocent_uses_to_the_model(text, blocked):
+    from pathlib import Path
+
+    from guard.detectors.lexical import LexicalScanner
+    from guard.policy.load import default_policy_dir, load_policy
+
+    spec = load_policy(default_policy_dir() / "default.yaml")
+    scanner = LexicalScanner.from_directory(Path(default_policy_dir()) / "blocklists")
+    findings = scanner.scan(text, True).findings
+    v = decide(spec, StaticThresholds(), None, findings, [])
+    assert (v.block_at is not None) is blocked

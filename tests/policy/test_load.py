@@ -160,3 +160,16 @@ def test_merge_keys_still_load_and_may_be_overridden(tmp_path: Path):
     spec = PolicySet.load(tmp_path).policies["merged"]
     assert [p.id for p in spec.principles] == ["a", "b"]
     assert spec.principles[1].tuning.floor == 0.4 and spec.principles[1].threshold == 0.8
+
+
+def test_two_merge_keys_in_one_mapping_are_refused(tmp_path: Path):
+    """The later would silently win, as a key written twice does."""
+    shutil.copy(POLICIES / "default.yaml", tmp_path / "default.yaml")
+    (tmp_path / "twice.yaml").write_text(
+        "policy: twice\n"
+        "principles:\n"
+        "  - &a {id: a, text: t, categories: [hate], action: block, on_detector_error: closed}\n"
+        "  - &b {id: b, text: t, categories: [violence], action: block, on_detector_error: open}\n"
+        "  - {<<: *a, id: c, categories: [dangerous], <<: *b}\n")
+    with pytest.raises(PolicyError, match="merge key '<<' appears twice"):
+        PolicySet.load(tmp_path)
