@@ -149,27 +149,26 @@ def test_a_bad_edit_on_reload_is_logged_and_the_set_in_force_kept(tmp_path: Path
     assert store.current is before
 
 
-def test_merge_keys_still_load_and_may_be_overridden(tmp_path: Path):
+def _merged(tmp_path: Path, last: str) -> PolicySet:
+    """A policy whose third principle merges the first (and, in ``last``, more)."""
     shutil.copy(POLICIES / "default.yaml", tmp_path / "default.yaml")
     (tmp_path / "merged.yaml").write_text(
         "policy: merged\n"
         "principles:\n"
-        "  - &base {id: a, text: t, categories: [hate], threshold: 0.8, action: block,\n"
-        "           tuning: &tune {target_precision: 0.9, min_evidence: 30, floor: 0.5}}\n"
-        "  - {<<: *base, id: b, categories: [violence], tuning: {<<: *tune, floor: 0.4}}\n")
-    spec = PolicySet.load(tmp_path).policies["merged"]
-    assert [p.id for p in spec.principles] == ["a", "b"]
-    assert spec.principles[1].tuning.floor == 0.4 and spec.principles[1].threshold == 0.8
+        "  - &a {id: a, text: t, categories: [hate], threshold: 0.8, action: block, on_detector_error: closed,\n"
+        "        tuning: &tune {target_precision: 0.9, min_evidence: 30, floor: 0.5}}\n"
+        "  - &b {id: b, text: t, categories: [violence], action: block, on_detector_error: open}\n"
+        f"  - {{<<: *a, id: c, categories: [dangerous], {last}}}\n")
+    return PolicySet.load(tmp_path)
+
+
+def test_merge_keys_still_load_and_may_be_overridden(tmp_path: Path):
+    spec = _merged(tmp_path, "tuning: {<<: *tune, floor: 0.4}").policies["merged"]
+    assert [p.id for p in spec.principles] == ["a", "b", "c"]
+    assert spec.principles[2].tuning.floor == 0.4 and spec.principles[2].threshold == 0.8
 
 
 def test_two_merge_keys_in_one_mapping_are_refused(tmp_path: Path):
     """The later would silently win, as a key written twice does."""
-    shutil.copy(POLICIES / "default.yaml", tmp_path / "default.yaml")
-    (tmp_path / "twice.yaml").write_text(
-        "policy: twice\n"
-        "principles:\n"
-        "  - &a {id: a, text: t, categories: [hate], action: block, on_detector_error: closed}\n"
-        "  - &b {id: b, text: t, categories: [violence], action: block, on_detector_error: open}\n"
-        "  - {<<: *a, id: c, categories: [dangerous], <<: *b}\n")
     with pytest.raises(PolicyError, match="merge key '<<' appears twice"):
-        PolicySet.load(tmp_path)
+        _merged(tmp_path, "<<: *b")
