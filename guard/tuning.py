@@ -391,7 +391,8 @@ def forget_idle_tenants(state: TunerState, before_ms: int) -> tuple[TunerState, 
     idle = [k for k, ev in state.evidence.items() if k.tenant is not None and ev.updated_ms < before_ms]
     if not idle:
         return state, []
-    kept = {k: ev for k, ev in state.evidence.items() if k not in set(idle)}
+    gone = set(idle)
+    kept = {k: ev for k, ev in state.evidence.items() if k not in gone}
     return replace(state, evidence=MappingProxyType(kept)), idle
 
 

@@ -66,12 +66,13 @@ def _sweep_stale_data_dirs(root: Path) -> list[Path]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs (one we may not signal runs too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
