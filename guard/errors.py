@@ -40,7 +40,8 @@ class StreamError(GuardError):
 
 
 class SequenceGap(StreamError):
-    """The chunks ``first..last`` of a stream were given up after the gap timeout.
+    """The chunks ``first..last`` of a stream were given up: after the gap timeout, or because
+    too many chunks waited behind them (``guard.pipeline.MAX_PENDING``, ``MAX_PENDING_BYTES``).
 
     Its own code, because what it reports is not a record guard received: its dead letter carries
     the range and no raw bytes.

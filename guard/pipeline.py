@@ -31,6 +31,12 @@ log = structlog.get_logger(__name__)
 
 #: chunks held ahead of a sequence gap before the gap is declared lost
 MAX_PENDING = 64
+#: ... or their text in UTF-8 bytes: the held chunks live in the stream's state record, and a
+#: record over Kafka's default 1 MB message limit could not reach the table's changelog
+MAX_PENDING_BYTES = 256 * 1024
+#: gaps given up that a stream remembers, so a chunk arriving after its gap was given up is
+#: dead-lettered with its text instead of being taken for a duplicate
+MAX_SKIPPED = 8
 #: decisions a stream's state keeps until their delivery is confirmed (``StreamState.outbox``)
 MAX_OUTBOX = 64
 
@@ -41,6 +47,17 @@ def _layers(spec: PolicySpec) -> set[str]:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _held_bytes(state: StreamState) -> int:
+    return sum(len(c.text.encode()) + len((c.prompt or "").encode()) for c in state.pending.values())
+
+
+def _to_outbox(state: StreamState, decision: Decision, arrived: int) -> None:
+    """Keep ``decision`` for replay, and which record's arrival made it (``StreamState.decided_by``)."""
+    state.keep_outbox((*state.outbox, decision)[-MAX_OUTBOX:])
+    if arrived != decision.seq:
+        state.decided_by = {**state.decided_by, decision.seq: arrived}
 
 
 @dataclass
@@ -118,6 +135,7 @@ class Pipeline:
         the stream releases does not depend on the order its chunks arrived in."""
         t0 = self.clock()
         outcomes = [Outcome(stream_id=c.stream_id, state=s) for s, c in items]
+        arrived = [c.seq for _, c in items]  # the record behind each outcome's decisions
         states: dict[str, StreamState | None] = {}
         rounds: list[list[tuple[int, Chunk]]] = []
         seen: dict[str, int] = {}
@@ -132,9 +150,9 @@ class Pipeline:
         owner: dict[str, int] = {}  # the outcome that a stream's held chunks are reported under
         for rnd in rounds:
             owner.update((c.stream_id, i) for i, c in rnd)
-            await self._round([(i, c, False) for i, c in rnd], states, outcomes, t0)
+            await self._round([(i, c, False) for i, c in rnd], states, outcomes, arrived, t0)
             while held := self._next_held(states, owner, outcomes):
-                await self._round(held, states, outcomes, t0)
+                await self._round(held, states, outcomes, arrived, t0)
         return outcomes
 
     @staticmethod
@@ -167,18 +185,28 @@ class Pipeline:
                 raise out.error
             state = out.state
             if state is not None:
-                state.outbox = ()  # yielded is delivered: nothing to replay
+                state.keep_outbox(())  # yielded is delivered: nothing to replay
             for d in out.decisions:
                 yield d
             if out.rejected:  # a chunk held behind the gap followed the final one
                 raise out.rejected[0][1]
+            if out.skipped:
+                gap = out.skipped[0]
+                raise StreamError(f"sequence gap: seqs {gap.first}..{gap.last} never came")
+        # The end of the iterator is the end of the stream: text still held back (no final chunk,
+        # or chunks waiting behind a gap) would otherwise vanish without a word.
+        if state is not None and not state.blocked and (state.pending or not state.final):
+            raise StreamError(f"the stream ended at seq {state.next_seq - 1} without its final chunk"
+                              + (f"; seqs {sorted(state.pending)} still wait behind a gap" if state.pending else "")
+                              + f"; {state.end - state.released} characters were never released")
 
     # -- one round: at most one new chunk per stream ----------------------------------------------
 
     async def _round(self, rnd: list[tuple[int, Chunk, bool]], states: dict[str, StreamState | None],
-                     outcomes: list[Outcome], t0: float) -> None:
+                     outcomes: list[Outcome], arrived: Sequence[int], t0: float) -> None:
         """``rnd``: (outcome index, chunk, held): at most one chunk per stream; a held chunk is one
-        the stream kept behind a gap, now next in its sequence."""
+        the stream kept behind a gap, now next in its sequence. ``arrived``: per outcome, the seq of
+        the record whose arrival it reports."""
         works: list[tuple[int, _Work]] = []
         policies = self.policies()  # one snapshot per round, even if a reload lands mid-batch
         for i, chunk, held in rnd:
@@ -202,7 +230,7 @@ class Pipeline:
         scores, failure = await self._score(w for _, w in works)
         for i, work in works:
             decision = self._settle(work, scores, failure)
-            work.state.outbox = (*work.state.outbox, decision)[-MAX_OUTBOX:]
+            _to_outbox(work.state, decision, arrived[i])
             states[work.state.stream_id] = work.state
             outcomes[i].decisions.append(decision)
         for i, chunk, _ in rnd:
@@ -219,8 +247,10 @@ class Pipeline:
 
         Raises before the state changes, so a rejected chunk leaves its stream as it was.
         """
-        if any(0xD800 <= ord(ch) <= 0xDFFF for ch in chunk.text):
-            raise SchemaError("chunk text contains lone surrogates (not valid Unicode text)")
+        for name in ("text", "prompt", "stream_id", "policy", "tenant"):
+            value = getattr(chunk, name)
+            if value and any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+                raise SchemaError(f"chunk {name} contains lone surrogates (not valid Unicode text)")
         if chunk.tenant is not None and not is_tenant_id(chunk.tenant):
             raise SchemaError(f"chunk tenant: {TENANT_ID_RULE}")
         state = states.get(chunk.stream_id)
@@ -231,25 +261,32 @@ class Pipeline:
             states[chunk.stream_id] = state
         else:
             spec = self._policy_of(state, policies)
+        if any(lo <= chunk.seq <= hi for lo, hi in state.skipped):
+            raise StreamError(f"chunk seq {chunk.seq} arrived after its sequence gap was given up; "
+                              "the text after it was released without it")
         if chunk.seq < state.next_seq or chunk.seq in state.pending:
-            outcome.replayed.extend(d for d in state.outbox if d.seq == chunk.seq)
+            # a held chunk's decision was made when the record that filled its gap arrived: that
+            # record is the one a restarted worker sees again (the held one's offset was committed)
+            outcome.replayed.extend(d for d in state.outbox if state.decided_by.get(d.seq, d.seq) == chunk.seq)
             log.info("duplicate_chunk_dropped", stream_id=chunk.stream_id, seq=chunk.seq,
                      replayed=len(outcome.replayed))
             return spec, []
         if state.final:
             raise StreamError(f"chunk seq {chunk.seq} after the stream's final chunk")
         if chunk.seq > state.next_seq:
-            if len(state.pending) >= MAX_PENDING:
-                raise StreamError(f"sequence gap: expected seq {state.next_seq}, "
-                                  f"{len(state.pending)} later chunks already waiting")
             state.pending = {**state.pending, chunk.seq: chunk}
             now = self.wall_ms()
             if state.gap_since_ms is None:
                 state.gap_since_ms = now
-            if now - state.gap_since_ms <= self.gap_timeout_ms:
+            # Given up after the timeout, or sooner when the held chunks outgrow their bound: a
+            # token-per-chunk stream fills it within a second of losing one chunk, and refusing
+            # every later chunk would lose the rest of the stream, its final chunk included.
+            if (now - state.gap_since_ms <= self.gap_timeout_ms and len(state.pending) <= MAX_PENDING
+                    and _held_bytes(state) <= MAX_PENDING_BYTES):
                 return spec, []
             first = min(state.pending)
             outcome.skipped.append(SequenceGap(state.next_seq, first - 1, now - state.gap_since_ms))
+            state.skipped = [*state.skipped, (state.next_seq, first - 1)][-MAX_SKIPPED:]
             state.next_seq = first
             chunk = state.pending[first]
         pending = {k: v for k, v in state.pending.items() if k != chunk.seq}

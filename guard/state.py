@@ -64,8 +64,20 @@ class StreamState(msgspec.Struct, kw_only=True):
     #: the chunk, finds it a duplicate, and sends the decision from here (same ``decision_id``).
     #: Whoever delivers decisions prunes it (``streams.agents.guard``); ``Pipeline.moderate`` empties it
     outbox: tuple[Decision, ...] = ()
+    #: for outbox decisions of chunks that waited behind a gap: decided seq → seq of the record
+    #: whose arrival decided it (the one redelivered after a crash; the held one's was committed)
+    decided_by: dict[int, int] = {}
+    #: the last gaps given up (first, last seq): a chunk from one that turns up is dead-lettered
+    skipped: list[tuple[int, int]] = []
     gap_since_ms: int | None = None
     updated_ms: int = 0
+
+    def keep_outbox(self, outbox: tuple[Decision, ...]) -> None:
+        """Set the outbox, forgetting who decided the decisions no longer in it."""
+        self.outbox = outbox
+        kept = {d.seq for d in outbox}
+        if any(k not in kept for k in self.decided_by):
+            self.decided_by = {k: v for k, v in self.decided_by.items() if k in kept}
 
     @property
     def end(self) -> int:

@@ -15,7 +15,7 @@ from guard.detectors.pii import PiiScanner
 from guard.detectors.retry import RetryingDetector, RetryPolicy
 from guard.errors import DetectorUnavailable, PolicyError, SchemaError, StreamError
 from guard.messages import Chunk, Decision
-from guard.pipeline import Pipeline, chunk_text
+from guard.pipeline import MAX_PENDING_BYTES, Pipeline, chunk_text
 from guard.policy.load import PolicySet
 from guard.policy.schema import PolicySpec
 from guard.state import StreamState, dump_state, load_state
@@ -158,6 +158,45 @@ async def test_duplicates_dropped_gaps_reordered_late_chunks_rejected():
     assert released(ds) == "one two three four five six seven"
     (late,) = await p.process([(state, Chunk(stream_id="s", seq=len(cs), text="x"))])
     assert isinstance(late.error, StreamError)
+
+
+async def test_a_gap_is_given_up_when_the_text_behind_it_outgrows_its_bound():
+    """The held chunks live in the state record; a few large ones must not push it past Kafka's
+    message limit, so their bytes bound the wait as well as their number."""
+    p = make()
+    p.wall_ms = lambda: 0  # the timeout never runs out here
+    big = "x" * 60_000 + " "
+    (out,) = await p.process([(None, Chunk(stream_id="s", seq=0, text="start "))])
+    state, skipped = out.state, []
+    for seq in range(2, 8):  # seq 1 lost
+        (out,) = await p.process([(state, Chunk(stream_id="s", seq=seq, text=big))])
+        assert out.error is None
+        state, skipped = out.state, skipped + out.skipped
+    assert [(g.first, g.last) for g in skipped] == [(1, 1)]
+    assert state is not None and state.next_seq == 8 and not state.pending
+    assert len(dump_state(state)) < MAX_PENDING_BYTES * 2
+
+
+async def test_the_embedded_api_says_when_a_stream_ends_with_text_never_released():
+    async def chunks(*cs: Chunk):
+        for c in cs:
+            yield c
+
+    text = "Contact me at jane.doe@example.com and I will reply"
+    with pytest.raises(StreamError, match="without its final chunk.*characters were never released"):
+        _ = [d async for d in make().moderate(chunks(Chunk(stream_id="s", seq=0, text=text)))]
+    with pytest.raises(StreamError, match=r"seqs \[2\] still wait behind a gap"):
+        _ = [d async for d in make().moderate(chunks(Chunk(stream_id="s", seq=0, text="Hi. "),
+                                                     Chunk(stream_id="s", seq=2, text="End.", final=True)))]
+    shown = [d async for d in make().moderate(chunks(Chunk(stream_id="s", seq=0, text=text, final=True)))]
+    assert "".join(d.text for d in shown) == "Contact me at [EMAIL] and I will reply"
+
+
+@pytest.mark.parametrize("field", ["prompt", "policy", "tenant"])
+async def test_lone_surrogates_in_any_chunk_field_are_a_schema_error_not_a_crash(field: str):
+    chunk = Chunk(stream_id="s", seq=0, text="hi", **{field: "why \ud800 x"})
+    (out,) = await make().process([(None, chunk)])
+    assert isinstance(out.error, SchemaError) and field in str(out.error)
 
 
 async def test_harm_behind_a_gap_is_scored_before_the_chunk_that_fills_the_gap_releases_it():

@@ -7,10 +7,12 @@ so no record is lost and the worker keeps running.
 
 Nothing at the edges of a stream is dropped silently either:
 
-- A gap given up after ``GUARD_GAP_TIMEOUT_MS`` is dead-lettered as a range (code ``sequence-gap``,
-  the seqs in ``skipped``, no raw bytes: nothing of it was received). Its timeout is checked only
-  when the stream's next chunk arrives, not on a timer: releasing the chunks behind the gap means
-  running the pipeline on the stream's state, which only this agent may do without racing itself.
+- A gap given up after ``GUARD_GAP_TIMEOUT_MS``, or once 64 chunks (or 256 KiB of their text) wait
+  behind it, is dead-lettered as a range (code ``sequence-gap``, the seqs in ``skipped``, no raw
+  bytes: nothing of it was received). Its timeout is checked only when the stream's next chunk
+  arrives, not on a timer: releasing the chunks behind the gap means running the pipeline on the
+  stream's state, which only this agent may do without racing itself. A chunk of a given-up gap
+  that turns up later is dead-lettered with its text (``stream-error``), not taken for a duplicate.
 - So a stream that goes quiet behind a gap is settled by ``expire``: after ``GUARD_STATE_TTL_S`` each
   chunk it still holds is dead-lettered (code ``stream-expired``, the chunk re-encoded as raw bytes),
   and text it received but never released (no final chunk came) is logged and counted.
@@ -20,7 +22,8 @@ decisions (writes to ``guard.decisions``) are separate sends, and a crash can de
 lose the second; the replayed chunk would then look like a duplicate. So the state carries the
 decisions whose delivery the producer has not confirmed yet (``StreamState.outbox``, pruned here
 when a batch decides a new chunk of the stream; usually the batch's own), and a duplicate chunk gets
-them sent again, unchanged.
+them sent again, unchanged: its own decision, and those of chunks its arrival released from behind
+a gap (their records were committed earlier and will not come again).
 Offsets are committed only after the producer has flushed, so a chunk whose decision could be lost
 is always replayed. Awaiting each delivery before saving would close the gap too, at the price of a
 broker round trip inside every batch.
@@ -176,7 +179,7 @@ class ChunkHandler:
         decided = {o.stream_id for o in outcomes if o.decisions}
         for stream_id, state in {o.stream_id: o.state for o in outcomes if o.state is not None}.items():
             if stream_id in decided:
-                state.outbox = self.unconfirmed(state.outbox)
+                state.keep_outbox(self.unconfirmed(state.outbox))
             self.table[stream_id.encode()] = dump_state(state)
 
 

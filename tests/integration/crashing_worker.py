@@ -1,6 +1,6 @@
 """A real ``guard worker`` that dies the worst way on streams named ``lose-*``.
 
-For such a batch the decisions are never sent, as if they were still in the producer's buffer, while
+For a batch that decides such a stream's chunks, the decisions are never sent, as if they were still in the producer's buffer, while
 the stream's state is saved and flushed to the changelog. Offset commits stop, and the process kills
 itself (SIGKILL: no shutdown, nothing flushed after). What a restarted worker then finds is
 exactly what a crash between the changelog write and the decision write leaves.
@@ -22,17 +22,18 @@ crashing = False
 
 
 async def _send_or_lose(self, d):  # type: ignore[no-untyped-def]
+    global crashing
     if d.stream_id.startswith("lose-"):
         self._in_flight[d.decision_id] = None  # sent, as far as this worker knows; never delivered
+        crashing = True  # once this batch is done
         return
     await _send(self, d)
 
 
 async def _call_then_crash(self, events):  # type: ignore[no-untyped-def]
-    global crashing
     await _call(self, events)
-    if any(b"lose-" in (ev.message.key or b"") for ev in events):
-        crashing = True  # no offset commit from here on: the chunk must be replayed
+    if crashing:  # a batch that decided a lose-* chunk (one held behind a gap decides nothing)
+        # no offset commit from here on (``crashing``): the chunk must be replayed
         await self.topics.decisions.app.producer.flush()  # the state's changelog write lands
         os.kill(os.getpid(), signal.SIGKILL)
 

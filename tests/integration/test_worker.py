@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from guard.messages import Chunk, Decision
+from guard.messages import Chunk, Decision, encode
 from streams.client import ChunkProducer, Collector, WorkerProcess
 
 from .conftest import log_tail, own_topics
@@ -217,6 +217,32 @@ async def test_harm_waiting_behind_a_gap_is_judged_before_the_filling_chunk_rele
     want, got = (sorted(col.decisions[s[0].stream_id], key=lambda d: d.seq) for s in (ordered, gapped))
     assert [(d.seq, d.action, d.text) for d in got] == [(d.seq, d.action, d.text) for d in want]
     assert got[-1].action == "block" and "kill" not in "".join(d.text for d in got)
+
+
+async def test_a_lost_chunk_does_not_lose_the_rest_of_a_long_stream(kafka_broker, guard_worker):
+    """One-word chunks, seq 1 lost: the 64 chunks that pile up behind the gap at once give it up
+    (long before the 10 s timeout), the stream goes on to its final chunk, and seq 1, sent late,
+    is dead-lettered with its text instead of vanishing as a "duplicate"."""
+    run = uuid.uuid4().hex[:6]
+    sid, n = f"lost-{run}", 90
+    cs = [Chunk(stream_id=sid, seq=i, text=f"word{i} ", final=i == n - 1) for i in range(n)]
+    async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:
+        for c in cs[:1] + cs[2:]:
+            await prod.send(c)
+        await prod.flush()
+        await col.wait_for(lambda c: c.final(sid), timeout=120)
+        await prod.send(cs[1])
+        await prod.flush()
+        mine = lambda c: [d for d in c.deadletters  # noqa: E731
+                          if d.stream_id == sid or sid.encode() in base64.b64decode(d.raw_b64)]
+        await col.wait_for(lambda c: len(mine(c)) >= 2, timeout=60)
+    got = sorted(col.decisions[sid], key=lambda d: d.seq)
+    assert [d.seq for d in got] == [0, *range(2, n)] and got[-1].final
+    assert "".join(d.text for d in got) == "".join(c.text for c in cs if c.seq != 1)
+    gap, late = sorted(mine(col), key=lambda d: d.code)
+    assert gap.code == "sequence-gap" and gap.skipped == (1, 1)
+    assert late.code == "stream-error" and "after its sequence gap was given up" in late.error
+    assert base64.b64decode(late.raw_b64) == encode(cs[1])
 
 
 async def test_a_threat_after_a_flood_of_emoji_is_judged(kafka_broker, guard_worker):

@@ -14,7 +14,7 @@ import pytest
 
 from guard.messages import Chunk, DeadLetter, Decision, decode, encode
 from guard.metrics import Metrics
-from guard.pipeline import Pipeline
+from guard.pipeline import MAX_PENDING, Pipeline
 from guard.policy.load import PolicySet
 from guard.policy.schema import PolicySpec
 from guard.state import StreamState, dump_state, load_state
@@ -149,6 +149,40 @@ async def test_a_chunk_held_behind_a_gap_that_follows_the_final_chunk_is_dead_le
     assert decode(Chunk, base64.b64decode(dl.raw_b64)) == cs[2]
     assert saved(rig).final and saved(rig).pending == {}
     assert count(rig.metrics, "guard_deadletters_total", code="stream-error") == 1
+
+
+async def test_a_lost_chunk_in_a_long_stream_is_given_up_once_the_chunks_behind_it_fill_their_bound():
+    """One chunk lost in a token-per-chunk stream: 64 chunks pile up behind it within seconds.
+    The bound used to refuse every later chunk (the final one too), so the gap was never given up."""
+    rig = Rig()
+    n = MAX_PENDING + 60
+    cs = [Chunk(stream_id="s", seq=i, text=f"w{i} ", final=i == n - 1) for i in range(n)]
+    await rig.handle(events(cs[0]))
+    for off, c in enumerate(cs[2:], start=1):  # seq 1 lost; 20 chunks a second
+        await rig.handle(events(c, offset=off))
+        rig.now_ms += 50
+
+    assert [d.seq for d in decisions(rig.topics)] == [0, *range(2, n)]
+    (gap,) = dead_letters(rig.topics)
+    assert gap.code == "sequence-gap" and gap.skipped == (1, 1)
+    assert "".join(d.text for d in decisions(rig.topics)) == "".join(c.text for c in cs if c.seq != 1)
+    assert saved(rig).final and saved(rig).pending == {}
+
+
+async def test_a_chunk_that_turns_up_after_its_gap_was_given_up_is_dead_lettered_with_its_text():
+    rig = Rig()
+    cs = [Chunk(stream_id="s", seq=i, text=f"word{i} ") for i in range(4)]
+    await rig.handle(events(cs[0]))
+    await rig.handle(events(cs[2], offset=1))
+    rig.now_ms += 6_000
+    await rig.handle(events(cs[3], offset=2))  # 1..1 given up
+    await rig.handle(events(cs[1], offset=3))  # the lost chunk after all
+
+    assert [d.seq for d in decisions(rig.topics)] == [0, 2, 3]
+    gap, late = dead_letters(rig.topics)
+    assert gap.code == "sequence-gap" and late.code == "stream-error"
+    assert "seq 1 arrived after its sequence gap was given up" in late.error
+    assert decode(Chunk, base64.b64decode(late.raw_b64)) == cs[1] and late.offset == 3
 
 
 def test_older_dead_letters_still_decode():
@@ -342,6 +376,27 @@ async def test_a_replayed_chunk_whose_decision_never_arrived_gets_it_again():
     await restarted.handle(events(cs[2], offset=2))  # the stream goes on
     assert [d.seq for d in decisions(restarted.topics)] == [1, 2]
     assert [d.seq for d in saved(restarted).outbox] == [2]
+
+
+async def test_decisions_of_chunks_released_from_behind_a_gap_are_replayed_by_the_record_that_released_them():
+    """Seq 2 waited behind a gap; seq 1's arrival decided both, then the worker died. Seq 2's own
+    record was committed long before, so only seq 1's comes again: it must bring back both."""
+    rig = Rig()
+    cs = [Chunk(stream_id="s", seq=i, text=f"word{i} " * 3) for i in range(4)]
+    await rig.handle(events(cs[0]))
+    rig.topics.decisions.confirm()  # type: ignore[attr-defined]
+    await rig.handle(events(cs[2], offset=1))  # held; its offset is committed
+    await rig.handle(events(cs[1], offset=2))  # decides 1 and 2, never confirmed: the crash
+    lost = decisions(rig.topics)[1:]
+    assert [d.seq for d in lost] == [1, 2]
+
+    restarted = Rig(table=rig.table)
+    await restarted.handle(events(cs[1], offset=2))  # only this record is redelivered
+    assert decisions(restarted.topics) == lost
+    restarted.topics.decisions.confirm()  # type: ignore[attr-defined]
+    await restarted.handle(events(cs[3], offset=3))
+    assert [d.seq for d in decisions(restarted.topics)] == [1, 2, 3]
+    assert saved(restarted).decided_by == {}, "pruned with the outbox"
 
 
 async def test_replays_of_one_lost_batch_that_come_in_separate_batches_get_all_their_decisions():
