@@ -185,6 +185,24 @@ def _neighbour(kinds: list[int], i: int, step: int) -> int:
     return _SEP
 
 
+_HEX: Final = frozenset("0123456789abcdefABCDEF")
+
+
+def _code_digits(text: str, i: int, run: int) -> bool:
+    """The digits at ``i`` (``run`` of them) belong to a code, not to leetspeak: a colour or a hex
+    number (``#fa6``, ``0xfa6``: read as leet, CSS colours spelt slurs) or a model number, one
+    capital and digits (``A55``, a phone, not "ass"). Left context only, at most 8 characters."""
+    k = i
+    while k > 0 and i - k < 8 and text[k - 1] in _HEX:
+        k -= 1
+    if k > 0 and text[k - 1] == "#":
+        return True
+    if k > 1 and text[k - 1] in "xX" and text[k - 2] == "0" and (k == 2 or not text[k - 3].isalnum()):
+        return True
+    return (run >= 2 and i > 0 and "A" <= text[i - 1] <= "Z"
+            and (i == 1 or not (text[i - 2].isalnum() or text[i - 2] in "@$!|")))
+
+
 def _resolve(text: str) -> tuple[list[int], list[str]]:
     """Per original character: its kind after leetspeak decisions, and what it projects to."""
     folded: list[str] = []
@@ -210,7 +228,7 @@ def _resolve(text: str) -> tuple[list[int], list[str]]:
             after = _neighbour(kinds, j - 1, 1)
             touches_letter = _LETTER in (before, after)
             alone = j - i == 1 and before == _SEP and after == _SEP
-            leet = (j - i <= MAX_LEET_DIGITS and touches_letter) or alone
+            leet = ((j - i <= MAX_LEET_DIGITS and touches_letter) or alone) and not _code_digits(text, i, j - i)
             for d in range(i, j):
                 out[d] = LEET_DIGITS[folded[d]] if leet else NUMBER
                 out_kinds[d] = _LETTER if leet else _DIGIT

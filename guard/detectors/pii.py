@@ -82,7 +82,7 @@ import ipaddress
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -157,6 +157,8 @@ MAX_DIGIT_RUN: Final = 40  # a phone, card, SSN or a few of them, with separator
 #: the longest entity read from a part of a longer run (a 19-digit card with its separators is 23
 #: characters, a "+" phone with brackets a little less): the tail of a long run is held this far
 MAX_RUN_PART: Final = 32
+#: a digit run longer than this is read part by part (``PiiScanner._long_run_entities``)
+LONG_RUN: Final = 2 * MAX_DIGIT_RUN
 MAX_IPV6_RUN: Final = 64
 MIN_SECRET: Final = 32
 MAX_TOKEN: Final = 200
@@ -187,12 +189,25 @@ IBAN_LENGTHS: Final[dict[str, int]] = {
 }
 
 _ALNUM: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_EMAIL_CHARS: Final = frozenset(_ALNUM + "._%+-@")
+class _HeldEmailChars:
+    """Characters of a possible address the hold-back waits on: ``._%+-@`` and letters and digits
+    of the Latin scripts (``müller@gmx.de``). Addresses in other scripts (``山田@example.jp``) are
+    found, but a run of them is not held: text without spaces would wait for every sentence's end."""
+
+    def __contains__(self, ch: object) -> bool:
+        return isinstance(ch, str) and (ch in "._%+-@" or (ch.isalnum() and ord(ch) < 0x250))
+
+
+_EMAIL_CHARS: Final = _HeldEmailChars()
+#: the longest local part: a run of address characters without "@" that is longer starts no address
+MAX_EMAIL_LOCAL: Final = 64
+# Unicode-aware on purpose: with ASCII classes, "müller@gmx.de" matched from the "ller" and was
+# released as "mü[EMAIL]".
 EMAIL_RE: Final = re.compile(
-    r"(?<![A-Za-z0-9._%+\-@])"
-    r"[A-Za-z0-9_%+\-](?:[A-Za-z0-9._%+\-]{0,62}[A-Za-z0-9_%+\-])?"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}"
-    r"(?![A-Za-z0-9_%+\-@])(?!\.[A-Za-z0-9])"
+    r"(?<![\w.%+\-@])"
+    r"[\w%+\-](?:[\w.%+\-]{0,62}[\w%+\-])?"
+    r"@(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.){1,8}[^\W\d_]{2,24}"
+    r"(?![\w%+\-@])(?!\.[^\W_])"
 )
 _OCTET: Final = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 IPV4_RE: Final = re.compile(rf"(?<![\w.:])(?:{_OCTET}\.){{3}}{_OCTET}(?!\w|\.\d)", re.ASCII)
@@ -212,6 +227,8 @@ _IBAN_TAIL_RE: Final = re.compile(
     re.ASCII,
 )
 _IBAN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_LEAD_DIGITS_RE: Final = re.compile(r"\d{3,}", re.ASCII)
+_DIGITS: Final = frozenset("0123456789")
 SSN_RE: Final = re.compile(r"(\d{3})([- ])(\d{2})\2(\d{4})", re.ASCII)
 _DATE_RE: Final = re.compile(
     r"(?<!\d)(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2}))(?!\d)",
@@ -305,6 +322,15 @@ def isbn13_ok(digits: str) -> bool:
     if len(digits) != 13 or digits[:3] not in ("978", "979"):
         return False
     return sum((3 if i % 2 else 1) * (ord(c) - 48) for i, c in enumerate(digits)) % 10 == 0
+
+
+def isbn10_hyphenated(core: str) -> bool:
+    """An ISBN-10 as books print it: four hyphenated groups, mod-11 check (``0-306-40615-2``)."""
+    groups = core.split("-")
+    digits = "".join(groups)
+    if len(groups) != 4 or len(digits) != 10 or not digits.isdigit():
+        return False
+    return sum((10 - i) * (ord(c) - 48) for i, c in enumerate(digits)) % 11 == 0
 
 
 # -- national IDs ------------------------------------------------------------------------------
@@ -531,7 +557,7 @@ def looks_random(token: str) -> bool:
     return not (wordy and changes / len(token) < SECRET_RANDOM_CHANGES)
 
 
-def _trailing_run(text: str, chars: frozenset[str], cap: int) -> int | None:
+def _trailing_run(text: str, chars: Container[str], cap: int) -> int | None:
     """Start of the run of ``chars`` that ends the text, or None if empty or longer than ``cap``."""
     n = len(text)
     i = n
@@ -627,7 +653,7 @@ class PiiScanner:
         n = len(text)
         starts = [n]
         email = _trailing_run(text, _EMAIL_CHARS, MAX_EMAIL + 2)
-        if email is not None:
+        if email is not None and ("@" in text[email:] or n - email <= MAX_EMAIL_LOCAL + 1):
             starts.append(email)
         ipv6 = self._ipv6_tail(text)
         if ipv6 is not None:
@@ -743,30 +769,34 @@ class PiiScanner:
             pos = end.end()
 
     def _run_entities_uncached(
-        self, window: str, start: int, end: int
+        self, window: str, start: int, end: int, parts_only: bool = False
     ) -> tuple[tuple[int, int, str], ...]:
         """Entities of the whole run, plus cards in the run that starts after its first space.
 
         A run can open with something that is not an entity and spoils the rest when read as one
         ("A-20931 4111 1111 1111 1111", "1.2.3 4111 …"): the tail after a space is read on its own
         too, and a card it finds is kept where it overlaps nothing found in the whole run.
+        ``parts_only``: only the types read from parts (``_PART_TYPES``), for ``_long_run_entities``.
         """
-        found = self._whole_run_entities(window, start, end)
+        if end - start > LONG_RUN:
+            return self._long_run_entities(window, start, end)
+        found = self._whole_run_entities(window, start, end, parts_only)
         # Split at each space: the head (without a sentence's closing punctuation) read as a run of
         # its own, and the tail after the space recursively. Only strictly validated types are taken
-        # from parts, and only where they overlap nothing already found.
+        # from parts, and only where they overlap nothing already found; a head longer than any of
+        # them ends the search.
         parts: list[tuple[int, int, str]] = []
         gap = window.find(" ", start, end)
-        while gap != -1 and gap + 1 < end:
+        while gap != -1 and gap + 1 < end and gap - start <= MAX_RUN_PART + 2:
             head_end = gap
             while head_end > start and window[head_end - 1] in ".,;:":
                 head_end -= 1
             if head_end > start:
-                parts += self._whole_run_entities(window, start, head_end)
+                parts += self._whole_run_entities(window, start, head_end, parts_only=True)
             gap = window.find(" ", gap + 1, end)
         first = window.find(" ", start, end)
         if first != -1 and first + 1 < end:
-            parts += self._run_entities(window, first + 1, end)
+            parts += self._run_entities(window, first + 1, end, parts_only)
         extra: list[tuple[int, int, str]] = []
         for t in sorted(parts, key=lambda t: (t[0], -t[1])):
             strong = t[2] in _PART_TYPES
@@ -774,13 +804,61 @@ class PiiScanner:
                 extra.append(t)
         return found + tuple(extra)
 
+    def _long_run_entities(self, window: str, start: int, end: int) -> tuple[tuple[int, int, str], ...]:
+        """A run too long to be one entity (a list of numbers, a table row), read part by part.
+
+        Reading every head and tail of it as a run, as shorter runs are read, costs time cubic in
+        its spaces and recursion as deep as their number: a chunk counting to 800 exhausted the
+        stack. Here IPv4 addresses are searched once, and each part of at most ``MAX_RUN_PART``
+        characters that starts the run or follows a space is read for the types parts give.
+        """
+        found = [(m.start(), m.end(), "IPV4") for m in IPV4_RE.finditer(window, start, min(len(window), end + 2))] \
+            if "." in window[start:end] else []
+        parts: list[tuple[int, int, str]] = []
+        t = start
+        while 0 <= t < end:
+            # a card's first group has 4 digits or more, an SSN's 3 (a list of small numbers: none)
+            lead = t + (window[t] in "+(")
+            digits = _LEAD_DIGITS_RE.match(window, lead, end)
+            if digits and len(digits.group()) == 3:
+                ssn = SSN_RE.match(window, lead, end)
+                if ssn:
+                    parts += self._whole_run_entities(window, t, ssn.end(), parts_only=True)
+            elif digits:
+                stops, gap = [], window.find(" ", t, end)
+                while True:
+                    stop = end if gap == -1 else gap
+                    if stop - t > MAX_RUN_PART + 2:
+                        break
+                    while stop > t and window[stop - 1] in ".,;:":
+                        stop -= 1
+                    stops.append(stop)
+                    if gap == -1:
+                        break
+                    gap = window.find(" ", gap + 1, end)
+                # the longest part whose groups are evenly separated holds every card that starts
+                # here (``_cards`` reads its windows of groups); shorter ones only where it is not
+                for stop in reversed(stops):
+                    parts += self._whole_run_entities(window, t, stop, parts_only=True)
+                    if len(set(window[t:stop]) - _DIGITS) <= 1:
+                        break
+            nxt = window.find(" ", t, end)
+            t = nxt + 1 if nxt != -1 else end
+        kept: list[tuple[int, int, str]] = []
+        for p in sorted(set(parts), key=lambda p: (p[0], -p[1])):
+            if p[2] in _PART_TYPES and not (kept and p[0] < kept[-1][1]) \
+                    and not any(p[0] < f[1] and f[0] < p[1] for f in found):
+                kept.append(p)
+        return tuple(found) + tuple(kept)
+
     def _whole_run_entities(
-        self, window: str, start: int, end: int
+        self, window: str, start: int, end: int, parts_only: bool = False
     ) -> tuple[tuple[int, int, str], ...]:
         """Entities in the digit run ``window[start:end]``; the window holds one character of
-        context before the run and two after it, all any rule looks at."""
+        context before the run and two after it, all any rule looks at. ``parts_only``: only the
+        types a part of a longer run can give (``_PART_TYPES``; no IPv4 or phone search)."""
         found: list[tuple[int, int, str]] = []
-        if "." in window:
+        if "." in window and not parts_only:
             for m in IPV4_RE.finditer(window, start):
                 found.append((m.start(), m.end(), "IPV4"))
         before = window[start - 1] if start > 0 else " "
@@ -806,11 +884,15 @@ class PiiScanner:
         found.extend(_run_ids(core, base))
         cards = [(c.start, c.end, c.label) for c in _cards(core, base)]
         found.extend(cards)
-        if not cards and not _NOT_PHONE_RE.fullmatch(core) and not _DATE_RE.search(core):
+        if not cards and not parts_only and not _NOT_PHONE_RE.fullmatch(core) and not _DATE_RE.search(core):
             digits = "".join(c for c in core if c.isdigit())
             # An unformatted short run ("0970881", a short git SHA) is no evidence of a phone.
             bare = len(digits) == len(core)
-            if 7 <= len(digits) <= 15 and not isbn13_ok(digits) and not (bare and len(digits) < 10):
+            # A bare ten digits from 1 is a Unix time (1.6e9-1.8e9 for this decade) far more often
+            # than a number dialled without its trunk prefix: no NANP area code starts with 1.
+            epoch_like = bare and len(digits) == 10 and digits[0] == "1"
+            if 7 <= len(digits) <= 15 and not isbn13_ok(digits) and not (bare and len(digits) < 10) \
+                    and not epoch_like and not isbn10_hyphenated(core):
                 for s, e in self._phones(core):
                     found.append((base + s, base + e, "PHONE"))
         return tuple(found)
@@ -869,7 +951,7 @@ def _cards(core: str, base: int) -> Iterator[_Candidate]:
     i = 0
     while i < len(groups):
         taken = False
-        for j in range(len(groups) - 1, i - 1, -1):
+        for j in range(min(len(groups) - 1, i + 5), i - 1, -1):  # 4-3-3-3-3-3 is 19 digits
             window = groups[i:j + 1]
             sizes = [e - s for s, e in window]
             total = sum(sizes)

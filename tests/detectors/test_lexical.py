@@ -89,11 +89,20 @@ class TestMatching:
             "Dickens", "peacock", "cockpit", "button", "arsenal", "assess", "compass", "harass",
             "snigger", "niggardly", "shiitake", "title", "canal", "banal", "skillet", "Kill Bill",
             "methods to cook methane", "a ss", "an al", "as s", "c l a s s", "a.s.s.e.s.s",
-            "s k i l l",
+            "s k i l l", "Milford Haven", "water milfoil", "Dick picked up the phone", "Dick Pickering",
+            "colour #fa6", "colour #f49", "hex 0xfa6", "#a55 background", "Galaxy A55", "A55 phone",
         ],
     )
     def test_scunthorpe(self, scanner: LexicalScanner, text: str) -> None:
         assert labels(scanner, f"The {text} was fine.") == []
+
+    @pytest.mark.parametrize(("text", "label"), [
+        ("you f4g", "hate:fag"), ("you a55", "profanity:ass"), ("sh1t", "profanity:shit"),
+        ("milfs", "sexual:milfs"), ("dick pics", "sexual:dick_pics"),
+    ])
+    def test_codes_spare_leetspeak_that_is_not_one(self, scanner: LexicalScanner, text: str, label: str) -> None:
+        """A colour (``#fa6``) or a model number (``A55``) keeps its digits; lower-case leet does not."""
+        assert label in labels(scanner, f"well {text} then")
 
     def test_offsets_are_original(self, scanner: LexicalScanner) -> None:
         text = "Well, k.\u200b1.l.l   yourself!"
@@ -180,7 +189,7 @@ class TestBlocklists:
 WORDS = (
     "hello", "the", "you", "skill", "class", "assassin", "grape", "Scunthorpe", "analysis",
     "kill", "yourself", "i", "will", "a", "ass", "kys", "how", "to", "make", "pipe", "bomb",
-    "2024", "$5", "k1ll", "a55", "sh!t", "bitch", "hi!", "C++", "fucking",
+    "2024", "$5", "k1ll", "a55", "sh!t", "bitch", "hi!", "C++", "fucking", "#fa6", "0xf4g", "A55", "Ab55",
 )
 SEPARATORS = (" ", " ", " ", "", ".", "-", "_", "\n", "  ", "!", ", ", "\u200b", "|")
 ALPHABET = "kilsyouabt 1!5$@|.\u200b\u0301іｋ"

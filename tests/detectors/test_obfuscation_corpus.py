@@ -70,20 +70,24 @@ def test_disguised_terms_are_found(scanner: LexicalScanner) -> None:
     hits: Counter[str] = Counter()
     totals: Counter[str] = Counter()
     misses: list[str] = []
+    numeric: list[str] = []
     for term in scanner.terms:
         for name, disguised in _disguise_all(rng, term.text):
             text = rng.choice(TEMPLATES).format(x=disguised)
-            totals[name] += 1
             found = _stream(scanner, text, rng)
+            if any(w.isdigit() for w in disguised.split()):
+                # A word written wholly in digits ("h0w 70 m4k3", "411") is read as a number, or
+                # "455 points" would be an insult: such disguises are counted apart.
+                numeric.append(text)
+                continue
+            totals[name] += 1
             if any(f.label == term.label for f in found):
                 hits[name] += 1
             else:
                 misses.append(f"{name}: {text!r}")
     rate = sum(hits.values()) / sum(totals.values())
     per_kind = {name: hits[name] / totals[name] for name in totals}
-    assert sum(totals.values()) >= 1500
-    # The misses are words written wholly in digits ("h0w 70 m4k3", "411"): an all-digit word is
-    # read as a number, or "455 points" would be an insult.
+    assert sum(totals.values()) >= 1500 and len(numeric) < 0.02 * sum(totals.values())
     assert rate >= 0.985, (rate, misses[:20])
     assert min(per_kind.values()) >= 0.95, (per_kind, misses[:20])
 

@@ -580,3 +580,71 @@ class TestStreamingContract:
             return
         result = scanner.scan(text, False)
         assert len(text) - result.stable_until <= scanner.context_chars
+
+
+# -- long digit runs: lists of numbers ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    "Counting: " + " ".join(map(str, range(1, 800))),
+    "1 " * 1000,
+    "1.2.3 " * 1666,
+    " ".join(map(str, range(1, 12_000))),  # 60 KB, in one chunk
+])
+def test_a_long_list_of_numbers_neither_crashes_nor_takes_minutes(scanner: PiiScanner, text: str) -> None:
+    """Every head and tail of such a run used to be read as a run of its own, recursively: cubic
+    time in its spaces, and a recursion as deep as their number (RecursionError at 800)."""
+    res = scanner.scan(text, final=True)
+    assert all(f.label in ("CREDIT_CARD", "US_SSN") for f in res.findings)
+
+
+def test_cards_and_ssns_inside_a_long_run_are_still_found(scanner: PiiScanner) -> None:
+    text = "ids 12 13 4111 1111 1111 1111 14 15 536-22-8726 16 " * 20 + "10.0.0.1 10.0.0.2"
+    labels = [f.label for f in scanner.scan(text, final=True).findings]
+    assert labels.count("CREDIT_CARD") == 20 and labels.count("US_SSN") == 20 and labels.count("IPV4") == 2
+
+
+def test_the_work_on_a_long_run_grows_linearly_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    real = PiiScanner._whole_run_entities
+
+    def counted(self, *a, **kw):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(PiiScanner, "_whole_run_entities", counted)
+    work = []
+    for n in (500, 1000, 2000):
+        calls["n"] = 0
+        PiiScanner().scan(" ".join(str(1000 + i) for i in range(n)), final=True)
+        work.append(calls["n"])
+    assert work[1] <= 2.2 * work[0] and work[2] <= 2.2 * work[1], work
+
+
+@pytest.mark.parametrize(("text", "email"), [
+    ("Write to müller@gmx.de today", "müller@gmx.de"),
+    ("josé.garcía@correo.es, please", "josé.garcía@correo.es"),
+    ("Mail françois.dupont@orange.fr.", "françois.dupont@orange.fr"),
+    ("user@bücher.de", "user@bücher.de"),
+])
+def test_an_address_is_masked_whole_in_latin_scripts(scanner: PiiScanner, text: str, email: str) -> None:
+    """ASCII classes matched "müller@gmx.de" from "ller" and released "mü[EMAIL]"."""
+    assert found(scanner, text) == [("EMAIL", email)]
+    for k in range(1, len(text)):
+        check_contract(scanner, text, k, k)
+
+
+def test_addresses_in_other_scripts_are_found_without_holding_their_text(scanner: PiiScanner) -> None:
+    assert found(scanner, "山田@example.jp に送って") == [("EMAIL", "山田@example.jp")]
+    text = "今日は良い天気です"  # no spaces: held as a possible address, it would wait for the sentence's end
+    assert scanner.scan(text, False).stable_until == len(text)
+
+
+
+@pytest.mark.parametrize("text", ['"created": 1716239022,', "ts=1601234567 ok", "ISBN 0-306-40615-2"])
+def test_unix_times_and_isbn_10_are_not_phones(scanner: PiiScanner, text: str) -> None:
+    assert found(scanner, text) == []
+
+
+def test_ten_bare_digits_that_can_be_dialled_are_still_phones(scanner: PiiScanner) -> None:
+    assert found(scanner, "call 4155552671 now") == [("PHONE", "4155552671")]

@@ -76,7 +76,9 @@ def test_a_blocklist_only_principle_without_a_threshold_fires_on_every_term():
 
 
 @pytest.mark.parametrize(("text", "blocked"), [
-    ("Get out of here, you dirty spic.", True),
+    ("Get out of here, you dirty wetback.", True),
+    ("Spic and Span cleans the floor.", False),            # 0.6: a brand, and an idiom
+    ("Set the background to #fa6 and the border to #f46.", False),  # colours, not leetspeak
     ("Dick Van Dyke starred in Mary Poppins.", False),   # weighted 0.6: left to the semantic layer
     ("I adopted a Maine Coon kitten last week.", False),  # 0.5
     ("The team found a chink in the armor of the argument.", False),
