@@ -96,6 +96,16 @@ _SYMBOL: Final = 4  # a leet symbol; a letter or a separator depending on its ne
 _OTHER: Final = 5  # folds to a mixture we never match (e.g. "㉑"): part of a word, not a letter
 
 
+#: letters that render as nothing (Hangul fillers): "sh\u115fit" must read as one word
+_BLANK_LETTERS: Final = frozenset("\u115f\u1160\u3164\uffa0")
+
+
+def _invisible_control(ch: str) -> bool:
+    """A control character that is not white space (``\x00``, ``\x01``, ``\x7f``, C1): renderers
+    draw nothing, so it hides letters the way a zero-width space does."""
+    return unicodedata.category(ch) == "Cc" and not ch.isspace()
+
+
 def fold_char(ch: str) -> str:
     """Canonical form of one character: NFKD without combining marks, casefolded, de-confused.
 
@@ -103,8 +113,8 @@ def fold_char(ch: str) -> str:
     applied here: it depends on context (see ``project``).
     """
     if ch.isascii():
-        return ch.lower()
-    if unicodedata.category(ch) in ("Cf", "Mn", "Me"):
+        return "" if _invisible_control(ch) else ch.lower()
+    if unicodedata.category(ch) in ("Cf", "Mn", "Me") or ch in _BLANK_LETTERS or _invisible_control(ch):
         return ""
     decomposed = unicodedata.normalize("NFKD", ch)
     folded = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
@@ -203,6 +213,13 @@ def _code_digits(text: str, i: int, run: int) -> bool:
             and (i == 1 or not (text[i - 2].isalnum() or text[i - 2] in "@$!|")))
 
 
+def _long_symbol_chain(kinds: list[int], i: int) -> bool:
+    """Three or more leet symbols right before ``i``: a symbol reads its resolved left neighbour,
+    so without a bound "!$!$…" carried one decision down the whole chain, and the result changed
+    with where a chunk cut it."""
+    return i >= 3 and kinds[i - 1] == kinds[i - 2] == kinds[i - 3] == _SYMBOL
+
+
 def _resolve(text: str) -> tuple[list[int], list[str]]:
     """Per original character: its kind after leetspeak decisions, and what it projects to."""
     folded: list[str] = []
@@ -243,7 +260,7 @@ def _resolve(text: str) -> tuple[list[int], list[str]]:
                 before = _neighbour(out_kinds, i, -1)  # resolved: "p!$$" reads "piss"
                 after = _neighbour(kinds, j - 1, 1)
                 alone = j - i == 1 and ch == "@" and before == _SEP and after == _SEP
-                leet = (j - i <= 3 and _LETTER in (before, after)) or alone
+                leet = ((j - i <= 3 and _LETTER in (before, after)) or alone) and not _long_symbol_chain(kinds, i)
                 for d in range(i, j):
                     out[d] = LEET_EDGE_SYMBOLS[text[d]] if leet else " "
                     out_kinds[d] = _LETTER if leet else _SEP
@@ -255,7 +272,7 @@ def _resolve(text: str) -> tuple[list[int], list[str]]:
             after_ok = after in word_chars or (
                 after == _SYMBOL and text[i + 1] in LEET_EDGE_SYMBOLS
             )
-            leet = _neighbour(out_kinds, i, -1) in word_chars and after_ok
+            leet = _neighbour(out_kinds, i, -1) in word_chars and after_ok and not _long_symbol_chain(kinds, i)
             out[i] = LEET_INNER_SYMBOLS[ch] if leet else " "
             out_kinds[i] = _LETTER if leet else _SEP
             i += 1

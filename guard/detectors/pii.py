@@ -324,6 +324,16 @@ def isbn13_ok(digits: str) -> bool:
     return sum((3 if i % 2 else 1) * (ord(c) - 48) for i, c in enumerate(digits)) % 10 == 0
 
 
+#: words before a number that say it is one to dial
+_PHONE_CUE_RE: Final = re.compile(r"(?i)\b(?:tel|phone|call|fax|mobile|cell|whatsapp|contact|dial|ring)")
+
+
+def _epoch_like(run: str) -> bool:
+    """Ten bare digits from 1: a Unix time (1.6e9-1.8e9 this decade) far more often than a number
+    dialled without its trunk prefix (no NANP area code starts with 1), unless a cue says "call"."""
+    return len(run) == 10 and run.isdigit() and run[0] == "1"
+
+
 def isbn10_hyphenated(core: str) -> bool:
     """An ISBN-10 as books print it: four hyphenated groups, mod-11 check (``0-306-40615-2``)."""
     groups = core.split("-")
@@ -724,6 +734,9 @@ class PiiScanner:
                 lo = max(0, m.start() - 1)
                 window = text[lo:m.end() + 2]
                 for a, b, label in self._run_entities(window, m.start() - lo, m.end() - lo):
+                    if label == "PHONE" and _epoch_like(text[lo + a:lo + b]) and not _PHONE_CUE_RE.search(
+                            text, max(0, lo + a - CUE_WINDOW), lo + a):
+                        continue
                     yield _Candidate(lo + a, lo + b, label)
         if "IBAN" in want:
             yield from self._ibans(text, limit)
@@ -888,11 +901,8 @@ class PiiScanner:
             digits = "".join(c for c in core if c.isdigit())
             # An unformatted short run ("0970881", a short git SHA) is no evidence of a phone.
             bare = len(digits) == len(core)
-            # A bare ten digits from 1 is a Unix time (1.6e9-1.8e9 for this decade) far more often
-            # than a number dialled without its trunk prefix: no NANP area code starts with 1.
-            epoch_like = bare and len(digits) == 10 and digits[0] == "1"
             if 7 <= len(digits) <= 15 and not isbn13_ok(digits) and not (bare and len(digits) < 10) \
-                    and not epoch_like and not isbn10_hyphenated(core):
+                    and not isbn10_hyphenated(core):
                 for s, e in self._phones(core):
                     found.append((base + s, base + e, "PHONE"))
         return tuple(found)

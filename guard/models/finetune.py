@@ -541,9 +541,11 @@ def prepare(data_dir: Path, exclude: Sequence[str], cfg: FinetuneConfig, limit: 
     the number of texts held out."""
     from guard.models.data import read_examples
     from guard.models.features import STREAM_STRIDE, WINDOW_TOKENS, stream_windows, train_stream_windows
-    from guard.models.train import Prepared, concat, fold_of, train_copies, train_dev
+    from guard.models.train import Prepared, concat, fold_of, train_copies, train_dev, without_dev_twins
 
     train_set, dev = train_dev(read_examples([data_dir], exclude_sources=exclude), cfg.implied_labels)
+    train_set, twins = without_dev_twins(train_set, dev)
+    log(f"{twins} train texts that read as a dev text left out")
     n_train_all = len(train_set)
     if cfg.holdout_fold >= 0:  # before augmenting: no obfuscated copy of a held-out text is seen
         train_set = train_set.subset(fold_of(train_set.texts, HOLDOUT_FOLDS) != cfg.holdout_fold)

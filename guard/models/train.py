@@ -187,7 +187,7 @@ def fit_ngram(xs: Any, windows: Windowed, y: np.ndarray, w: np.ndarray, cfg: Tra
         sw = w[owner, j] / np.maximum(per_text[owner], 1.0)
         k = sw > 0
         yj = y[owner, j][k]
-        if yj.min() == yj.max():
+        if not k.any() or yj.min() == yj.max():  # no row labels it, or one class only
             continue
         lr = LogisticRegression(C=cfg.ngram_c, solver="liblinear", max_iter=300)
         lr.fit(xs[k], yj, sample_weight=sw[k] / sw[k].mean())
@@ -400,7 +400,12 @@ def obfuscated_copies(data: LabeledSet, fraction: float, salt: str, max_chars: i
     """Obfuscated copies (same labels) of a hash-chosen ``fraction`` of the short texts."""
     from guard.models.augment import obfuscate
 
-    return rewritten_copies(data, fraction, salt, lambda text: obfuscate(text, salt + text), max_chars)
+    copies, idx = rewritten_copies(data, fraction, salt, lambda text: obfuscate(text, salt + text), max_chars)
+    # the tokenizer drops zero-width characters: such a copy is its original again, and would
+    # count as "obfuscated" in the robustness figure and as extra weight in training
+    changed = np.array([a != b for a, b in zip(token_keys(copies.texts),
+                                               token_keys([data.examples[i].text for i in idx]), strict=True)], bool)
+    return copies.subset(changed), idx[changed]
 
 
 def unpunctuated_copies(data: LabeledSet, fraction: float) -> tuple[LabeledSet, np.ndarray]:
@@ -447,6 +452,26 @@ def config_key(config: dict[str, Any], implied: bool, later: dict[str, Any] | No
     return {k: v for k, v in config.items() if k not in drop}
 
 
+def token_keys(texts: Sequence[str]) -> list[bytes]:
+    """What the model reads of each text: its token ids (the tokenizer ignores case, @mentions,
+    URLs, ``RT`` and invisible characters), so two texts with one key are one input to it."""
+    from guard.models.tokenizer import WindowTokenizer
+
+    tok = WindowTokenizer.from_file()
+    keys: list[bytes] = []
+    for b in range(0, len(texts), 2048):
+        keys += [np.asarray(e.ids, np.int32).tobytes() for e in tok.encode_batch(list(texts[b:b + 2048]))]
+    return keys
+
+
+def without_dev_twins(train: LabeledSet, dev: LabeledSet) -> tuple[LabeledSet, int]:
+    """Train less its texts that read exactly as a dev text does (the split hashes the raw string:
+    "@bob you're a bitch" and "@amy you're a bitch" fell on both sides), and how many went."""
+    dev_keys = set(token_keys(dev.texts))
+    keep = np.array([k not in dev_keys for k in token_keys(train.texts)], bool)
+    return train.subset(keep), int((~keep).sum())
+
+
 def train_dev(data: LabeledSet, implied: bool = IMPLIED_DEFAULT) -> tuple[LabeledSet, LabeledSet]:
     """The train split (with the labels its sources imply when ``implied``: ``implied_labels``),
     and dev as given, so dev figures stay comparable with ``guard eval`` and other detectors'."""
@@ -463,7 +488,9 @@ def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int,
     features (the others zeros) -- with an adapter's head nothing is fitted on the rest's features."""
     data = read_examples([data_dir], exclude_sources=exclude)
     train, dev = train_dev(data, implied)
-    log(f"data: {len(train)} train / {len(dev)} dev texts from {len(set(data.sources.tolist()))} sources")
+    train, twins = without_dev_twins(train, dev)
+    log(f"data: {len(train)} train / {len(dev)} dev texts from {len(set(data.sources.tolist()))} sources "
+        f"({twins} train texts that read as a dev text left out)")
     fold = fold_of(train.texts, folds)
     is_aug = np.zeros(len(train), bool)
     for kind, aug, orig in train_copies(train, augment, unpunctuated):
@@ -657,7 +684,12 @@ def heads_from_adapter(prep: Prepared, cfg: TrainConfig, head: AdapterHead, log:
     mean = np.zeros(len(head.layers) * 384, np.float32)
     scale = np.full_like(mean, 1.0 / head.feature_scale)
     model = Mlp(list(head.weights), list(head.biases))
-    cal_rows = holdout & ~prep.is_aug
+    # a held-out text that reads exactly as one the adapter trained on is not held out
+    keys = token_keys(prep.train.texts)
+    trained = {k for k, h, a in zip(keys, holdout, prep.is_aug, strict=True) if not h and not a}
+    seen = np.array([k in trained for k in keys], bool)
+    cal_rows = holdout & ~prep.is_aug & ~seen
+    log(f"  {int((holdout & ~prep.is_aug & seen).sum())} held-out texts read as trained ones: not calibrated on")
     hidx, wh = _subset_windows(prep.wtr, cal_rows)
     zm = window_logits(model, (layer_features(prep.pooled_tr[hidx], head.layers) - mean) / scale)
     ngram, mixes = None, (0.0,)
@@ -771,6 +803,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def same_data_as_adapter(meta: dict[str, Any], exclude: Sequence[str], args: argparse.Namespace) -> None:
+    """Refuse heads whose data settings differ from the adapter's: its MLP and encoder were trained
+    under them, so a run with ``--exclude-license noncommercial`` over an adapter that saw those
+    sources would ship under a licence-clean name what is not."""
+    from guard.errors import ConfigError
+
+    cfg = meta.get("config", {})
+    want = {"excluded sources": sorted(meta.get("data", {}).get("excluded_sources", [])),
+            "--implied-labels": bool(cfg.get("implied_labels", False)),
+            "--augment": float(cfg.get("augment", 0.15)),
+            "--unpunctuated": float(cfg.get("unpunctuated", 0.0)),
+            "--source-power": float(cfg.get("source_power", 0.5))}
+    have = {"excluded sources": sorted(exclude), "--implied-labels": bool(args.implied_labels),
+            "--augment": float(args.augment), "--unpunctuated": float(args.unpunctuated),
+            "--source-power": float(args.source_power)}
+    diff = [f"{k} {have[k]} (adapter: {want[k]})" for k in want if have[k] != want[k]]
+    if diff:
+        raise ConfigError(f"these settings differ from the adapter's {meta.get('version')}: {'; '.join(diff)}. "
+                          "Use the adapter's, or train one with these (guard models finetune), "
+                          "or fit the MLP without it (--mlp fit)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     t_start = time.perf_counter()
@@ -788,6 +842,9 @@ def main(argv: list[str] | None = None) -> int:
     head_file = paths.adapter_head_path()
     mode = args.mlp if args.mlp != "auto" else ("adapter" if head_file.exists() else "fit")
     adapter_head = AdapterHead.load(head_file, paths.adapter_path().with_suffix(".json")) if mode == "adapter" else None
+    if adapter_head is not None:
+        same_data_as_adapter(json.loads(paths.adapter_path().with_suffix(".json").read_text(encoding="utf-8")),
+                             exclude, args)
     n_folds = adapter_head.holdout_folds if adapter_head is not None else args.folds
     prep = prepare(data_dir, cache_dir, exclude, n_folds, log, augment=args.augment,
                    obf_dev=args.obf_dev, train_windows=args.train_windows,
@@ -877,7 +934,9 @@ def main(argv: list[str] | None = None) -> int:
         "version": version,
         "command": "guard models train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "encoder": {"file": paths.ENCODER_INT8, "sha256_16": encoder_fingerprint(paths.build_dir() / paths.ENCODER_INT8)},
-        "windows": {"tokens": WINDOW_TOKENS, "train_stride": TRAIN_STRIDE, "dev_stride": STREAM_STRIDE,
+        "windows": {"tokens": WINDOW_TOKENS, "train": args.train_windows,
+                    "train_stride": STREAM_STRIDE if args.train_windows == "stream" else TRAIN_STRIDE,
+                    "dev_stride": STREAM_STRIDE,
                     "text_score": "max over windows"},
         "tokenizer": tokenizer_settings(),
         "config": asdict(cfg),

@@ -220,6 +220,19 @@ def lexical_texts(draw: st.DrawFn) -> str:
     return "".join(p + s for p, s in zip(parts, seps))
 
 
+@pytest.mark.parametrize("text", ["so sh\u115fit happens", "so sh\x01it happens", "so sh\x7fit", "so sh\x9fit"])
+def test_letters_and_controls_that_render_as_nothing_hide_no_word(scanner: LexicalScanner, text: str) -> None:
+    assert "profanity:shit" in labels(scanner, text)
+
+
+def test_a_chain_of_leet_symbols_does_not_carry_one_reading_down_its_length(scanner: LexicalScanner) -> None:
+    """Each symbol read its resolved left neighbour: "a!$!$…hit" resolved differently when a chunk
+    cut the chain, so what was masked depended on the cuts."""
+    text = "a" + "!$" * 100 + "hit is fine."
+    for k in (5, 8, 13, 160):
+        check_contract(scanner, text, k, k + 53)
+
+
 class TestStreamingContract:
     @settings(max_examples=400, deadline=None)
     @given(lexical_texts(), st.integers(0, 400), st.integers(0, 400))

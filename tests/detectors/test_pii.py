@@ -648,3 +648,6 @@ def test_unix_times_and_isbn_10_are_not_phones(scanner: PiiScanner, text: str) -
 
 def test_ten_bare_digits_that_can_be_dialled_are_still_phones(scanner: PiiScanner) -> None:
     assert found(scanner, "call 4155552671 now") == [("PHONE", "4155552671")]
+    # a Delhi landline without its trunk 0 looks like a Unix time: a cue before it says which
+    assert found(scanner, "You can call Linda at 1155091865.") == [("PHONE", "1155091865")]
+    assert found(scanner, "Tel. 1812309325, fax not available") == [("PHONE", "1812309325")]
