@@ -245,6 +245,23 @@ async def test_a_lost_chunk_does_not_lose_the_rest_of_a_long_stream(kafka_broker
     assert base64.b64decode(late.raw_b64) == encode(cs[1])
 
 
+async def test_a_long_list_of_numbers_is_moderated_like_any_text(kafka_broker, guard_worker):
+    """One chunk counting to 800 sent the PII layer into a recursion as deep as its spaces: the
+    batch failed and was dead-lettered, the streams beside it with it."""
+    run = uuid.uuid4().hex[:6]
+    numbers = "Counting: " + " ".join(map(str, range(1, 800))) + ". Mail maria.gomez@example.com."
+    sid, other = f"numbers-{run}", f"beside-{run}"
+    async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:
+        await prod.send(Chunk(stream_id=sid, seq=0, text=numbers, final=True))
+        await prod.send(Chunk(stream_id=other, seq=0, text=BENIGN, final=True))
+        await prod.flush()
+        await col.wait_for(lambda c: c.final(sid) and c.final(other), timeout=120)
+    (d,) = col.decisions[sid]
+    assert d.action == "redact" and "maria.gomez" not in d.text and d.text.startswith("Counting: 1 2 3 ")
+    assert col.decisions[other][0].text == BENIGN
+    assert not [x for x in col.deadletters if run.encode() in base64.b64decode(x.raw_b64)]
+
+
 async def test_a_threat_after_a_flood_of_emoji_is_judged(kafka_broker, guard_worker):
     """Emoji the vocabulary lacks are read as their names, so a window's characters of them make
     thousands of tokens. The worker's tokenizer once capped a call at 4,096 and kept the first: the
