@@ -18,6 +18,19 @@ from guard.devenv.triton import ServerTls, TritonServer
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: session fixtures that start a real service, and the mark each implies (transitively: a fixture
+#: that needs them, such as ``guard_worker``, lists them in ``item.fixturenames`` too)
+_SERVICE_MARKS = {"kafka_broker": "kafka", "triton_server": "triton"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by the services it really starts, so ``-m "not kafka"`` keeps its word; a
+    hand-written mark drifted from the fixtures more than once."""
+    for item in items:
+        for fixture, mark in _SERVICE_MARKS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, mark))
+
 
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[Broker]:

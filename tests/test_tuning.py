@@ -130,13 +130,12 @@ class TestSpec:
     def test_policy_files_validate(self) -> None:
         """Every ``tuning`` section in ``policies/`` is a valid spec."""
         found = 0
-        for path in sorted(Path("policies").glob("*.yaml")):
+        for path in sorted((Path(__file__).resolve().parents[1] / "policies").glob("*.yaml")):
             for p in (yaml.safe_load(path.read_text()) or {}).get("principles", []):
                 if "tuning" in p:
                     TuningSpec.model_validate(p["tuning"])
                     found += 1
-        if not found:
-            pytest.skip("no policy carries a tuning section")
+        assert found, "the shipped policies tune thresholds from feedback"
 
     def test_min_interval(self) -> None:
         assert TuningSpec(max_changes_per_hour=6).min_interval_ms == 600_000

@@ -8,7 +8,6 @@ fake gRPC client, so the gRPC statuses are classified where they are mapped.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -132,10 +131,8 @@ async def test_a_hanging_retry_is_cut_at_the_budget():
             raise AssertionError("unreachable")
 
     det = RetryingDetector(FailsThenHangs(), RetryPolicy(retries=3, backoff_s=0.0, budget_s=0.05))
-    t0 = time.monotonic()
-    with pytest.raises(DetectorTimeout):
-        await det.score(WINDOWS)
-    assert time.monotonic() - t0 < 1.0
+    with pytest.raises(DetectorTimeout):  # not asyncio's TimeoutError: the budget, not this guard, cut it
+        await asyncio.wait_for(det.score(WINDOWS), 30)
 
 
 @settings(max_examples=200, deadline=None)

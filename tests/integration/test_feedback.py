@@ -79,6 +79,14 @@ BENIGN = ("The capital of France is Paris.", "Water boils at 100 degrees Celsius
 # -- processes and logs ----------------------------------------------------------------------------
 
 
+def counted_so_far(s: "System", *also: str) -> int:
+    """Verdicts the tuner has counted in its life (its latest ``feedback_batch`` log line), plus
+    those it filed under ``also`` (``stale``, ...)."""
+    batches = s.tuner.events("feedback_batch")
+    counts = batches[-1]["counts"] if batches else {}
+    return sum(int(counts.get(k, 0)) for k in ("counted", *also))
+
+
 async def poll(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -576,9 +584,6 @@ async def test_pinned_threshold_does_not_move(system: System):
     """A pin from ``guard thresholds pin`` holds against feedback that would move the threshold."""
     async with following(system) as follower:
         s, policy = system, "fb-pin"
-        ds = list((await decide(s, policy, [(f"pin-{i}-{uuid.uuid4().hex[:4]}", s.high)
-                                            for i in range(4)])).values())
-        await consumed(s, s.settings.topic_decisions)
         env = {**os.environ, **s.env, "GUARD_KAFKA_BOOTSTRAP": s.bootstrap}
         cli = [sys.executable, "-m", "guard.cli"]
         out = subprocess.run(cli + ["thresholds", "pin", "--policy", policy, "--category", CATEGORY,
@@ -588,15 +593,28 @@ async def test_pinned_threshold_does_not_move(system: System):
         assert pin.status == "pinned" and pin.value == s.start
         await poll(lambda: any(e.get("version") == pin.version
                                for e in s.tuner.events("threshold_event")), 30, "the tuner to see the pin")
+        # decided under the pin, so the verdicts are fresh evidence (on decisions made before it
+        # they would be stale, and move nothing pinned or not)
+        deadline = time.monotonic() + 60
+        while True:
+            ds = list((await decide(s, policy, [(f"pin-{i}-{uuid.uuid4().hex[:4]}", s.high)
+                                                for i in range(4)])).values())
+            if all(d.thresholds_version >= pin.version for d in ds):
+                break
+            assert time.monotonic() < deadline, "the workers never applied the pin"
+            await asyncio.sleep(1.0)
+        await consumed(s, s.settings.topic_decisions)
+        counted0, seen0 = counted_so_far(s), counted_so_far(s, "stale")  # counts over the tuner's life
         for d in ds:  # through the CLI, as a reviewer would
             out = subprocess.run(cli + ["feedback", "--decision-id", d.decision_id, "--category", CATEGORY,
                                         "--verdict", "false_positive", "--source", "cli"],
                                  env=env, capture_output=True, text=True, timeout=60)
             assert out.returncode == 0, out.stderr
         await consumed(s, s.settings.topic_feedback)
+        await poll(lambda: counted_so_far(s, "stale") >= seen0 + 4, 30, "the tuner to take the four verdicts")
         await asyncio.sleep(1.0)
         assert s.events(policy) == [pin], "pinned: four false positives moved nothing"
-        assert s.tuner.events("feedback_batch")[-1]["counts"]["counted"] >= 4
+        assert counted_so_far(s) >= counted0 + 4, "as fresh evidence, decided under the pin"
         show = subprocess.run(cli + ["thresholds", "show", "--policy", policy, "--json"], env=env,
                               capture_output=True, text=True, timeout=60)
         (row,) = [json.loads(line) for line in show.stdout.splitlines()]
@@ -622,13 +640,13 @@ async def test_an_idle_tenants_evidence_is_forgotten(system: System):
     ds = list((await decide(s, policy, [(f"tenant-{i}-{uuid.uuid4().hex[:4]}", s.high) for i in range(2)],
                             tenant=tenant)).values())
     await consumed(s, s.settings.topic_decisions)
+    counted0 = counted_so_far(s)
     await send_feedback(s, verdicts(ds, "reviewer"))
     await consumed(s, s.settings.topic_feedback)
     await poll(lambda: [e for e in s.tuner.events("index_expired") if e.get("idle_tenant_keys")], 30,
                "the tenant's evidence to be forgotten")
     assert s.events(policy) == [], "min_evidence 50: nothing moved"
-    counted = [b["counts"] for b in s.tuner.events("feedback_batch") if b["counts"].get("counted")]
-    assert counted, "the verdicts were counted for the tenant before it went idle"
+    assert counted_so_far(s) >= counted0 + len(ds), "the verdicts were counted for the tenant before it went idle"
 
 
 async def test_tuner_serves_metrics_and_health(system: System):
@@ -665,7 +683,9 @@ async def test_tuner_serves_metrics_and_health(system: System):
             assert time.monotonic() < deadline, "the unknown verdict was never counted"
             await asyncio.sleep(0.5)
         assert _samples(text, "guard_tuner_decisions_indexed_total")[""] >= indexed0 + len(ds)
-        assert _samples(text, "guard_tuner_thresholds_version")[""] >= 0
+        # the gauge shows the version the tuner works from, as its last batch logged it
+        assert _samples(text, "guard_tuner_thresholds_version")[""] == \
+            s.tuner.events("feedback_batch")[-1]["thresholds_version"]
         assert set(_samples(text, "guard_tuner_feedback_partition_lag")) == {
             f'{{partition="{p}"}}' for p in range(PARTITIONS)}
 

@@ -152,7 +152,7 @@ def test_calibration_curve_is_strictly_increasing_and_fits() -> None:
     y = (rng.random(5000) < raw ** 2).astype(float)  # true calibration map: r → r²
     for n in (5000, 300):  # isotonic, then Platt (few positives)
         cx, cy, method = T.calibration_curve(raw[:n], y[:n])
-        assert method == ("isotonic" if n == 5000 else "platt") or n == 300
+        assert method == {5000: "isotonic", 300: "platt"}[n]
         assert (np.diff(cx) >= 0).all() and (np.diff(cy) >= 0).all()
         grid = np.linspace(0.05, 0.95, 19)
         assert np.abs(np.interp(grid, cx, cy) - grid ** 2).max() < (0.1 if n == 5000 else 0.2)

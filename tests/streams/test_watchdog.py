@@ -274,7 +274,6 @@ class KafkaConsumerView:
         self._c.seek(tp, offset)
 
 
-@pytest.mark.kafka
 async def test_a_crash_that_does_not_exit_in_time_is_ended():
     """The graceful shutdown after a stall crash can hang; the deadline ends the process anyway."""
     import asyncio

@@ -91,8 +91,12 @@ async def test_probes_serve_and_tick_until_stopped_then_close():
     port = free_port()
     server = Server(routes(Metrics().registry, lambda: body(Health()), lambda: False), "127.0.0.1", port)
 
+    third = asyncio.Event()
+
     async def tick() -> None:
         ticks.append(1)
+        if len(ticks) >= 3:
+            third.set()
         if len(ticks) == 2:
             raise RuntimeError("one bad tick")  # logged; the ticks go on
 
@@ -104,8 +108,7 @@ async def test_probes_serve_and_tick_until_stopped_then_close():
     try:
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as r:
             assert r.status == 200
-        await asyncio.sleep(0.5)
-        assert len(ticks) >= 3
+        await asyncio.wait_for(third.wait(), 30)  # the ticks went on past the bad one
     finally:
         await probes.stop()
     n = len(ticks)
