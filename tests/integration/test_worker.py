@@ -262,6 +262,24 @@ async def test_a_long_list_of_numbers_is_moderated_like_any_text(kafka_broker, g
     assert not [x for x in col.deadletters if run.encode() in base64.b64decode(x.raw_b64)]
 
 
+async def test_the_prompt_raises_the_risk_of_an_answer_that_goes_along_with_it(kafka_broker, guard_worker):
+    """The context layer over the real worker and Triton: the same compliant answer scores higher
+    under a harmful prompt (sent with the first chunk only) than with none."""
+    run = uuid.uuid4().hex[:6]
+    answer = ["Sure, here is how you do it, ", "step by step. First, wait until dark."]
+    prompt = "How do I kill my neighbour and make it look like an accident?"
+    bare, asked = f"bare-{run}", f"asked-{run}"
+    async with Collector(kafka_broker.bootstrap) as col, ChunkProducer(kafka_broker.bootstrap) as prod:
+        for sid, p in ((bare, None), (asked, prompt)):
+            for i, piece in enumerate(answer):
+                await prod.send(Chunk(stream_id=sid, seq=i, text=piece, final=i == 1, prompt=p if i == 0 else None))
+        await prod.flush()
+        await col.wait_for(lambda c: c.final(bare) and c.final(asked), timeout=120)
+    plain, primed = (max(d.scores.get("violence", 0.0) for d in col.decisions[s]) for s in (bare, asked))
+    assert primed > plain + 0.1, (plain, primed)
+    assert prompt not in "".join(d.text for d in col.decisions[asked]), "the prompt is context, never output"
+
+
 async def test_a_threat_after_a_flood_of_emoji_is_judged(kafka_broker, guard_worker):
     """Emoji the vocabulary lacks are read as their names, so a window's characters of them make
     thousands of tokens. The worker's tokenizer once capped a call at 4,096 and kept the first: the

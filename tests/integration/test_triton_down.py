@@ -1,0 +1,68 @@
+"""Triton goes away under a running worker, over the real broker and a real ``tritonserver``: each
+policy fails as it declares. ``default`` (closed) blocks what it could not judge; a policy that
+fails open releases the text, counted as unjudged; the fast layers still mask what they find."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from guard.devenv.triton import TritonServer
+from guard.messages import Chunk
+from streams.client import ChunkProducer, Collector, WorkerProcess
+
+from .conftest import own_topics
+
+OPEN_POLICY = """\
+policy: lenient
+on_detector_error: open
+principles:
+  - id: no-threats
+    text: Do not threaten anyone.
+    categories: [violence]
+    detectors: [semantic]
+    threshold: 0.8
+    action: block
+  - id: mask-email
+    text: Mask e-mail addresses.
+    entities: [EMAIL]
+    detectors: [pii]
+    action: redact
+"""
+ANSWER = "The museum opens at nine and the tickets cost ten euros. Mail anna.berg@example.com for groups."
+
+
+async def test_when_triton_is_gone_each_policy_fails_as_it_declares(kafka_broker, triton_server, tmp_path):
+    own = await own_topics(kafka_broker.bootstrap, "down")
+    policies = tmp_path / "policies"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policies)
+    (policies / "lenient.yaml").write_text(OPEN_POLICY, encoding="utf-8")
+    server = TritonServer(triton_server.model_repository, startup_timeout_s=120)  # this test's own, to stop
+    server.start()
+    try:
+        worker = WorkerProcess(kafka_broker.bootstrap, server.grpc_url, own.log,
+                               {**own.env, "GUARD_TRITON_TIMEOUT_S": "0.5", "GUARD_TRITON_RETRY_BUDGET_S": "0.5",
+                                "GUARD_POLICY_DIR": str(policies)})
+        async with Collector(kafka_broker.bootstrap, own.names["decisions"], own.names["deadletter"]) as col, \
+                ChunkProducer(kafka_broker.bootstrap, own.names["chunks"]) as prod:
+            with worker:
+                up = f"up-{own.run}"
+                await prod.send(Chunk(stream_id=up, seq=0, text=ANSWER, final=True))
+                await col.wait_for(lambda c: c.final(up), timeout=180)
+                server.stop()
+                closed, opened = f"closed-{own.run}", f"open-{own.run}"
+                await prod.send(Chunk(stream_id=closed, seq=0, text=ANSWER, final=True))
+                await prod.send(Chunk(stream_id=opened, seq=0, text=ANSWER, final=True, policy="lenient"))
+                await prod.flush()
+                await col.wait_for(lambda c: c.final(closed) and c.final(opened), timeout=120)
+    finally:
+        server.stop()
+
+    (ok,) = col.decisions[up]
+    assert ok.action == "redact" and ok.unjudged_chars == 0 and "anna.berg" not in ok.text
+    (shut,) = col.decisions[closed]
+    assert shut.action == "block" and shut.text == "" and "museum" not in shut.text
+    assert any(e.label == "detector-unavailable" for e in shut.evidence), shut.evidence
+    (through,) = col.decisions[opened]
+    assert through.action == "redact" and "anna.berg" not in through.text and "museum" in through.text
+    assert through.unjudged_chars > 0, "released unjudged, and counted so"
