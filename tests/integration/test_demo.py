@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from streams.demo import run
+from guard.policy.load import default_policy_dir, load_policy
+from streams.demo import ANSWERS, run
 
 from .conftest import LOGS
 
@@ -27,4 +28,14 @@ def test_the_demo_runs_on_the_topics_the_settings_name(kafka_broker, triton_serv
     out = capsys.readouterr().out
     assert rc == 0, out[-2000:]
     summary = next(line for line in out.splitlines() if line.startswith("summary:"))
-    assert "block=0" not in summary and "redact=0" not in summary
+    fields = dict(kv.split("=", 1) for kv in summary.split()[1:] if "=" in kv)
+    assert fields["streams"] == str(len(ANSWERS)) and fields["decisions"] == fields["chunks"], summary
+    assert int(fields["block"]) > 0 and int(fields["redact"]) > 0, summary
+    # what each stream released, as the README's demo promises
+    shown = {name: line.split(": ", 1)[1] for line in out.splitlines()
+             for name in ANSWERS if line.strip().startswith(f"{name}: ")}
+    assert shown["benign"] == ANSWERS["benign"][1] and shown["tricky-benign"] == ANSWERS["tricky-benign"][1]
+    assert "maria.gomez" not in shown["pii"] and "4111" not in shown["pii"] and "[EMAIL]" in shown["pii"]
+    replacement = load_policy(default_policy_dir() / "default.yaml").replacement
+    assert "kill you" not in shown["harmful"] and shown["harmful"].endswith(replacement)
+    assert "shit" not in shown["profanity"] and "lunch helps" in shown["profanity"]
