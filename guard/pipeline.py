@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 import structlog
 
@@ -37,8 +38,10 @@ MAX_PENDING_BYTES = 256 * 1024
 #: gaps given up that a stream remembers, so a chunk arriving after its gap was given up is
 #: dead-lettered with its text instead of being taken for a duplicate
 MAX_SKIPPED = 8
-#: decisions a stream's state keeps until their delivery is confirmed (``StreamState.outbox``)
-MAX_OUTBOX = 64
+#: decisions a stream's state keeps until their delivery is confirmed (``StreamState.outbox``):
+#: one record can decide its own chunk and every chunk held behind a gap, and a batch may hold
+#: more of the stream's chunks; all of them must survive for the replay after a crash
+MAX_OUTBOX = 2 * MAX_PENDING + 2
 
 
 def _layers(spec: PolicySpec) -> set[str]:
@@ -49,8 +52,12 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_json = msgspec.json.Encoder().encode
+
+
 def _held_bytes(state: StreamState) -> int:
-    return sum(len(c.text.encode()) + len((c.prompt or "").encode()) for c in state.pending.values())
+    """The held chunks' size as the state record stores them (JSON: a control character is six bytes)."""
+    return sum(len(_json(c)) for c in state.pending.values())
 
 
 def _to_outbox(state: StreamState, decision: Decision, arrived: int) -> None:

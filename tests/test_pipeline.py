@@ -177,6 +177,19 @@ async def test_a_gap_is_given_up_when_the_text_behind_it_outgrows_its_bound():
     assert len(dump_state(state)) < MAX_PENDING_BYTES * 2
 
 
+async def test_the_bound_counts_held_text_as_the_state_record_stores_it():
+    """JSON writes a control character as six bytes: 256 KiB of UTF-8 made a 1.2 MB record."""
+    p = make()
+    p.wall_ms = lambda: 0
+    (out,) = await p.process([(None, Chunk(stream_id="s", seq=0, text="start "))])
+    state = out.state
+    for seq in range(2, 6):  # seq 1 lost
+        (out,) = await p.process([(state, Chunk(stream_id="s", seq=seq, text="\x01" * 65_536))])
+        assert out.error is None
+        state = out.state
+        assert state is not None and len(dump_state(state)) < 1_000_000
+
+
 async def test_the_embedded_api_says_when_a_stream_ends_with_text_never_released():
     async def chunks(*cs: Chunk):
         for c in cs:

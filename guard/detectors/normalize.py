@@ -201,7 +201,13 @@ _HEX: Final = frozenset("0123456789abcdefABCDEF")
 def _code_digits(text: str, i: int, run: int) -> bool:
     """The digits at ``i`` (``run`` of them) belong to a code, not to leetspeak: a colour or a hex
     number (``#fa6``, ``0xfa6``: read as leet, CSS colours spelt slurs) or a model number, one
-    capital and digits (``A55``, a phone, not "ass"). Left context only, at most 8 characters."""
+    capital and digits (``A55``, a phone, not "ass"). A code ends with its digits (or, in hex, its
+    hex letters): a letter after them makes the word leetspeak again ("N1663R", "A55HOLE",
+    "#b1tch"). At most 8 characters of left context and the one character after the digits."""
+    j = i + run
+    nxt = text[j] if j < len(text) else ""
+    if nxt.isalpha() and nxt not in _HEX:
+        return False
     k = i
     while k > 0 and i - k < 8 and text[k - 1] in _HEX:
         k -= 1
@@ -209,7 +215,7 @@ def _code_digits(text: str, i: int, run: int) -> bool:
         return True
     if k > 1 and text[k - 1] in "xX" and text[k - 2] == "0" and (k == 2 or not text[k - 3].isalnum()):
         return True
-    return (run >= 2 and i > 0 and "A" <= text[i - 1] <= "Z"
+    return (run >= 2 and i > 0 and "A" <= text[i - 1] <= "Z" and not nxt.isalpha()
             and (i == 1 or not (text[i - 2].isalnum() or text[i - 2] in "@$!|")))
 
 

@@ -191,11 +191,13 @@ IBAN_LENGTHS: Final[dict[str, int]] = {
 _ALNUM: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 class _HeldEmailChars:
     """Characters of a possible address the hold-back waits on: ``._%+-@`` and letters and digits
-    of the Latin scripts (``müller@gmx.de``). Addresses in other scripts (``山田@example.jp``) are
-    found, but a run of them is not held: text without spaces would wait for every sentence's end."""
+    of any script (``müller@gmx.de``, ``иван@mail.ru``, ``山田@example.jp``), as the pattern reads
+    them: what is released must not depend on where chunks were cut. A run without "@" is held only
+    while it could still be a local part (``MAX_EMAIL_LOCAL``), so text without spaces waits for at
+    most 65 characters."""
 
     def __contains__(self, ch: object) -> bool:
-        return isinstance(ch, str) and (ch in "._%+-@" or (ch.isalnum() and ord(ch) < 0x250))
+        return isinstance(ch, str) and (ch in "._%+-@" or ch.isalnum())
 
 
 _EMAIL_CHARS: Final = _HeldEmailChars()
@@ -228,7 +230,8 @@ _IBAN_TAIL_RE: Final = re.compile(
 )
 _IBAN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _LEAD_DIGITS_RE: Final = re.compile(r"\d{3,}", re.ASCII)
-_DIGITS: Final = frozenset("0123456789")
+#: digit groups with one kind of single separator between them: what ``_cards`` can read
+_EVEN_GROUPS_RE: Final = re.compile(r"\d+(?:([ -])\d+(?:\1\d+)*)?", re.ASCII)
 SSN_RE: Final = re.compile(r"(\d{3})([- ])(\d{2})\2(\d{4})", re.ASCII)
 _DATE_RE: Final = re.compile(
     r"(?<!\d)(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2}))(?!\d)",
@@ -853,7 +856,7 @@ class PiiScanner:
                 # here (``_cards`` reads its windows of groups); shorter ones only where it is not
                 for stop in reversed(stops):
                     parts += self._whole_run_entities(window, t, stop, parts_only=True)
-                    if len(set(window[t:stop]) - _DIGITS) <= 1:
+                    if _EVEN_GROUPS_RE.fullmatch(window, t, stop):
                         break
             nxt = window.find(" ", t, end)
             t = nxt + 1 if nxt != -1 else end

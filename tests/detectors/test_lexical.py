@@ -98,7 +98,10 @@ class TestMatching:
 
     @pytest.mark.parametrize(("text", "label"), [
         ("you f4g", "hate:fag"), ("you a55", "profanity:ass"), ("sh1t", "profanity:shit"),
-        ("milfs", "sexual:milfs"), ("dick pics", "sexual:dick_pics"),
+        ("milfs", "sexual:milfs"), ("dick pics", "sexual:dick_pics"), ("dick pictures", "sexual:dick_picture"),
+        # a code ends with its digits: letters after them make the word leetspeak again
+        ("shut up N1663R", "hate:nigger"), ("you A55HOLE", "profanity:asshole"), ("nice B00BS", "sexual:boobs"),
+        ("you are a #b1tch", "profanity:bitch"), ("#a55hole", "profanity:asshole"),
     ])
     def test_codes_spare_leetspeak_that_is_not_one(self, scanner: LexicalScanner, text: str, label: str) -> None:
         """A colour (``#fa6``) or a model number (``A55``) keeps its digits; lower-case leet does not."""

@@ -598,6 +598,14 @@ def test_a_long_list_of_numbers_neither_crashes_nor_takes_minutes(scanner: PiiSc
     assert all(f.label in ("CREDIT_CARD", "US_SSN") for f in res.findings)
 
 
+@pytest.mark.parametrize("text", [
+    "IDs:  1001  1002  1003  1004  1005  1006  1007  1008  1009  1010  1011  1012  1013  4111111111111111  2024  ok",
+    "Table: 1001  2002  3003  4004  5005  6006  7007  8008  9009  1010  1111  1212  1313  4111 1111 1111 1111  12  ok",
+])
+def test_a_card_in_a_long_double_spaced_run_is_found(scanner: PiiScanner, text: str) -> None:
+    assert "CREDIT_CARD" in [f.label for f in scanner.scan(text, True).findings]
+
+
 def test_cards_and_ssns_inside_a_long_run_are_still_found(scanner: PiiScanner) -> None:
     text = "ids 12 13 4111 1111 1111 1111 14 15 536-22-8726 16 " * 20 + "10.0.0.1 10.0.0.2"
     labels = [f.label for f in scanner.scan(text, final=True).findings]
@@ -634,10 +642,20 @@ def test_an_address_is_masked_whole_in_latin_scripts(scanner: PiiScanner, text: 
         check_contract(scanner, text, k, k)
 
 
-def test_addresses_in_other_scripts_are_found_without_holding_their_text(scanner: PiiScanner) -> None:
-    assert found(scanner, "山田@example.jp に送って") == [("EMAIL", "山田@example.jp")]
-    text = "今日は良い天気です"  # no spaces: held as a possible address, it would wait for the sentence's end
-    assert scanner.scan(text, False).stable_until == len(text)
+@pytest.mark.parametrize(("text", "email"), [
+    ("山田@example.jp に送って", "山田@example.jp"), ("пишите иван@mail.ru", "иван@mail.ru"),
+    ("nguyễn.văn@gmail.com ok", "nguyễn.văn@gmail.com"),
+])
+def test_addresses_in_any_script_are_masked_whole_however_the_stream_is_cut(
+        scanner: PiiScanner, text: str, email: str) -> None:
+    assert found(scanner, text) == [("EMAIL", email)]
+    for k in range(1, len(text)):
+        check_contract(scanner, text, k, k)
+
+
+def test_a_run_without_an_at_sign_is_held_no_longer_than_a_local_part(scanner: PiiScanner) -> None:
+    text = "今日はとても良い天気なので公園を散歩してから図書館で本を読みました" * 3  # no spaces, no "@"
+    assert len(text) > 65 and scanner.scan(text, False).stable_until == len(text)
 
 
 

@@ -399,6 +399,41 @@ async def test_decisions_of_chunks_released_from_behind_a_gap_are_replayed_by_th
     assert saved(restarted).decided_by == {}, "pruned with the outbox"
 
 
+async def test_a_record_that_releases_a_full_gap_replays_every_decision_it_made():
+    """Filling a gap that 64 chunks waited behind decides 65 chunks at once; an outbox of 64 let
+    the first of them go, so the replay after a crash lost it."""
+    rig = Rig()
+    n = MAX_PENDING + 2  # 0, the filler 1, then 64 held
+    cs = [Chunk(stream_id="s", seq=i, text=f"w{i} ") for i in range(n)]
+    await rig.handle(events(cs[0]))
+    rig.topics.decisions.confirm()  # type: ignore[attr-defined]
+    for off, c in enumerate(cs[2:], start=1):
+        await rig.handle(events(c, offset=off))
+    assert len(saved(rig).pending) == MAX_PENDING
+    await rig.handle(events(cs[1], offset=100))  # decides 1..65, never confirmed: the crash
+    lost = decisions(rig.topics)[1:]
+    assert [d.seq for d in lost] == list(range(1, n))
+    restarted = Rig(table=rig.table)
+    await restarted.handle(events(cs[1], offset=100))
+    assert decisions(restarted.topics) == lost
+
+
+async def test_a_gap_given_up_at_the_bound_replays_every_decision_it_made():
+    rig = Rig()
+    n = MAX_PENDING + 3  # seq 1 lost; the 65th chunk behind it gives the gap up and decides all 65
+    cs = [Chunk(stream_id="s", seq=i, text=f"w{i} ") for i in range(n)]
+    await rig.handle(events(cs[0]))
+    rig.topics.decisions.confirm()  # type: ignore[attr-defined]
+    for off, c in enumerate(cs[2:-1], start=1):
+        await rig.handle(events(c, offset=off))
+    await rig.handle(events(cs[-1], offset=100))
+    lost = decisions(rig.topics)[1:]
+    assert [d.seq for d in lost] == list(range(2, n))
+    restarted = Rig(table=rig.table)
+    await restarted.handle(events(cs[-1], offset=100))
+    assert decisions(restarted.topics) == lost
+
+
 async def test_replays_of_one_lost_batch_that_come_in_separate_batches_get_all_their_decisions():
     """Two decisions were lost in one crash; after the restart their chunks come back one batch
     each. Saving after the first used to prune the other worker's entry for the second."""
