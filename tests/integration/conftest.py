@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -61,6 +62,25 @@ async def own_topics(bootstrap: str, prefix: str) -> OwnTopics:
     env = {"GUARD_APP_ID": f"guard-{prefix}-{run}", "GUARD_PARTITIONS": "1", "GUARD_LOG_LEVEL": "INFO",
            "GUARD_WEB_PORT": str(free_port()), **{f"GUARD_TOPIC_{t.upper()}": n for t, n in names.items()}}
     return OwnTopics(run, names, env, LOGS / f"worker-{prefix}-{run}.log")
+
+
+#: a principle the tests' own policies share: threats, judged by the semantic layer alone
+NO_THREATS = """\
+  - id: no-threats
+    text: Do not threaten anyone.
+    categories: [violence]
+    detectors: [semantic]
+    threshold: 0.8
+    action: block
+"""
+
+
+def policies_with(tmp: Path, name: str, head: str = "", principles: str = NO_THREATS) -> Path:
+    """The shipped policies plus a test's own ``name.yaml`` (``head``: its top-level keys), in ``tmp``."""
+    folder = tmp / "policies"
+    shutil.copytree(REPO / "policies", folder)
+    (folder / f"{name}.yaml").write_text(f"policy: {name}\n{head}principles:\n{principles}", encoding="utf-8")
+    return folder
 
 
 def log_tail(log: Path, lines: int = 60) -> str:

@@ -4,36 +4,20 @@ characters releases text before the semantic layer has scored it, and says so pe
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import aiohttp
 
 from guard.messages import Chunk
 from streams.client import ChunkProducer, Collector, WorkerProcess
 
-from .conftest import own_topics
+from .conftest import own_topics, policies_with
 
-EAGER = """\
-policy: eager
-max_hold_back_chars: 8
-principles:
-  - id: no-threats
-    text: Do not threaten anyone.
-    categories: [violence]
-    detectors: [semantic]
-    threshold: 0.8
-    action: block
-"""
 TEXT = ("The museum opens at nine and closes at six; on Sundays it opens an hour later, and the "
         "garden behind it stays open until dusk all year round.")
 
 
 async def test_a_tight_hold_back_releases_unjudged_text_and_counts_it(kafka_broker, triton_server, tmp_path):
     own = await own_topics(kafka_broker.bootstrap, "holdback")
-    policies = tmp_path / "policies"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policies)
-    (policies / "eager.yaml").write_text(EAGER, encoding="utf-8")
+    policies = policies_with(tmp_path, "eager", "max_hold_back_chars: 8\n")
     env = {**own.env, "GUARD_POLICY_DIR": str(policies)}
     sid, pieces = f"eager-{own.run}", [TEXT[i:i + 6] for i in range(0, len(TEXT), 6)]
     async with Collector(kafka_broker.bootstrap, own.names["decisions"], own.names["deadletter"]) as col, \

@@ -4,25 +4,13 @@ fails open releases the text, counted as unjudged; the fast layers still mask wh
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 from guard.devenv.triton import TritonServer
 from guard.messages import Chunk
 from streams.client import ChunkProducer, Collector, WorkerProcess
 
-from .conftest import own_topics
+from .conftest import NO_THREATS, own_topics, policies_with
 
-OPEN_POLICY = """\
-policy: lenient
-on_detector_error: open
-principles:
-  - id: no-threats
-    text: Do not threaten anyone.
-    categories: [violence]
-    detectors: [semantic]
-    threshold: 0.8
-    action: block
+MASK_EMAIL = """\
   - id: mask-email
     text: Mask e-mail addresses.
     entities: [EMAIL]
@@ -34,9 +22,7 @@ ANSWER = "The museum opens at nine and the tickets cost ten euros. Mail anna.ber
 
 async def test_when_triton_is_gone_each_policy_fails_as_it_declares(kafka_broker, triton_server, tmp_path):
     own = await own_topics(kafka_broker.bootstrap, "down")
-    policies = tmp_path / "policies"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policies)
-    (policies / "lenient.yaml").write_text(OPEN_POLICY, encoding="utf-8")
+    policies = policies_with(tmp_path, "lenient", "on_detector_error: open\n", NO_THREATS + MASK_EMAIL)
     server = TritonServer(triton_server.model_repository, startup_timeout_s=120)  # this test's own, to stop
     server.start()
     try:
