@@ -38,6 +38,7 @@ from guard.devenv._proc import (
     start_error,
     stop_process,
 )
+from guard.devenv.certs import DevCerts
 from guard.errors import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -329,9 +330,12 @@ class KafkaBroker:
         java: str | None = None,
         fetch: bool = True,
         sasl_users: Mapping[str, str] | None = None,
+        tls: DevCerts | None = None,
     ) -> None:
         """``sasl_users`` (user → password): also serve a SASL_PLAINTEXT listener (mechanism PLAIN)
-        for them, at ``sasl_bootstrap``, so clients' credentials can be tested on a real broker."""
+        for them, at ``sasl_bootstrap``, so clients' credentials can be tested on a real broker.
+        ``tls``: also serve an SSL listener with the server certificate, at ``tls_bootstrap``
+        (client certificates are asked for, not required)."""
         self._version = version
         self._home = home
         self._num_partitions = num_partitions
@@ -344,6 +348,8 @@ class KafkaBroker:
         self._fetch = fetch
         self._sasl_users = dict(sasl_users or {})
         self._sasl_bootstrap: str | None = None
+        self._tls = tls
+        self._tls_bootstrap: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
         self._bootstrap: str | None = None
@@ -363,6 +369,12 @@ class KafkaBroker:
         if self._sasl_bootstrap is None:
             raise RuntimeError("KafkaBroker is not started with sasl_users")
         return self._sasl_bootstrap
+
+    @property
+    def tls_bootstrap(self) -> str:
+        if self._tls_bootstrap is None:
+            raise RuntimeError("KafkaBroker is not started with tls")
+        return self._tls_bootstrap
 
     @property
     def log_path(self) -> Path | None:
@@ -388,7 +400,7 @@ class KafkaBroker:
         return found
 
     def _server_properties(self, data_dir: Path, broker_port: int, controller_port: int,
-                           sasl_port: int | None = None) -> dict[str, str]:
+                           sasl_port: int | None = None, tls_port: int | None = None) -> dict[str, str]:
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -423,6 +435,15 @@ class KafkaBroker:
             props["sasl.enabled.mechanisms"] = "PLAIN"
             props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
                 f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};")
+        if tls_port is not None and self._tls is not None and self._workdir is not None:
+            keystore = self._workdir / "server-keystore.pem"  # PEM keystore: the key, then its chain
+            keystore.write_text(self._tls.server_key.read_text() + self._tls.server_cert.read_text())
+            props["listeners"] += f",SSL://{self._host}:{tls_port}"
+            props["advertised.listeners"] += f",SSL://{self._host}:{tls_port}"
+            props["listener.security.protocol.map"] += ",SSL:SSL"
+            props.update({"ssl.keystore.type": "PEM", "ssl.keystore.location": str(keystore),
+                          "ssl.truststore.type": "PEM", "ssl.truststore.location": str(self._tls.ca_file),
+                          "ssl.client.auth": "requested"})
         props.update(self._extra_config)
         return props
 
@@ -444,9 +465,12 @@ class KafkaBroker:
         log_path = self._resolved_log_path()
         assert log_path is not None
         try:
-            broker_port, controller_port, *sasl = free_ports(3 if self._sasl_users else 2, self._host)
+            extra = bool(self._sasl_users) + bool(self._tls)
+            broker_port, controller_port, *more = free_ports(2 + extra, self._host)
+            sasl = more[:1] if self._sasl_users else []
+            tls = more[-1:] if self._tls else []
             props = self._server_properties(self._workdir / "data", broker_port, controller_port,
-                                            sasl[0] if sasl else None)
+                                            sasl[0] if sasl else None, tls[0] if tls else None)
             props_path = self._workdir / "server.properties"
             props_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()), encoding="utf-8")
             log4j = self._workdir / "log4j2.properties"
@@ -473,6 +497,7 @@ class KafkaBroker:
             raise
         self._bootstrap = bootstrap
         self._sasl_bootstrap = f"{self._host}:{sasl[0]}" if sasl else None
+        self._tls_bootstrap = f"{self._host}:{tls[0]}" if tls else None
         self.startup_s = time.monotonic() - launched
         log.info(
             "kafka_started",
