@@ -83,6 +83,24 @@ def policies_with(tmp: Path, name: str, head: str = "", principles: str = NO_THR
     return folder
 
 
+async def decide_with(s: Settings, worker: WorkerProcess, log: Path, prefix: str) -> None:
+    """One chunk with an address, through clients built from ``s`` alone (its security settings):
+    the worker's decision masks it."""
+    from streams.auth import client_options
+
+    sid = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    async with Collector(s.kafka_bootstrap, options=client_options(s)) as col, \
+            ChunkProducer(s.kafka_bootstrap, options=client_options(s)) as prod:
+        await prod.send(Chunk(stream_id=sid, seq=0, text="Hello, my email is ann@example.com.", final=True))
+        await prod.flush()
+        try:
+            await col.wait_for(lambda c: c.final(sid), timeout=180)
+        except TimeoutError:
+            pytest.fail(f"no decision (worker alive={worker.alive()}): {log.read_text()[-3000:]}")
+    (d,) = col.decisions[sid]
+    assert d.action == "redact" and "ann@example.com" not in d.text
+
+
 def log_tail(log: Path, lines: int = 60) -> str:
     """The end of a worker's log, for a failure message (ids and counts only: the worker never logs
     what a stream said)."""

@@ -22,13 +22,12 @@ from aiokafka.errors import KafkaError
 
 from guard.devenv._proc import free_port
 from guard.devenv.kafka import KafkaBroker, create_topics
-from guard.messages import Chunk
 from guard.settings import Settings
 from streams import topics
 from streams.auth import client_options
-from streams.client import ChunkProducer, Collector, WorkerProcess
+from streams.client import WorkerProcess
 
-from .conftest import LOGS
+from .conftest import LOGS, decide_with
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
@@ -73,18 +72,7 @@ def test_worker_and_cli_work_with_credentials_only(sasl_broker: KafkaBroker, tri
     log = LOGS / f"worker-sasl-{uuid.uuid4().hex[:6]}.log"
     with WorkerProcess(sasl_broker.sasl_bootstrap, triton_server.grpc_url, log, env) as worker:
         async def run() -> None:
-            sid = f"sasl-{uuid.uuid4().hex[:6]}"
-            async with Collector(s.kafka_bootstrap, options=client_options(s)) as col, \
-                    ChunkProducer(s.kafka_bootstrap, options=client_options(s)) as prod:
-                await prod.send(Chunk(stream_id=sid, seq=0, text="Hello, my email is ann@example.com.",
-                                      final=True))
-                await prod.flush()
-                try:
-                    await col.wait_for(lambda c: c.final(sid), timeout=180)
-                except TimeoutError:
-                    pytest.fail(f"no decision (worker alive={worker.alive()}): {log.read_text()[-3000:]}")
-            (d,) = col.decisions[sid]
-            assert d.action == "redact" and "ann@example.com" not in d.text
+            await decide_with(s, worker, log, "sasl")
             async with aiohttp.ClientSession() as http:
                 for _ in range(60):  # ready once its follower has read guard.thresholds over SASL
                     async with http.get(f"http://127.0.0.1:{port}/readyz") as r:

@@ -15,13 +15,12 @@ from aiokafka.errors import KafkaError
 from guard.devenv._proc import free_port
 from guard.devenv.certs import DevCerts, make_dev_certs
 from guard.devenv.kafka import KafkaBroker, create_topics
-from guard.messages import Chunk
 from guard.settings import Settings
 from streams import topics
 from streams.auth import client_options
-from streams.client import ChunkProducer, Collector, WorkerProcess
+from streams.client import WorkerProcess
 
-from .conftest import LOGS
+from .conftest import LOGS, decide_with
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
 
@@ -58,17 +57,4 @@ def test_a_worker_decides_over_tls_with_the_settings_only(tls, triton_server):
            "GUARD_WEB_PORT": str(free_port()), "GUARD_LOG_LEVEL": "WARNING"}
     log = LOGS / f"worker-tls-{uuid.uuid4().hex[:6]}.log"
     with WorkerProcess(broker.tls_bootstrap, triton_server.grpc_url, log, env) as worker:
-        async def run() -> None:
-            sid = f"tls-{uuid.uuid4().hex[:6]}"
-            async with Collector(s.kafka_bootstrap, options=client_options(s)) as col, \
-                    ChunkProducer(s.kafka_bootstrap, options=client_options(s)) as prod:
-                await prod.send(Chunk(stream_id=sid, seq=0, text="Hello, my email is ann@example.com.", final=True))
-                await prod.flush()
-                try:
-                    await col.wait_for(lambda c: c.final(sid), timeout=180)
-                except TimeoutError:
-                    pytest.fail(f"no decision (worker alive={worker.alive()}): {log.read_text()[-3000:]}")
-            (d,) = col.decisions[sid]
-            assert d.action == "redact" and "ann@example.com" not in d.text
-
-        asyncio.run(run())
+        asyncio.run(decide_with(s, worker, log, "tls"))
