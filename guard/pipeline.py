@@ -32,8 +32,8 @@ log = structlog.get_logger(__name__)
 
 #: chunks held ahead of a sequence gap before the gap is declared lost
 MAX_PENDING = 64
-#: ... or their text in UTF-8 bytes: the held chunks live in the stream's state record, and a
-#: record over Kafka's default 1 MB message limit could not reach the table's changelog
+#: ... or their size as the state record stores them (JSON bytes): the held chunks live in that
+#: record, and one over Kafka's default 1 MB message limit could not reach the table's changelog
 MAX_PENDING_BYTES = 256 * 1024
 #: gaps given up that a stream remembers, so a chunk arriving after its gap was given up is
 #: dead-lettered with its text instead of being taken for a duplicate

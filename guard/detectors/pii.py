@@ -189,6 +189,8 @@ IBAN_LENGTHS: Final[dict[str, int]] = {
 }
 
 _ALNUM: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
 class _HeldEmailChars:
     """Characters of a possible address the hold-back waits on: ``._%+-@`` and letters and digits
     of any script (``müller@gmx.de``, ``иван@mail.ru``, ``山田@example.jp``), as the pattern reads
@@ -581,6 +583,13 @@ def _trailing_run(text: str, chars: Container[str], cap: int) -> int | None:
     return i
 
 
+def _without_closing(window: str, start: int, stop: int) -> int:
+    """``stop`` moved back over a sentence's closing punctuation: a part ends before it."""
+    while stop > start and window[stop - 1] in ".,;:":
+        stop -= 1
+    return stop
+
+
 def _iter_digit_groups(core: str) -> Iterator[tuple[int, int]]:
     for m in re.finditer(r"\d+", core):
         yield m.start(), m.end()
@@ -804,9 +813,7 @@ class PiiScanner:
         parts: list[tuple[int, int, str]] = []
         gap = window.find(" ", start, end)
         while gap != -1 and gap + 1 < end and gap - start <= MAX_RUN_PART + 2:
-            head_end = gap
-            while head_end > start and window[head_end - 1] in ".,;:":
-                head_end -= 1
+            head_end = _without_closing(window, start, gap)
             if head_end > start:
                 parts += self._whole_run_entities(window, start, head_end, parts_only=True)
             gap = window.find(" ", gap + 1, end)
@@ -846,9 +853,7 @@ class PiiScanner:
                     stop = end if gap == -1 else gap
                     if stop - t > MAX_RUN_PART + 2:
                         break
-                    while stop > t and window[stop - 1] in ".,;:":
-                        stop -= 1
-                    stops.append(stop)
+                    stops.append(_without_closing(window, t, stop))
                     if gap == -1:
                         break
                     gap = window.find(" ", gap + 1, end)

@@ -541,18 +541,20 @@ def prepare(data_dir: Path, exclude: Sequence[str], cfg: FinetuneConfig, limit: 
     the number of texts held out."""
     from guard.models.data import read_examples
     from guard.models.features import STREAM_STRIDE, WINDOW_TOKENS, stream_windows, train_stream_windows
-    from guard.models.train import Prepared, concat, fold_of, train_copies, train_dev, without_dev_twins
+    from guard.models.train import Prepared, concat, fold_of, train_copies, train_dev, without_dev_twins_keyed
 
     train_set, dev = train_dev(read_examples([data_dir], exclude_sources=exclude), cfg.implied_labels)
-    train_set, twins = without_dev_twins(train_set, dev)
+    train_set, keys, twins = without_dev_twins_keyed(train_set, dev)
     log(f"{twins} train texts that read as a dev text left out")
     n_train_all = len(train_set)
+    keep = np.ones(len(train_set), bool)
     if cfg.holdout_fold >= 0:  # before augmenting: no obfuscated copy of a held-out text is seen
-        train_set = train_set.subset(fold_of(train_set.texts, HOLDOUT_FOLDS) != cfg.holdout_fold)
-    n_held_out = n_train_all - len(train_set)
+        keep &= fold_of(train_set.texts, HOLDOUT_FOLDS) != cfg.holdout_fold
+    n_held_out = int((~keep).sum())
     if limit:
-        train_set = train_set.subset(np.arange(len(train_set)) < limit)
-    for _, copies, _ in train_copies(train_set, cfg.augment, cfg.unpunctuated):
+        keep &= np.cumsum(keep) <= limit
+    train_set, keys = train_set.subset(keep), [k for k, kept in zip(keys, keep, strict=True) if kept]
+    for _, copies, _ in train_copies(train_set, cfg.augment, cfg.unpunctuated, keys):
         train_set = concat(train_set, copies)
     wtr = train_stream_windows(train_set.texts, WINDOW_TOKENS, STREAM_STRIDE)
     wdv = stream_windows(dev.texts, WINDOW_TOKENS, STREAM_STRIDE)

@@ -374,6 +374,8 @@ class Prepared:
     dev_obf: LabeledSet | None = None  # obfuscated copies of short dev texts (robustness check)
     wdv_obf: Windowed | None = None
     pooled_dv_obf: np.ndarray | None = None
+    #: ``token_keys`` of the original train texts (they come first; copies follow), when known
+    keys: list[bytes] = field(default_factory=list)
     _ngram: dict[str, Any] = field(default_factory=dict)  # sparse n-gram features, built on first use
 
     def ngram_features(self, which: str) -> Any:
@@ -396,15 +398,17 @@ def concat(a: LabeledSet, b: LabeledSet) -> LabeledSet:
     return LabeledSet(a.examples + b.examples, np.concatenate([a.y, b.y]), np.concatenate([a.known, b.known]), implied)
 
 
-def obfuscated_copies(data: LabeledSet, fraction: float, salt: str, max_chars: int = 400) -> tuple[LabeledSet, np.ndarray]:
-    """Obfuscated copies (same labels) of a hash-chosen ``fraction`` of the short texts."""
+def obfuscated_copies(data: LabeledSet, fraction: float, salt: str, max_chars: int = 400,
+                      keys: Sequence[bytes] | None = None) -> tuple[LabeledSet, np.ndarray]:
+    """Obfuscated copies (same labels) of a hash-chosen ``fraction`` of the short texts
+    (``keys``: the texts' ``token_keys``, when the caller has them already)."""
     from guard.models.augment import obfuscate
 
     copies, idx = rewritten_copies(data, fraction, salt, lambda text: obfuscate(text, salt + text), max_chars)
     # the tokenizer drops zero-width characters: such a copy is its original again, and would
     # count as "obfuscated" in the robustness figure and as extra weight in training
-    changed = np.array([a != b for a, b in zip(token_keys(copies.texts),
-                                               token_keys([data.examples[i].text for i in idx]), strict=True)], bool)
+    originals = [keys[i] for i in idx] if keys is not None else token_keys([data.examples[i].text for i in idx])
+    changed = np.array([a != b for a, b in zip(token_keys(copies.texts), originals, strict=True)], bool)
     return copies.subset(changed), idx[changed]
 
 
@@ -418,10 +422,11 @@ def unpunctuated_copies(data: LabeledSet, fraction: float) -> tuple[LabeledSet, 
     return copies.subset(changed), idx[changed]
 
 
-def train_copies(train: LabeledSet, augment: float, unpunctuated: float) -> list[tuple[str, LabeledSet, np.ndarray]]:
+def train_copies(train: LabeledSet, augment: float, unpunctuated: float,
+                 keys: Sequence[bytes] | None = None) -> list[tuple[str, LabeledSet, np.ndarray]]:
     """The augmented copies both training commands add, each as (kind, copies, originals' indices),
     all made from the originals: obfuscated (``augment``), then unpunctuated."""
-    out = [("obfuscated", *obfuscated_copies(train, augment, "train"))] if augment > 0 else []
+    out = [("obfuscated", *obfuscated_copies(train, augment, "train", keys=keys))] if augment > 0 else []
     if unpunctuated > 0:
         out.append(("unpunctuated", *unpunctuated_copies(train, unpunctuated)))
     return out
@@ -467,9 +472,16 @@ def token_keys(texts: Sequence[str]) -> list[bytes]:
 def without_dev_twins(train: LabeledSet, dev: LabeledSet) -> tuple[LabeledSet, int]:
     """Train less its texts that read exactly as a dev text does (the split hashes the raw string:
     "@bob you're a bitch" and "@amy you're a bitch" fell on both sides), and how many went."""
+    kept, _, dropped = without_dev_twins_keyed(train, dev)
+    return kept, dropped
+
+
+def without_dev_twins_keyed(train: LabeledSet, dev: LabeledSet) -> tuple[LabeledSet, list[bytes], int]:
+    """``without_dev_twins``, with the kept texts' ``token_keys`` (tokenizing train is not free)."""
     dev_keys = set(token_keys(dev.texts))
-    keep = np.array([k not in dev_keys for k in token_keys(train.texts)], bool)
-    return train.subset(keep), int((~keep).sum())
+    keys = token_keys(train.texts)
+    keep = np.array([k not in dev_keys for k in keys], bool)
+    return train.subset(keep), [k for k, kept in zip(keys, keep, strict=True) if kept], int((~keep).sum())
 
 
 def train_dev(data: LabeledSet, implied: bool = IMPLIED_DEFAULT) -> tuple[LabeledSet, LabeledSet]:
@@ -488,12 +500,12 @@ def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int,
     features (the others zeros) -- with an adapter's head nothing is fitted on the rest's features."""
     data = read_examples([data_dir], exclude_sources=exclude)
     train, dev = train_dev(data, implied)
-    train, twins = without_dev_twins(train, dev)
+    train, keys, twins = without_dev_twins_keyed(train, dev)
     log(f"data: {len(train)} train / {len(dev)} dev texts from {len(set(data.sources.tolist()))} sources "
         f"({twins} train texts that read as a dev text left out)")
     fold = fold_of(train.texts, folds)
     is_aug = np.zeros(len(train), bool)
-    for kind, aug, orig in train_copies(train, augment, unpunctuated):
+    for kind, aug, orig in train_copies(train, augment, unpunctuated, keys):
         train = concat(train, aug)
         fold = np.concatenate([fold, fold[orig]])  # a copy shares its original's fold: no leak
         is_aug = np.concatenate([is_aug, np.ones(len(aug), bool)])
@@ -519,7 +531,7 @@ def prepare(data_dir: Path, cache_dir: Path, exclude: Sequence[str], folds: int,
         pooled_tr[enc_tr] = cache.get([wtr.ids[i] for i in np.flatnonzero(enc_tr)])
     return Prepared(train, dev, wtr, wdv, pooled_tr, cache.get(wdv.ids), fold, is_aug,
                     list(exclude), dev_obf, wdv_obf,
-                    cache.get(wdv_obf.ids) if wdv_obf is not None else None)
+                    cache.get(wdv_obf.ids) if wdv_obf is not None else None, keys)
 
 
 def _subset_windows(w: Windowed, text_mask: np.ndarray) -> tuple[np.ndarray, Windowed]:
@@ -685,9 +697,11 @@ def heads_from_adapter(prep: Prepared, cfg: TrainConfig, head: AdapterHead, log:
     scale = np.full_like(mean, 1.0 / head.feature_scale)
     model = Mlp(list(head.weights), list(head.biases))
     # a held-out text that reads exactly as one the adapter trained on is not held out
-    keys = token_keys(prep.train.texts)
-    trained = {k for k, h, a in zip(keys, holdout, prep.is_aug, strict=True) if not h and not a}
-    seen = np.array([k in trained for k in keys], bool)
+    originals = ~prep.is_aug
+    keys = prep.keys or token_keys([t for t, o in zip(prep.train.texts, originals, strict=True) if o])
+    trained = {k for k, h in zip(keys, holdout[originals], strict=True) if not h}
+    seen = np.zeros(len(holdout), bool)
+    seen[originals] = [k in trained for k in keys]
     cal_rows = holdout & ~prep.is_aug & ~seen
     log(f"  {int((holdout & ~prep.is_aug & seen).sum())} held-out texts read as trained ones: not calibrated on")
     hidx, wh = _subset_windows(prep.wtr, cal_rows)
