@@ -9,7 +9,9 @@ No Kafka here: the Faust agent and the embedded API are thin shells around it.
 
 from __future__ import annotations
 
+import copy
 import time
+import traceback
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +21,7 @@ import structlog
 
 from guard import context, windowing
 from guard.detectors.base import Scanner, SemanticDetector
-from guard.errors import DetectorError, GuardError, PolicyError, SchemaError, SequenceGap, StreamError
+from guard.errors import DetectorError, GuardError, InternalError, PolicyError, SchemaError, SequenceGap, StreamError
 from guard.messages import TENANT_ID_RULE, Chunk, Decision, Span, decision_id, is_tenant_id
 from guard.policy.decide import ScoredWindow, StaticThresholds, ThresholdView, decide
 from guard.policy.load import PolicySet
@@ -53,6 +55,12 @@ def _now_ms() -> int:
 
 
 _json = msgspec.json.Encoder().encode
+
+
+def _copy(state: StreamState | None) -> StreamState | None:
+    """A stream's state as it is now. Shallow is enough: the pipeline replaces a state's fields,
+    it never changes a list or mapping inside one."""
+    return None if state is None else copy.copy(state)
 
 
 def _held_bytes(state: StreamState) -> int:
@@ -213,10 +221,15 @@ class Pipeline:
                      outcomes: list[Outcome], arrived: Sequence[int], t0: float) -> None:
         """``rnd``: (outcome index, chunk, held): at most one chunk per stream; a held chunk is one
         the stream kept behind a gap, now next in its sequence. ``arrived``: per outcome, the seq of
-        the record whose arrival it reports."""
-        works: list[tuple[int, _Work]] = []
+        the record whose arrival it reports.
+
+        A chunk whose handling raises anything unforeseen (a bug in a layer) fails alone: its
+        stream goes back to the state it had before the chunk (``before``), the chunk is reported
+        as an ``InternalError``, and the other streams of the batch are decided as usual."""
+        works: list[tuple[int, _Work, StreamState | None]] = []
         policies = self.policies()  # one snapshot per round, even if a reload lands mid-batch
         for i, chunk, held in rnd:
+            before = _copy(states.get(chunk.stream_id))
             try:
                 if held:
                     state = states[chunk.stream_id]
@@ -225,23 +238,45 @@ class Pipeline:
                     spec = self._policy_of(state, policies)
                 else:
                     spec, ready = self._admit(states, chunk, outcomes[i], policies)
+                for state, ch in ready:
+                    works.append((i, self._plan(state, ch, spec, t0), before))
             except GuardError as exc:  # this chunk's fault: the other streams go on
-                if held:
-                    outcomes[i].rejected.append((chunk, exc))
-                    continue
-                outcomes[i].error = exc
-                outcomes[i].state = states.get(chunk.stream_id)
+                self._fail(i, chunk, held, exc, states, outcomes, before)
+            except Exception as exc:  # noqa: BLE001 - a bug must not take the batch's other streams down
+                self._fail(i, chunk, held, InternalError.wrap(exc), states, outcomes, before)
+        scores, failure = await self._score(w for _, w, _ in works)
+        for i, work, before in works:
+            try:
+                decision = self._settle(work, scores, failure)
+                _to_outbox(work.state, decision, arrived[i])
+            except Exception as exc:  # noqa: BLE001 - as above: this chunk alone fails
+                self._fail(i, work.chunk, work.chunk.seq != arrived[i], InternalError.wrap(exc),
+                           states, outcomes, before)
                 continue
-            for state, ch in ready:
-                works.append((i, self._plan(state, ch, spec, t0)))
-        scores, failure = await self._score(w for _, w in works)
-        for i, work in works:
-            decision = self._settle(work, scores, failure)
-            _to_outbox(work.state, decision, arrived[i])
             states[work.state.stream_id] = work.state
             outcomes[i].decisions.append(decision)
         for i, chunk, _ in rnd:
             outcomes[i].state = states.get(chunk.stream_id)
+
+    def _fail(self, i: int, chunk: Chunk, held: bool, exc: GuardError, states: dict[str, StreamState | None],
+              outcomes: list[Outcome], before: StreamState | None) -> None:
+        """Refuse ``chunk``: its outcome reports it (a held chunk's record was consumed earlier, so
+        it is reported as the chunk itself). After an internal error its stream is as it was before
+        the chunk, except that the gap the chunk leaves is open from now: the chunk, sent again
+        within ``gap_timeout_ms`` (a bug fixed, a dead letter re-driven), fills it; else the
+        stream's next chunk gives it up, as for a chunk lost on the way."""
+        if isinstance(exc, InternalError):
+            log.error("chunk_failed", stream_id=chunk.stream_id, seq=chunk.seq, code=exc.code,
+                      error_type=type(exc.__cause__).__name__,
+                      where="".join(traceback.format_tb(exc.__cause__.__traceback__)) if exc.__cause__ else "")
+            if before is not None and before.gap_since_ms is None:
+                before.gap_since_ms = self.wall_ms()
+            states[chunk.stream_id] = before
+        if held:
+            outcomes[i].rejected.append((chunk, exc))
+            return
+        outcomes[i].error = exc
+        outcomes[i].state = states.get(chunk.stream_id)
 
     def _admit(self, states: dict[str, StreamState | None], chunk: Chunk, outcome: Outcome,
                policies: PolicySet) -> tuple[PolicySpec, list[tuple[StreamState, Chunk]]]:
@@ -370,6 +405,10 @@ class Pipeline:
         except DetectorError as exc:
             log.warning("semantic_detector_failed", code=exc.code, windows=len(batch))
             return {}, exc
+        except Exception as exc:  # noqa: BLE001 - a client bug: the windows are unjudged, not the batch lost
+            log.error("semantic_detector_raised", error_type=type(exc).__name__, windows=len(batch),
+                      where="".join(traceback.format_tb(exc.__traceback__)))
+            return {}, DetectorError("semantic", f"unexpected {type(exc).__name__}", retriable=False)
         return {k: probs[j] for j, k in enumerate(keys)}, None
 
     def _settle(self, work: _Work, scores: dict[int, np.ndarray],

@@ -1,7 +1,7 @@
 """Test doubles shipped with the library, faked at the Protocol boundary.
 
 ``FakeDetector`` stands in for the semantic layer, ``SimpleTokenizer`` for the model tokenizer and
-``RegexScanner`` for a fast layer; all keep the real contracts (batched scoring, offsets,
+``RegexScanner`` for a fast layer (``BuggyScanner`` for one with a bug); all keep the real contracts (batched scoring, offsets,
 ``stable_until``) so pipeline tests exercise the real release logic.
 """
 
@@ -95,3 +95,18 @@ class RegexScanner:
         found = tuple(Finding(m.start(), m.end(), self._category, self._label, 1.0, self.name)
                       for m in self._re.finditer(text))
         return ScanResult(findings=found, stable_until=stable)
+
+
+class BuggyScanner:
+    """A fast layer with a bug: it raises whenever ``trigger`` is in the text it scans (with that
+    text in the exception's message, as a careless bug would), and otherwise defers to ``inner``."""
+
+    def __init__(self, inner: object, trigger: str) -> None:
+        self._inner, self._trigger = inner, trigger
+        self.name = getattr(inner, "name", "buggy")
+        self.context_chars = getattr(inner, "context_chars", 64)
+
+    def scan(self, text: str, final: bool) -> ScanResult:
+        if self._trigger in text:
+            raise ValueError(f"cannot scan {text!r}")
+        return self._inner.scan(text, final)  # type: ignore[attr-defined]

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 
 from guard.detectors.pii import PiiScanner
 from guard.detectors.retry import RetryingDetector, RetryPolicy
-from guard.errors import DetectorUnavailable, PolicyError, SchemaError, StreamError
+from guard.errors import DetectorUnavailable, InternalError, PolicyError, SchemaError, StreamError
 from guard.messages import Chunk, Decision
 from guard.pipeline import MAX_PENDING_BYTES, Pipeline, chunk_text
 from guard.policy.load import PolicySet
 from guard.policy.schema import PolicySpec
 from guard.state import StreamState, dump_state, load_state
-from guard.testing import FailingDetector, FakeDetector, RegexScanner, SimpleTokenizer
+from guard.testing import BuggyScanner, FailingDetector, FakeDetector, RegexScanner, SimpleTokenizer
 
 EMAIL = r"[\w.+-]+@[\w-]+\.[\w.]+\w"
 
@@ -125,6 +125,54 @@ async def test_detector_failure_fails_open_when_policy_says_so():
     ds = await run(p, chunk_text(text, 6))
     assert released(ds) == text and all(d.action == "allow" for d in ds)
     assert sum(d.unjudged_chars for d in ds) == len(text), "every character went out unjudged, and says so"
+
+
+def buggy(trigger: str = "kaboom") -> Pipeline:
+    p = make()
+    p.replace_scanners({"pii": BuggyScanner(RegexScanner("pii", EMAIL, "pii", "EMAIL"), trigger)})
+    return p
+
+
+async def test_a_layer_bug_fails_its_chunk_alone_and_its_stream_waits_for_it():
+    """A scanner that raises on one stream's text: that chunk is refused as an internal error
+    (naming the exception's type, not its message, which quotes the text), the other stream of the
+    batch is decided, and the failing stream is as it was, so the chunk can be sent again."""
+    p = buggy()
+    a0, a1 = chunk_text("Fine so far. Then kaboom happens here.", 13, stream_id="a")[:2]
+    (b0,) = chunk_text("Another stream, all fine.", 100, stream_id="b")
+    ok, = await p.process([(None, a0)])
+    saved = dump_state(ok.state)
+    outs = await p.process([(load_state(saved), a1), (None, b0)])
+    assert isinstance(outs[0].error, InternalError) and outs[0].error.code == "internal-error"
+    assert "ValueError" in str(outs[0].error) and "kaboom" not in str(outs[0].error)
+    assert outs[0].decisions == [] and outs[0].state.next_seq == 1 and outs[0].state.text == ok.state.text
+    assert outs[0].state.gap_since_ms is not None, "the gap it leaves is open from the failure on"
+    assert msgspec.structs.replace(outs[0].state, gap_since_ms=None) == load_state(saved), "else as it was"
+    assert outs[1].error is None and [d.text for d in outs[1].decisions] == ["Another stream, all fine."]
+    fixed = make()
+    (again,) = await fixed.process([(outs[0].state, a1)])
+    assert again.error is None and [d.seq for d in again.decisions] == [1]
+
+
+async def test_a_layer_bug_in_a_held_chunk_rejects_that_chunk_and_keeps_the_rest():
+    """The chunk that fills a gap releases the chunk held behind it; that one trips the bug. It is
+    reported as a rejected held chunk (its record was consumed earlier), the filling chunk keeps its
+    decision, and the stream waits at the failed seq."""
+    p = buggy()
+    c0, c1, c2 = chunk_text("Fine text here. More fine text. Now kaboom.", 15, stream_id="s")
+    (first,) = await p.process([(None, c0)])
+    (held,) = await p.process([(first.state, c2)])
+    assert held.decisions == [] and 2 in held.state.pending
+    (filled,) = await p.process([(held.state, c1)])
+    assert [d.seq for d in filled.decisions] == [1]
+    assert [(c.seq, e.code) for c, e in filled.rejected] == [(2, "internal-error")]
+    assert filled.state.next_seq == 2 and not filled.state.pending
+
+
+async def test_a_semantic_client_bug_is_a_detector_failure_not_a_lost_batch():
+    p = make(FailingDetector(KeyError("outputs")))
+    ds = await run(p, chunk_text("Some ordinary words keep coming in this answer today.", 6))
+    assert any(d.action == "block" for d in ds) and released(ds) == "", "fails closed, as for an outage"
 
 
 async def test_text_the_layers_cleared_is_not_marked_unjudged():

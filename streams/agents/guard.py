@@ -2,8 +2,9 @@
 
 Concurrency 1 per partition set (table writes stay in order); batches come from ``take_events`` so
 one semantic call covers every stream in the batch. Nothing escapes the loop: a record that cannot
-be used is dead-lettered with its reason, and an unexpected failure dead-letters the batch it hit,
-so no record is lost and the worker keeps running.
+be used is dead-lettered with its reason; an unforeseen exception while moderating a chunk (a
+bug in a layer) dead-letters that chunk alone (``InternalError``), and one anywhere else the batch
+it hit, so no record is lost and the worker keeps running.
 
 Nothing at the edges of a stream is dropped silently either:
 
