@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import time
 import traceback
+import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -518,7 +519,8 @@ class Pipeline:
             stable = at(res.stable_until)
             frontier = min(frontier, stable)
             for f in res.findings:
-                g = Finding(at(f.start), at(f.end - 1) + 1, f.category, f.label, f.score, f.detector)
+                g = Finding(at(f.start), at(_grapheme_end(view, f.end) - 1) + 1, f.category, f.label,
+                            f.score, f.detector)
                 if g.start < stable and g.end > state.released:
                     findings.append(g)
             if res.opened is None:
@@ -572,6 +574,14 @@ class Pipeline:
         if keep > state.base:
             state.text = state.text[keep - state.base :]
             state.base = keep
+
+
+def _grapheme_end(text: str, end: int) -> int:
+    """``end`` moved past the combining marks that follow it: they belong to the span's last
+    letter, and one left after a mask would sit on the placeholder ("[PROFANITY]\u0301")."""
+    while end < len(text) and unicodedata.category(text[end])[0] == "M":
+        end += 1
+    return end
 
 
 def _placer(head: Opener | None, start: int) -> Callable[[int], int]:

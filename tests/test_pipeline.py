@@ -71,6 +71,12 @@ async def test_benign_text_is_released_whole_and_one_decision_per_chunk():
     assert ds[-1].final and ds[-1].held_chars == 0 and ds[-1].released_offset == len(text)
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 100])
+async def test_a_combining_mark_after_a_masked_span_is_masked_with_it(size: int):
+    text = "Write to jane.doe@example.com\u0301\u0308 for details."
+    assert released(await run(make(), chunk_text(text, size))) == "Write to [EMAIL] for details."
+
+
 async def test_email_cut_across_chunks_is_redacted():
     text = "Write to jane.doe@example.com for details."
     ds = await run(make(), chunk_text(text, 3))
