@@ -207,6 +207,7 @@ def system(kafka_broker, tmp_path_factory) -> Iterator[System]:
             "dataset": "shadow-violence.jsonl", "min_recall": 0.9}}),
         "fb-pin": _policy("fb-pin", start, {**fast, "min_evidence": 3}),
         "fb-tenant": _policy("fb-tenant", start, {**fast, "min_evidence": 50, "scope": "tenant"}),
+        "fb-tenant-live": _policy("fb-tenant-live", start, {**fast, "min_evidence": 4, "scope": "tenant"}),
     }
     for name, doc in policies.items():
         (pdir / f"{name}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -647,6 +648,31 @@ async def test_an_idle_tenants_evidence_is_forgotten(system: System):
                "the tenant's evidence to be forgotten")
     assert s.events(policy) == [], "min_evidence 50: nothing moved"
     assert counted_so_far(s) >= counted0 + len(ds), "the verdicts were counted for the tenant before it went idle"
+
+
+async def test_tenant_scoped_tuning_moves_that_tenants_threshold_alone(system: System):
+    """``scope: tenant``: one tenant's false-positive verdicts raise that tenant's own threshold;
+    both workers apply it to the tenant's streams, while another tenant of the same policy is
+    still judged at the policy's threshold."""
+    async with following(system):
+        s, policy = system, "fb-tenant-live"
+        noisy, quiet = f"t-{uuid.uuid4().hex[:6]}", f"t-{uuid.uuid4().hex[:6]}"
+        ds = list((await decide(s, policy, [(f"tl-{i}-{uuid.uuid4().hex[:4]}", s.high) for i in range(6)],
+                                tenant=noisy)).values())
+        assert all(d.action == "block" and fired(d) == [s.start] and d.tenant == noisy for d in ds)
+        await consumed(s, s.settings.topic_decisions)
+        await send_feedback(s, [r for i in range(5) for r in verdicts(ds, f"reviewer-{i}")])
+        mine = lambda: [ch for ch in s.history if ch.policy == policy]  # noqa: E731
+        (change,) = await poll(mine, 60, "the tenant's threshold change")
+        assert ThresholdKey.of(change) == ThresholdKey(noisy, policy, CATEGORY), "the tenant's key, not the policy's"
+        assert change.status == "promoted" and change.old == s.start
+        assert change.value > ds[0].scores[CATEGORY]
+        await applied_by_workers(s, change.version)
+        after_noisy = await decide(s, policy, [(sid, s.high) for sid in partition_ids("tl-noisy")], tenant=noisy)
+        after_quiet = await decide(s, policy, [(sid, s.high) for sid in partition_ids("tl-quiet")], tenant=quiet)
+        assert all(d.action == "allow" and d.thresholds_version >= change.version for d in after_noisy.values())
+        assert all(d.action == "block" and fired(d) == [s.start] for d in after_quiet.values())
+        assert mine() == [change]
 
 
 async def test_tuner_serves_metrics_and_health(system: System):
