@@ -104,7 +104,7 @@ def run(prog: str, description: str | None, build: Callable[[Settings], faust.Ap
     import argparse
     import sys
 
-    from guard.logging import configure
+    from guard.logging import configure, limit_repeats
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--bootstrap", help="Kafka bootstrap (overrides GUARD_KAFKA_BOOTSTRAP)")
@@ -115,7 +115,9 @@ def run(prog: str, description: str | None, build: Callable[[Settings], faust.Ap
                                    "triton_url": args.triton_url}.items() if v}
     s = Settings(**overrides)
     configure(json=s.log_json, level=s.log_level)
-    worker = faust.Worker(build(s), loglevel=args.loglevel, quiet=True)
+    app = build(s)
+    limit_repeats("aiokafka")  # after build: every aiokafka module is imported by then
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True)
     sys.argv = sys.argv[:1]  # faust's worker reads argv; keep it from seeing ours
     worker.execute_from_commandline()
     return 0

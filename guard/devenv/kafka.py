@@ -353,6 +353,7 @@ class KafkaBroker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
         self._bootstrap: str | None = None
+        self._launch: tuple[list[str], int] | None = None  # the JVM's command line and broker port
         #: seconds spent fetching jars in the last start (0 when cached)
         self.fetch_s: float = 0.0
         #: seconds from launch (format included, fetch excluded) until the broker served
@@ -490,6 +491,7 @@ class KafkaBroker:
                 str(props_path),
             ]
             self._proc = spawn(args, log_path=log_path, cwd=self._workdir)
+            self._launch = (args, broker_port)
             bootstrap = f"{self._host}:{broker_port}"
             self._wait_ready(broker_port, log_path, launched)
         except BaseException:
@@ -535,6 +537,22 @@ class KafkaBroker:
             if time.monotonic() > deadline:
                 raise start_error("Kafka", f"not serving after {self._startup_timeout_s:.0f}s", log_path)
             time.sleep(0.25)
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the broker (a controlled shutdown), stay down ``down_s`` seconds, and start it again
+        on the same ports and data: what a broker upgrade or a host restart does to its clients."""
+        if self._proc is None or self._launch is None or self._workdir is None:
+            raise RuntimeError("KafkaBroker is not started")
+        args, port = self._launch
+        code = stop_process(self._proc, timeout_s=30.0, name="kafka")
+        log.info("kafka_stopped_for_restart", exit_code=code, down_s=down_s)
+        time.sleep(down_s)
+        launched = time.monotonic()
+        log_path = self._resolved_log_path()
+        assert log_path is not None
+        self._proc = spawn(args, log_path=log_path, cwd=self._workdir)
+        self._wait_ready(port, log_path, launched)
+        log.info("kafka_restarted", bootstrap=self._bootstrap, startup_s=round(time.monotonic() - launched, 2))
 
     def stop(self) -> None:
         """SIGTERM (a controlled shutdown), wait, kill if stuck; then delete the data folder."""
