@@ -149,6 +149,8 @@ class TritonServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
         self._ports: tuple[int, int, int] | None = None
+        #: the command line and models of the last launch, kept by ``stop(restartable=True)``
+        self._launch: tuple[list[str], list[str]] | None = None
         #: seconds from launch until the server and all models were ready
         self.startup_s: float = 0.0
         #: exit code of the last stop (0 after a clean SIGINT shutdown)
@@ -188,9 +190,19 @@ class TritonServer:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> str:
-        """Launch the server and block until it and all its models are ready; returns the gRPC url."""
+        """Launch the server and block until it and all its models are ready; returns the gRPC url.
+        After ``stop(restartable=True)`` it comes back on the same ports, as a restarted service."""
         if self._proc is not None:
             raise RuntimeError("TritonServer already started")
+        if self._launch is not None:
+            args, models = self._launch
+            log_path = self.log_path
+            assert log_path is not None
+            launched = time.monotonic()
+            self._proc = spawn(args, log_path=log_path, env=server_env(), cwd=self._workdir)
+            self._wait_ready(models, log_path, launched)
+            log.info("triton_restarted", grpc=self.grpc_url, startup_s=round(time.monotonic() - launched, 2))
+            return self.grpc_url
         repo = self._model_repository.resolve()
         if not repo.is_dir():
             raise ConfigError(f"model repository {repo} does not exist")
@@ -223,6 +235,7 @@ class TritonServer:
             *self._extra_args,
         ]
         launched = time.monotonic()
+        self._launch = (args, models)
         try:
             self._proc = spawn(args, log_path=log_path, env=server_env(), cwd=self._workdir)
             self._wait_ready(models, log_path, launched)
@@ -274,8 +287,9 @@ class TritonServer:
         finally:
             client.close()
 
-    def stop(self) -> None:
-        """SIGINT for Triton's graceful shutdown (models unloaded, stubs finalised), then kill."""
+    def stop(self, restartable: bool = False) -> None:
+        """SIGINT for Triton's graceful shutdown (models unloaded, stubs finalised), then kill.
+        ``restartable``: keep the ports and the working folder for the next ``start``."""
         if self._proc is not None:
             began = time.monotonic()
             self.exit_code = stop_process(
@@ -288,7 +302,10 @@ class TritonServer:
                 stop_s=round(time.monotonic() - began, 2),
             )
             self._proc = None
+        if restartable and self._launch is not None:
+            return
         self._ports = None
+        self._launch = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

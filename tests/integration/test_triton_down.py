@@ -1,6 +1,7 @@
 """Triton goes away under a running worker, over the real broker and a real ``tritonserver``: each
 policy fails as it declares. ``default`` (closed) blocks what it could not judge; a policy that
-fails open releases the text, counted as unjudged; the fast layers still mask what they find."""
+fails open releases the text, counted as unjudged; the fast layers still mask what they find. When
+Triton comes back on its address, the same worker judges again."""
 
 from __future__ import annotations
 
@@ -35,12 +36,18 @@ async def test_when_triton_is_gone_each_policy_fails_as_it_declares(kafka_broker
                 up = f"up-{own.run}"
                 await prod.send(Chunk(stream_id=up, seq=0, text=ANSWER, final=True))
                 await col.wait_for(lambda c: c.final(up), timeout=180)
-                server.stop()
+                server.stop(restartable=True)
                 closed, opened = f"closed-{own.run}", f"open-{own.run}"
                 await prod.send(Chunk(stream_id=closed, seq=0, text=ANSWER, final=True))
                 await prod.send(Chunk(stream_id=opened, seq=0, text=ANSWER, final=True, policy="lenient"))
                 await prod.flush()
                 await col.wait_for(lambda c: c.final(closed) and c.final(opened), timeout=120)
+                server.start()  # back on the same ports
+                back = f"back-{own.run}"
+                await prod.send(Chunk(stream_id=back, seq=0, text=ANSWER, final=True))
+                await prod.flush()
+                await col.wait_for(lambda c: c.final(back), timeout=60)
+                assert worker.alive()
     finally:
         server.stop()
 
@@ -52,3 +59,6 @@ async def test_when_triton_is_gone_each_policy_fails_as_it_declares(kafka_broker
     (through,) = col.decisions[opened]
     assert through.action == "redact" and "anna.berg" not in through.text and "museum" in through.text
     assert through.unjudged_chars > 0, "released unjudged, and counted so"
+    (again,) = col.decisions[back]
+    assert again.action == "redact" and again.unjudged_chars == 0 and "museum" in again.text
+    assert not [e for e in again.evidence if e.label == "detector-unavailable"], "judged again"
