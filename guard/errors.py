@@ -7,7 +7,7 @@ whether a retry could help (``retriable``), so callers decide by attribute, neve
     ├── ConfigError            bad settings or files at start-up
     │   └── PolicyError        a policy file failed validation (names file and field)
     ├── SchemaError            a message on the wire could not be decoded or validated
-    ├── InternalError          handling one chunk raised something unforeseen (a bug): that chunk only
+    ├── InternalError          something unforeseen raised (a bug): one chunk's, or a batch's
     ├── StreamError            a chunk does not fit its stream (gap, after final, ...)
     │   ├── SequenceGap        chunks that never came were given up (a range, not a record)
     │   └── StreamExpired      a chunk was still waiting when its stream's state expired
@@ -46,13 +46,13 @@ class InternalError(GuardError):
     code = "internal-error"
 
     @classmethod
-    def wrap(cls, exc: BaseException) -> InternalError:
+    def wrap(cls, exc: BaseException, during: str = "while moderating the chunk; it was not moderated, "
+             "and its stream waits for it as for a lost chunk") -> InternalError:
         tb = exc.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
         where = f" at {tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}" if tb else ""
-        err = cls(f"unexpected {type(exc).__name__}{where} while moderating the chunk; it was not "
-                  "moderated, and its stream waits for it as for a lost chunk")
+        err = cls(f"unexpected {type(exc).__name__}{where} {during}")
         err.__cause__ = exc
         return err
 

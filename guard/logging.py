@@ -77,7 +77,9 @@ class RepeatLimiter(logging.Filter):
 def limit_repeats(prefix: str = "aiokafka", every_s: float = 10.0) -> RepeatLimiter:
     """Put one ``RepeatLimiter`` on the loggers under ``prefix`` (a filter on a logger does not
     reach its children, so each gets it; the modules create theirs at import, which has happened
-    by the time a worker runs)."""
+    by the time a worker runs, except for rarely used ones such as aiokafka's range and sticky
+    assignors, which stay unlimited). The count held back in the last stretch of an outage is
+    not logged: only a later line like them would say it."""
     import importlib
 
     importlib.import_module(prefix)

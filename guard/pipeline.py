@@ -95,7 +95,8 @@ class Outcome:
     skipped: list[SequenceGap] = field(default_factory=list)  # gaps given up: report, don't reject
     replayed: list[Decision] = field(default_factory=list)
     #: chunks the stream held behind a gap, refused when their turn came (they follow its final
-    #: chunk): their records were consumed earlier, so the caller dead-letters the chunk itself
+    #: chunk, or handling them raised): their records were consumed earlier, so the caller
+    #: dead-letters the chunk itself
     rejected: list[tuple[Chunk, GuardError]] = field(default_factory=list)
 
 
@@ -224,13 +225,12 @@ class Pipeline:
         the stream kept behind a gap, now next in its sequence. ``arrived``: per outcome, the seq of
         the record whose arrival it reports.
 
-        A chunk whose handling raises anything unforeseen (a bug in a layer) fails alone: its
-        stream goes back to the state it had before the chunk (``before``), the chunk is reported
-        as an ``InternalError``, and the other streams of the batch are decided as usual."""
-        works: list[tuple[int, _Work, StreamState | None]] = []
+        A chunk whose handling raises anything unforeseen (a bug in a layer) fails alone
+        (``_fail``), and the other streams of the batch are decided as usual."""
+        works: list[tuple[int, _Work, StreamState]] = []
         policies = self.policies()  # one snapshot per round, even if a reload lands mid-batch
         for i, chunk, held in rnd:
-            before = _copy(states.get(chunk.stream_id))
+            entry, gaps = _copy(states.get(chunk.stream_id)), len(outcomes[i].skipped)
             try:
                 if held:
                     state = states[chunk.stream_id]
@@ -239,45 +239,62 @@ class Pipeline:
                     spec = self._policy_of(state, policies)
                 else:
                     spec, ready = self._admit(states, chunk, outcomes[i], policies)
-                for state, ch in ready:
-                    works.append((i, self._plan(state, ch, spec, t0), before))
-            except GuardError as exc:  # this chunk's fault: the other streams go on
-                self._fail(i, chunk, held, exc, states, outcomes, before)
+            except GuardError as exc:  # this chunk's fault, raised before its stream changed
+                self._report(i, chunk, held, exc, states, outcomes)
+                continue
             except Exception as exc:  # noqa: BLE001 - a bug must not take the batch's other streams down
-                self._fail(i, chunk, held, InternalError.wrap(exc), states, outcomes, before)
+                del outcomes[i].skipped[gaps:]  # the stream goes back to before: so do its gap reports
+                self._fail(i, chunk, held, exc, states, outcomes, entry)
+                continue
+            for state, ch in ready:
+                # the stream once the chunk was taken: gaps given up, later chunks held, this one out
+                taken = _copy(state)
+                assert taken is not None
+                try:
+                    works.append((i, self._plan(state, ch, spec, t0), taken))
+                except Exception as exc:  # noqa: BLE001 - as above
+                    self._fail(i, ch, ch.seq != arrived[i], exc, states, outcomes, taken)
         scores, failure = await self._score(w for _, w, _ in works)
-        for i, work, before in works:
+        for i, work, taken in works:
             try:
                 decision = self._settle(work, scores, failure)
                 _to_outbox(work.state, decision, arrived[i])
-            except Exception as exc:  # noqa: BLE001 - as above: this chunk alone fails
-                self._fail(i, work.chunk, work.chunk.seq != arrived[i], InternalError.wrap(exc),
-                           states, outcomes, before)
+            except Exception as exc:  # noqa: BLE001 - as above
+                self._fail(i, work.chunk, work.chunk.seq != arrived[i], exc, states, outcomes, taken)
                 continue
             states[work.state.stream_id] = work.state
             outcomes[i].decisions.append(decision)
         for i, chunk, _ in rnd:
             outcomes[i].state = states.get(chunk.stream_id)
 
-    def _fail(self, i: int, chunk: Chunk, held: bool, exc: GuardError, states: dict[str, StreamState | None],
-              outcomes: list[Outcome], before: StreamState | None) -> None:
-        """Refuse ``chunk``: its outcome reports it (a held chunk's record was consumed earlier, so
-        it is reported as the chunk itself). After an internal error its stream is as it was before
-        the chunk, except that the gap the chunk leaves is open from now: the chunk, sent again
-        within ``gap_timeout_ms`` (a bug fixed, a dead letter re-driven), fills it; else the
-        stream's next chunk gives it up, as for a chunk lost on the way."""
-        if isinstance(exc, InternalError):
-            log.error("chunk_failed", stream_id=chunk.stream_id, seq=chunk.seq, code=exc.code,
-                      error_type=type(exc.__cause__).__name__,
-                      where="".join(traceback.format_tb(exc.__cause__.__traceback__)) if exc.__cause__ else "")
-            if before is not None and before.gap_since_ms is None:
-                before.gap_since_ms = self.wall_ms()
-            states[chunk.stream_id] = before
+    @staticmethod
+    def _report(i: int, chunk: Chunk, held: bool, exc: GuardError, states: dict[str, StreamState | None],
+                outcomes: list[Outcome]) -> None:
+        """Refuse ``chunk`` in its outcome. ``held``: its record is not the one this outcome reports
+        (it was consumed earlier, and the chunk waited behind a gap), so the chunk itself is."""
         if held:
             outcomes[i].rejected.append((chunk, exc))
             return
         outcomes[i].error = exc
         outcomes[i].state = states.get(chunk.stream_id)
+
+    def _fail(self, i: int, chunk: Chunk, held: bool, exc: Exception, states: dict[str, StreamState | None],
+              outcomes: list[Outcome], restore: StreamState | None) -> None:
+        """``chunk`` raised something unforeseen: it is refused as an ``InternalError``, and its
+        stream is put back to ``restore``, its state once the chunk was taken for deciding (gaps
+        given up, later chunks held, the chunk itself out of the held ones). So its seq is the
+        stream's first missing one, with the gap clock started now: the chunk sent again within
+        ``gap_timeout_ms`` (a bug fixed, its dead letter re-driven) fills the gap; else the
+        stream's next chunk after that gives it up, as for a chunk lost on the way."""
+        err = exc if isinstance(exc, InternalError) else InternalError.wrap(exc)
+        cause = err.__cause__
+        log.error("chunk_failed", stream_id=chunk.stream_id, seq=chunk.seq, code=err.code,
+                  error_type=type(cause).__name__,
+                  where="".join(traceback.format_tb(cause.__traceback__)) if cause is not None else "")
+        if restore is not None and restore.next_seq == chunk.seq:
+            restore.gap_since_ms = self.wall_ms()
+        states[chunk.stream_id] = restore
+        self._report(i, chunk, held, err, states, outcomes)
 
     def _admit(self, states: dict[str, StreamState | None], chunk: Chunk, outcome: Outcome,
                policies: PolicySet) -> tuple[PolicySpec, list[tuple[StreamState, Chunk]]]:

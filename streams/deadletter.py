@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
 
+from guard.errors import GuardError, InternalError
 from guard.messages import DeadLetter, encode
 from streams.watchdog import Progress
 
@@ -62,10 +64,15 @@ async def consume(stream: faust.StreamT, batch_max: int, within_s: float,
         try:
             await handle(events)
         except Exception as exc:  # noqa: BLE001 - the agent must survive anything
-            log.exception(failed_event, size=len(events))
+            # the exception's own text may quote a record: the log and the dead letters get its
+            # type and where it was raised
+            err = exc if isinstance(exc, GuardError) else InternalError.wrap(
+                exc, "while handling the batch; none of its records was handled")
+            log.error(failed_event, size=len(events), code=err.code, error_type=type(exc).__name__,
+                      where="".join(traceback.format_tb(exc.__traceback__)))
             for ev in events:
                 try:
-                    await dead(ev, exc)
+                    await dead(ev, err)
                 except Exception:  # noqa: BLE001
                     log.exception("deadletter_failed")
         if progress is not None:

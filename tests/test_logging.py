@@ -39,5 +39,6 @@ def test_every_aiokafka_logger_gets_the_limiter_once():
     for name in ("aiokafka", "aiokafka.conn", "aiokafka.consumer.fetcher"):
         filters = [f for f in logging.getLogger(name).filters if isinstance(f, RepeatLimiter)]
         assert filters == [first]
-    for name in ("aiokafka", "aiokafka.conn", "aiokafka.consumer.fetcher"):
-        logging.getLogger(name).removeFilter(first)
+    for name in list(logging.Logger.manager.loggerDict):
+        if name == "aiokafka" or name.startswith("aiokafka."):
+            logging.getLogger(name).removeFilter(first)

@@ -175,6 +175,34 @@ async def test_a_layer_bug_in_a_held_chunk_rejects_that_chunk_and_keeps_the_rest
     assert filled.state.next_seq == 2 and not filled.state.pending
 
 
+async def test_a_layer_bug_in_the_chunk_a_given_up_gap_lets_through_loses_nothing():
+    """seq 1 is lost, seq 2 (which trips the bug) waits behind it, and seq 3 arrives after the gap
+    timeout: the gap is given up and seq 2 decided, and fails. seq 2 is reported as a rejected held
+    chunk, seq 3 stays held, the given-up gap stays given up, and seq 2 is the stream's first
+    missing seq, waited for a full ``gap_timeout_ms`` from the failure."""
+    now = [0]
+    p = buggy()
+    p.wall_ms = lambda: now[0]
+    p.gap_timeout_ms = 1000
+    c = chunk_text("Fine text here. Lost part here. Then kaboom now. And the end of it.", 17, stream_id="g")
+    assert len(c) == 4
+    (o0,) = await p.process([(None, c[0])])
+    (o2,) = await p.process([(o0.state, c[2])])
+    now[0] = 5000
+    (o3,) = await p.process([(o2.state, c[3])])
+    assert [(g.first, g.last) for g in o3.skipped] == [(1, 1)] and o3.error is None and not o3.decisions
+    assert [(ch.seq, e.code) for ch, e in o3.rejected] == [(2, "internal-error")]
+    st = o3.state
+    assert st.next_seq == 2 and set(st.pending) == {3} and st.skipped == [(1, 1)]
+    assert st.gap_since_ms == 5000, "the gap clock starts at the failure"
+    fixed = make()
+    fixed.wall_ms = lambda: 5500
+    (late,) = await fixed.process([(st, c[1])])
+    assert late.error is not None and late.error.code == "stream-error", "seq 1 stays given up"
+    (again,) = await fixed.process([(late.state, c[2])])
+    assert [d.seq for d in again.decisions] == [2, 3] and again.decisions[-1].final
+
+
 async def test_a_semantic_client_bug_is_a_detector_failure_not_a_lost_batch():
     p = make(FailingDetector(KeyError("outputs")))
     ds = await run(p, chunk_text("Some ordinary words keep coming in this answer today.", 6))

@@ -53,6 +53,23 @@ DEFAULT_MODEL: Final = "harm_classifier"
 #: The largest request batch the server accepts (``max_batch_size`` in the configs).
 MAX_BATCH: Final = 64
 
+#: gRPC channel options: tritonclient's own defaults (messages up to 2 GiB, its keepalive), plus a
+#: reconnect backoff capped at 5 s. gRPC's default cap is 120 s: after a Triton restart the
+#: channel could keep failing calls for up to two minutes, every chunk meanwhile failing as its
+#: policy declares (the first call that worked after Triton was ready again, real tritonserver,
+#: 25 s and 40 s outages: 14.1 s and 3.2 s with the defaults, 3.0 s and 1.6 s with these).
+CHANNEL_ARGS: Final = (
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.keepalive_time_ms", 2**31 - 1),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 2),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+)
+
 Mode = Literal["per_window", "batch"]
 
 
@@ -188,7 +205,8 @@ class TritonDetector:
         """
         import tritonclient.grpc.aio as grpcaio
 
-        client = grpcaio.InferenceServerClient(url, **(tls.client_args() if tls else {}))
+        client = grpcaio.InferenceServerClient(url, channel_args=list(CHANNEL_ARGS),
+                                               **(tls.client_args() if tls else {}))
         try:
             try:
                 ready = await client.is_model_ready(model, client_timeout=timeout_s)

@@ -107,3 +107,20 @@ async def test_an_inference_failure_is_unavailable_and_not_retriable(detector: L
         assert err.value.retriable is False
     finally:
         broken.close()
+
+
+def test_the_triton_channel_keeps_tritonclients_defaults_and_caps_the_reconnect_backoff():
+    """``CHANNEL_ARGS`` replaces tritonclient's own channel options whole: they are repeated there,
+    and this notices when a tritonclient release changes them."""
+    from tritonclient.grpc import KeepAliveOptions
+    from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE
+
+    from guard.detectors.semantic import CHANNEL_ARGS
+
+    args = dict(CHANNEL_ARGS)
+    k = KeepAliveOptions()
+    assert args["grpc.max_send_message_length"] == args["grpc.max_receive_message_length"] == MAX_GRPC_MESSAGE_SIZE
+    assert (args["grpc.keepalive_time_ms"], args["grpc.keepalive_timeout_ms"],
+            bool(args["grpc.keepalive_permit_without_calls"]), args["grpc.http2.max_pings_without_data"]) == \
+        (k.keepalive_time_ms, k.keepalive_timeout_ms, k.keepalive_permit_without_calls, k.http2_max_pings_without_data)
+    assert args["grpc.max_reconnect_backoff_ms"] <= 5_000

@@ -66,6 +66,6 @@ async def test_a_stream_goes_on_after_its_broker_restarts(broker, triton_server)
         "ann@example.com", "[EMAIL]")
     assert not col.deadletters
     log = own.log.read_text(errors="replace")
-    connects = log.count("Unable connect to node")
-    assert 1 <= connects <= 6, f"{connects} failed-connect lines for a 20 s outage"
+    errors = sum("[ERROR]" in line for line in log.splitlines())
+    assert errors <= 40, f"{errors} error lines for a 20 s outage (about 3,000 unlimited)"
     assert "like it in the last" in log

@@ -233,7 +233,7 @@ def system(kafka_broker, tmp_path_factory) -> Iterator[System]:
     tuner_env = {**env, "GUARD_TUNER_APP_ID": tuner_group, "GUARD_TUNER_REPORT_INTERVAL_S": "1",
                  "GUARD_TUNER_FEEDBACK_BATCH_WITHIN_S": "0.2", "GUARD_TUNER_WEB_PORT": str(free_port()),
                  "GUARD_TUNER_STALL_TIMEOUT_S": "60",
-                 # only fb-tenant tunes per tenant: its evidence goes idle within the test
+                 # fb-tenant and fb-tenant-live tune per tenant: evidence goes idle within a test
                  "GUARD_TUNER_TENANT_EVIDENCE_TTL_S": "3", "GUARD_TUNER_EXPIRE_INTERVAL_S": "1"}
     tuner = WorkerProcess(kafka_broker.bootstrap, None, logs / f"tuner-{run}.log", tuner_env,
                           args=("-m", "streams.tuner"))
@@ -635,7 +635,8 @@ def _samples(text: str, name: str) -> dict[str, float]:
 async def test_an_idle_tenants_evidence_is_forgotten(system: System):
     """With ``scope: tenant`` the tuner kept evidence for every tenant it had seen, for good. A
     tenant idle past ``GUARD_TUNER_TENANT_EVIDENCE_TTL_S`` (3 s here) is forgotten, table entry
-    included; its threshold is untouched."""
+    included; its threshold is untouched. (The expiry event gives a count only: this test runs
+    before the module's other tenant-scoped test, whose tenants could expire too.)"""
     s, policy = system, "fb-tenant"
     tenant = f"t-{uuid.uuid4().hex[:6]}"
     ds = list((await decide(s, policy, [(f"tenant-{i}-{uuid.uuid4().hex[:4]}", s.high) for i in range(2)],

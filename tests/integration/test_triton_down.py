@@ -5,6 +5,8 @@ Triton comes back on its address, the same worker judges again."""
 
 from __future__ import annotations
 
+import asyncio
+
 from guard.devenv.triton import TritonServer
 from guard.messages import Chunk
 from streams.client import ChunkProducer, Collector, WorkerProcess
@@ -43,11 +45,17 @@ async def test_when_triton_is_gone_each_policy_fails_as_it_declares(kafka_broker
                 await prod.flush()
                 await col.wait_for(lambda c: c.final(closed) and c.final(opened), timeout=120)
                 server.start()  # back on the same ports
-                back = f"back-{own.run}"
-                await prod.send(Chunk(stream_id=back, seq=0, text=ANSWER, final=True))
-                await prod.flush()
-                await col.wait_for(lambda c: c.final(back), timeout=60)
-                assert worker.alive()
+                # until the channel has reconnected (its backoff is capped at 5 s), a chunk
+                # still fails closed: a stream a second until one is judged
+                for k in range(30):
+                    back = f"back{k}-{own.run}"
+                    await prod.send(Chunk(stream_id=back, seq=0, text=ANSWER, final=True))
+                    await prod.flush()
+                    await col.wait_for(lambda c: c.final(back), timeout=60)
+                    if col.decisions[back][0].action != "block":
+                        break
+                    await asyncio.sleep(1.0)
+                assert worker.alive() and k < 15, f"still failing {k} s after Triton came back"
     finally:
         server.stop()
 

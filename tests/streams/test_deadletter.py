@@ -7,6 +7,7 @@ import base64
 from dataclasses import dataclass, field
 
 import structlog
+import structlog.testing
 
 from guard.messages import DeadLetter, decode
 from streams import deadletter
@@ -64,7 +65,23 @@ async def test_a_batch_whose_handling_raises_is_dead_lettered_record_by_record_a
     letters = [decode(DeadLetter, v) for _, v in topic.sent]
     assert [(d.offset, d.code, base64.b64decode(d.raw_b64)) for d in letters] == [
         (0, "internal-error", b"a"), (1, "internal-error", b"b")]
-    assert all("maximum recursion depth" in d.error for d in letters)
+    assert all("RecursionError" in d.error and "maximum recursion depth" not in d.error for d in letters), \
+        "the type and where, not the exception's own text (which may quote a record)"
+
+
+async def test_the_log_of_a_failed_batch_names_the_error_not_its_text() -> None:
+    async def handle(events):  # type: ignore[no-untyped-def]
+        raise ValueError(f"cannot parse {events[0].value!r}")
+
+    async def dead(ev, exc):  # type: ignore[no-untyped-def]
+        return None
+
+    with structlog.testing.capture_logs() as logs:
+        await deadletter.consume(Stream([[Event(Message(0), b"my card is 4111")]]), 10, 0.1, handle, dead,
+                                 structlog.get_logger())
+    (failed,) = [e for e in logs if e["event"] == "batch_failed"]
+    assert failed["error_type"] == "ValueError" and failed["code"] == "internal-error"
+    assert "4111" not in repr(logs)
 
 
 async def test_a_failing_dead_letter_send_does_not_stop_the_loop() -> None:
