@@ -49,7 +49,7 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 @asynccontextmanager
 async def semantic_detector(triton_url: str | None, model: str = "harm_classifier",
                             timeout_s: float = 2.0, retry: RetryPolicy = DEFAULT_RETRY,
-                            pad_to_multiple: int = 1, tls: TritonTls | None = None
+                            pad_to_multiple: int = 1, tls: TritonTls | None = None, wait_s: float = 0.0
                             ) -> AsyncIterator[SemanticDetector]:
     """Triton when a URL is given, else ONNX Runtime in-process; same tokens, same heads.
 
@@ -60,7 +60,7 @@ async def semantic_detector(triton_url: str | None, model: str = "harm_classifie
 
     if triton_url:
         async with TritonDetector.connect(triton_url, model=model, timeout_s=timeout_s,
-                                          pad_to_multiple=pad_to_multiple, tls=tls) as det:
+                                          pad_to_multiple=pad_to_multiple, tls=tls, wait_s=wait_s) as det:
             yield RetryingDetector(det, retry) if retry.retries > 0 else det
     else:
         yield LocalDetector.from_build_dir()
@@ -71,14 +71,14 @@ async def pipeline(policy_dir: Path, triton_url: str | None = None, *, model: st
                    timeout_s: float = 2.0, retry: RetryPolicy = DEFAULT_RETRY, pad_to_multiple: int = 1,
                    observe: Callable[[float, int, str], None] | None = None,
                    thresholds: Callable[[], ThresholdView] = StaticThresholds,
-                   gap_timeout_ms: int = 10_000, tls: TritonTls | None = None
+                   gap_timeout_ms: int = 10_000, tls: TritonTls | None = None, triton_wait_s: float = 0.0
                    ) -> AsyncIterator[tuple["Pipeline", PolicyStore]]:
     from guard.models.tokenizer import WindowTokenizer
     from guard.pipeline import Pipeline
 
     store = PolicyStore(policy_dir)
     store.current  # validate every policy up front: a bad file fails start-up, loudly
-    async with semantic_detector(triton_url, model, timeout_s, retry, pad_to_multiple, tls) as det:
+    async with semantic_detector(triton_url, model, timeout_s, retry, pad_to_multiple, tls, triton_wait_s) as det:
         if observe is not None:  # e.g. the worker's Metrics.observe_semantic
             det = TimedDetector(det, observe)
         yield Pipeline(policies=lambda: store.current, scanners=fast_scanners(policy_dir),

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
                                               "--grpc-use-ssl-mutual")
     triton_tls_key_file: Path | None = Field(None, description="the client certificate's key")
     triton_timeout_s: float = Field(2.0, gt=0, description="per-request deadline for Triton")
+    triton_startup_wait_s: float = Field(
+        60.0, ge=0, description="at start, how long a worker waits for Triton's model to be ready before it "
+        "exits (code 1); it is not ready (/readyz) meanwhile")
     triton_retries: int = Field(
         2, ge=0, description="further tries of a Triton call that failed transiently (unavailable, "
         "deadline, connection); 0 = none")

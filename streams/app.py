@@ -65,6 +65,7 @@ class Resources:
                               timeout_s=s.triton_timeout_s, retry=assemble.retry_policy(s),
                               pad_to_multiple=s.triton_pad_to_multiple, observe=self.metrics.observe_semantic,
                               gap_timeout_ms=s.gap_timeout_ms, tls=assemble.triton_tls(s),
+                              triton_wait_s=s.triton_startup_wait_s,
                               thresholds=lambda: self.thresholds))
         self.follower.set_defaults(policy_defaults(self.policies.current))
         self._blocklists = files_stamp(s.policy_dir / "blocklists", "*.txt")

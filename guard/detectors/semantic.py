@@ -52,6 +52,8 @@ VERSION_OUTPUT: Final = "HEADS_VERSION"
 DEFAULT_MODEL: Final = "harm_classifier"
 #: The largest request batch the server accepts (``max_batch_size`` in the configs).
 MAX_BATCH: Final = 64
+#: how often a worker waiting for Triton at start says so
+WAIT_LOG_EVERY_S: Final = 10.0
 
 #: gRPC channel options: tritonclient's own defaults (messages up to 2 GiB, its keepalive), plus a
 #: reconnect backoff capped at 5 s. gRPC's default cap is 120 s: after a Triton restart the
@@ -195,8 +197,12 @@ class TritonDetector:
     @contextlib.asynccontextmanager
     async def connect(cls, url: str, model: str = DEFAULT_MODEL, *, name: str = "semantic",
                       model_version: str | None = None, timeout_s: float = 2.0, mode: Mode = "per_window",
-                      pad_to_multiple: int = 1, tls: TritonTls | None = None) -> AsyncIterator[Self]:
-        """Open a gRPC channel (TLS with ``tls``) and check the model is ready.
+                      pad_to_multiple: int = 1, tls: TritonTls | None = None,
+                      wait_s: float = 0.0) -> AsyncIterator[Self]:
+        """Open a gRPC channel (TLS with ``tls``) and check the model is ready, waiting up to
+        ``wait_s`` for it: workers and Triton are started together (a compose file, a pod), and
+        Triton takes longer to load its models. A worker that gave up at once restarted, under an
+        orchestrator's crash-loop backoff, minutes after Triton was ready.
 
         ``model_version`` (what decisions record) defaults to the version of the heads the server
         serves: a worker's own heads file can differ from the server's (a server updated first, a
@@ -208,12 +214,7 @@ class TritonDetector:
         client = grpcaio.InferenceServerClient(url, channel_args=list(CHANNEL_ARGS),
                                                **(tls.client_args() if tls else {}))
         try:
-            try:
-                ready = await client.is_model_ready(model, client_timeout=timeout_s)
-            except Exception as exc:
-                raise _map_error(name, exc) from exc
-            if not ready:
-                raise DetectorUnavailable(name, f"model {model!r} is not ready at {url}")
+            await _wait_ready(client, url, model, name, timeout_s, wait_s)
             det = cls(client, model, model_version or "", name=name, timeout_s=timeout_s, mode=mode,
                       pad_to_multiple=pad_to_multiple)
             if model_version is None:
@@ -313,3 +314,28 @@ def _map_error(detector: str, exc: BaseException) -> DetectorError:
         return DetectorUnavailable(detector, f"{status} {exc.message()}".strip(), retriable=transient)
     # a socket-level failure (refused, reset) is the connection, not the request
     return DetectorUnavailable(detector, f"{type(exc).__name__}: {exc}", retriable=isinstance(exc, OSError))
+
+
+async def _wait_ready(client: Any, url: str, model: str, name: str, timeout_s: float, wait_s: float) -> None:
+    """Until ``model`` is ready at ``url``; raises ``DetectorUnavailable`` once ``wait_s`` is spent."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    said = began
+    while True:
+        try:
+            if await client.is_model_ready(model, client_timeout=timeout_s):
+                if loop.time() - began > 1.0:
+                    log.info("triton_ready_after_wait", url=url, model=model, waited_s=round(loop.time() - began, 1))
+                return
+            error: DetectorError = DetectorUnavailable(name, f"model {model!r} is not ready at {url}")
+        except Exception as exc:  # noqa: BLE001 - mapped: the caller gets a DetectorError
+            error = _map_error(name, exc)
+            error.__cause__ = exc
+        waited = loop.time() - began
+        if waited >= wait_s:
+            raise error
+        if loop.time() - said >= WAIT_LOG_EVERY_S or said == began:
+            log.warning("triton_waiting", url=url, model=model, waited_s=round(waited, 1), gives_up_s=wait_s,
+                        error=str(error))
+            said = loop.time()
+        await asyncio.sleep(min(1.0, wait_s - waited))

@@ -124,3 +124,24 @@ def test_the_triton_channel_keeps_tritonclients_defaults_and_caps_the_reconnect_
             bool(args["grpc.keepalive_permit_without_calls"]), args["grpc.http2.max_pings_without_data"]) == \
         (k.keepalive_time_ms, k.keepalive_timeout_ms, k.keepalive_permit_without_calls, k.http2_max_pings_without_data)
     assert args["grpc.max_reconnect_backoff_ms"] <= 5_000
+
+
+async def test_waiting_for_triton_at_start_gives_up_after_the_wait_and_not_before():
+    from guard.detectors.semantic import _wait_ready
+    from guard.errors import DetectorUnavailable
+
+    class Client:
+        def __init__(self, ready_on: int) -> None:
+            self.calls, self.ready_on = 0, ready_on
+
+        async def is_model_ready(self, model: str, client_timeout: float) -> bool:
+            self.calls += 1
+            return self.calls >= self.ready_on
+
+    late = Client(ready_on=3)
+    await _wait_ready(late, "t:1", "m", "semantic", 0.1, wait_s=5.0)
+    assert late.calls == 3
+    never = Client(ready_on=10**9)
+    with pytest.raises(DetectorUnavailable, match="not ready"):
+        await _wait_ready(never, "t:1", "m", "semantic", 0.1, wait_s=0.0)
+    assert never.calls == 1, "no wait: one look, as before"

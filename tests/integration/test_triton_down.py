@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
+
 from guard.devenv.triton import TritonServer
 from guard.messages import Chunk
 from streams.client import ChunkProducer, Collector, WorkerProcess
 
-from .conftest import NO_THREATS, own_topics, policies_with
+from .conftest import NO_THREATS, log_tail, own_topics, policies_with
 
 MASK_EMAIL = """\
   - id: mask-email
@@ -70,3 +72,40 @@ async def test_when_triton_is_gone_each_policy_fails_as_it_declares(kafka_broker
     (again,) = col.decisions[back]
     assert again.action == "redact" and again.unjudged_chars == 0 and "museum" in again.text
     assert not [e for e in again.evidence if e.label == "detector-unavailable"], "judged again"
+
+
+async def test_a_worker_started_before_triton_waits_for_it(kafka_broker, triton_server):
+    """Started together (a compose file, a pod), the worker comes up first: it waits for Triton's
+    model (``GUARD_TRITON_STARTUP_WAIT_S``), not ready meanwhile, instead of exiting into an
+    orchestrator's crash-loop backoff, and decides as soon as Triton is there."""
+    own = await own_topics(kafka_broker.bootstrap, "late")
+    server = TritonServer(triton_server.model_repository, startup_timeout_s=120)
+    server.start()
+    server.stop(restartable=True)  # its address is known, nothing listens there yet
+    try:
+        worker = WorkerProcess(kafka_broker.bootstrap, server.grpc_url, own.log,
+                               {**own.env, "GUARD_TRITON_STARTUP_WAIT_S": "120"})
+        async with Collector(kafka_broker.bootstrap, own.names["decisions"], own.names["deadletter"]) as col, \
+                ChunkProducer(kafka_broker.bootstrap, own.names["chunks"]) as prod:
+            with worker:
+                for _ in range(120):
+                    if worker.events("triton_waiting") or not worker.alive():
+                        break
+                    await asyncio.sleep(0.5)
+                assert worker.alive() and worker.events("triton_waiting"), log_tail(own.log)
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(f"http://127.0.0.1:{own.env['GUARD_WEB_PORT']}/readyz") as r:
+                        assert r.status == 503, "not ready while it waits"
+                await asyncio.sleep(3.0)
+                assert worker.alive(), "still waiting, not exited"
+                await asyncio.to_thread(server.start)
+                sid = f"late-{own.run}"
+                await prod.send(Chunk(stream_id=sid, seq=0, text=ANSWER, final=True))
+                await prod.flush()
+                await col.wait_for(lambda c: c.final(sid), timeout=120)
+                (waited,) = worker.events("triton_ready_after_wait")
+    finally:
+        server.stop()
+    (d,) = col.decisions[sid]
+    assert d.action == "redact" and d.unjudged_chars == 0 and "museum" in d.text
+    assert waited["waited_s"] >= 3.0
