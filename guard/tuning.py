@@ -287,7 +287,10 @@ class FeedbackCounts:
         return replace(self, **{name: getattr(self, name) + 1})
 
 
-Identity = tuple[str, str, str]
+#: (decision id, category): one decision is one data point for a category's threshold, however
+#: many verdicts it gets. Keyed by source too, as before, one decision counted once per source
+#: name: 40 verdicts on one decision under 40 made-up sources were 40 units of evidence.
+Identity = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,8 +317,8 @@ def observe(
     """Fold a batch of verdicts into the evidence.
 
     ``decisions`` is the recent-decisions index (any mapping: a dict, a Faust table); ``specs`` maps
-    ``(policy, category)`` to the category's tuning spec. A verdict counts once per
-    (decision, category, source).
+    ``(policy, category)`` to the category's tuning spec. A decision counts once per category:
+    its first verdict, from whichever source (later ones, replays included, are duplicates).
     """
     evidence = dict(state.evidence)
     seen = dict(state.seen)
@@ -329,7 +332,7 @@ def observe(
         if spec is None:
             counts = counts.bump("untuned")
             continue
-        ident = (fb.decision_id, fb.category, fb.source)
+        ident = (fb.decision_id, fb.category)
         if ident in seen:
             counts = counts.bump("duplicate")
             continue
@@ -453,7 +456,9 @@ def propose(
     """
     if pinned or spec.pinned or spec.max_changes_per_hour == 0:
         return None
-    if last_change_ms is not None and now_ms - last_change_ms < spec.min_interval_ms:
+    # an event stamped ahead of this clock (a skewed host, a crafted ts_ms) says nothing usable
+    # about when it was made: taken as is, it froze the key until that time came
+    if last_change_ms is not None and last_change_ms <= now_ms and now_ms - last_change_ms < spec.min_interval_ms:
         return None
     ev = evidence.decayed(now_ms, spec.half_life_s)
     e, z, band = spec.label_noise, spec.confidence_z, spec.band
@@ -613,12 +618,18 @@ def shadow_gate(
         return GateResult(False, f"shadow set has {new.positives} positives "
                                  f"(< {gate.min_positives}); cannot vouch", old, new)
     recall = new.recall or 0.0
+    # A floor fails the move when the move breaks it, or makes worse one the threshold in force
+    # already breaks. Judged on the new point alone, a floor broken now (a frozen set made
+    # stricter, a threshold pinned out of it) also refused every move that mends it, for good.
     failures = []
-    if recall < gate.min_recall:
+    was = old.recall or 0.0
+    if recall < gate.min_recall and (was >= gate.min_recall or recall < was):
         failures.append(f"recall {recall:.3f} < {gate.min_recall:.3f}")
-    if gate.min_precision > 0.0 and new.precision is not None and new.precision < gate.min_precision:
+    if gate.min_precision > 0.0 and new.precision is not None and new.precision < gate.min_precision \
+            and (old.precision is None or old.precision >= gate.min_precision or new.precision < old.precision):
         failures.append(f"precision {new.precision:.3f} < {gate.min_precision:.3f}")
-    if gate.max_fpr is not None and new.fpr is not None and new.fpr > gate.max_fpr:
+    if gate.max_fpr is not None and new.fpr is not None and new.fpr > gate.max_fpr \
+            and (old.fpr is None or old.fpr <= gate.max_fpr or new.fpr > old.fpr):
         failures.append(f"fpr {new.fpr:.4f} > {gate.max_fpr:.4f}")
     at = f"at {proposal.new:.4f} on {gate.dataset}"
     if failures:

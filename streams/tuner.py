@@ -56,7 +56,7 @@ from guard.metrics import TunerMetrics
 from guard.policy.load import PolicySet, PolicyStore
 from guard.settings import Settings
 from guard.thresholds import ThresholdKey, TuningSpec
-from guard.tuning import (BINS, Counts, DecisionRecord, Evidence, TunerState, expire, forget_idle_tenants,
+from guard.tuning import (BINS, Counts, DecisionRecord, Evidence, Identity, TunerState, expire, forget_idle_tenants,
                           observe, tune)
 from guard.types import CATEGORIES
 from streams import deadletter
@@ -203,13 +203,18 @@ def parse_key(topic_key: str) -> ThresholdKey:
     return ThresholdKey(None if tenant == "*" else tenant, policy, category)
 
 
-def identity_key(ident: tuple[str, str, str]) -> bytes:
+def identity_key(ident: Identity) -> bytes:
     return _SEP.join(ident).encode()
 
 
-def parse_identity(raw: bytes) -> tuple[str, str, str]:
-    a, b, c = raw.decode().split(_SEP, 2)
-    return a, b, c
+def parse_identity(raw: bytes) -> Identity:
+    """Inverse of ``identity_key``, read from the right: the category never holds the separator,
+    a decision id may (stream ids are producers' strings). Keys written before identities
+    dropped the source (``decision, category, source``) read as their decision and category."""
+    parts = raw.decode().split(_SEP)
+    if len(parts) >= 3 and parts[-2] in CATEGORIES and parts[-1] not in CATEGORIES:
+        return _SEP.join(parts[:-2]), parts[-2]
+    return _SEP.join(parts[:-1]), parts[-1]
 
 
 def restore(evidence: Iterable[tuple[bytes, bytes]], seen: Iterable[tuple[bytes, bytes]]) -> TunerState:
@@ -337,11 +342,11 @@ class Brain:
 
 
 def changed_identities(before: TunerState, after: TunerState, batch: Iterable[Feedback]
-                       ) -> list[tuple[tuple[str, str, str], int]]:
+                       ) -> list[tuple[Identity, int]]:
     """Verdict identities this batch added (to write to the ``seen`` table)."""
-    out: dict[tuple[str, str, str], int] = {}
+    out: dict[Identity, int] = {}
     for fb in batch:
-        ident = (fb.decision_id, fb.category, fb.source)
+        ident = (fb.decision_id, fb.category)
         if ident in after.seen and ident not in before.seen:
             out[ident] = after.seen[ident]
     return list(out.items())

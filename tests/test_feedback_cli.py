@@ -198,8 +198,9 @@ class TestTunerPlumbing:
             assert parse_key(k.topic_key) == k
         with pytest.raises(ValueError):
             parse_key("default/hate")
-        ident = ("s:1", "hate", "reviewer/7")
-        assert parse_identity(identity_key(ident)) == ident
+        for ident in (("s:1", "hate"), ("odd\x1fstream:1", "violence")):
+            assert parse_identity(identity_key(ident)) == ident
+        assert parse_identity("s:1\x1fhate\x1freviewer/7".encode()) == ("s:1", "hate"), "written with the source"
 
     def test_restore_and_diff_drive_the_table_writes(self, policies: PolicySet) -> None:
         """What the agent writes back is exactly what a batch changed, and restores to the same state."""
@@ -213,7 +214,7 @@ class TestTunerPlumbing:
         after = observe(before, [fb, fb], {"s:0": rec}, th, specs, now_ms=10)
         ids = changed_identities(before, after, [fb, fb])
         evs = changed_evidence(before, after)
-        assert ids == [(("s:0", "hate", "r1"), 5)] and [k for k, _ in evs] == [
+        assert ids == [(("s:0", "hate"), 5)] and [k for k, _ in evs] == [
             ThresholdKey(None, "default", "hate")]
         assert after.counts.counted == 1 and after.counts.duplicate == 1
         again = restore([(k.topic_key.encode(), encode_evidence(e)) for k, e in evs],

@@ -276,6 +276,12 @@ class TestPropose:
         assert propose(0.5, ev, spec, now_ms=HOUR, last_change_ms=HOUR - 900_000) is not None
         assert propose(0.5, ev, spec.model_copy(update={"max_changes_per_hour": 0}), HOUR, None) is None
 
+    def test_an_event_stamped_in_the_future_does_not_freeze_the_key(self) -> None:
+        spec = TuningSpec(target_precision=0.9, min_evidence=1, max_changes_per_hour=4)
+        ev = evidence([(0.6, False)] * 50, Counts(fp=50))
+        assert propose(0.5, ev, spec, now_ms=HOUR, last_change_ms=HOUR + 10 * 365 * 24 * HOUR) is not None, \
+            "a time ahead of the clock bounds nothing (it froze the key for ten years)"
+
     def test_noise_is_corrected(self) -> None:
         """Observed precision 0.86 through 5% flips is a true 0.9: no move for a 0.9 target."""
         spec = TuningSpec(target_precision=0.9, min_evidence=1, confidence_z=0.0)
@@ -325,19 +331,27 @@ class TestObserve:
                               st.sampled_from(["reviewer", "user"])), max_size=60),
            st.randoms(use_true_random=False))
     def test_duplicates_count_once(self, rows: list[tuple[int, Verdict, str]], rnd: random.Random) -> None:
-        """Replaying any part of the feedback, in any batches, adds nothing: first verdict per
-        (decision, category, source) wins."""
+        """Replaying any part of the feedback, in any batches, adds nothing: the first verdict per
+        (decision, category) wins, whatever its source."""
         index = {f"s{i}:0": record(i, i % 2 == 0, 0.3 + i / 40) for i in range(16)}
         feedback = [fb(i, v, src) for i, v, src in rows]
-        firsts: dict[tuple[int, str], Feedback] = {}
-        for (i, _, src), f in zip(rows, feedback, strict=True):
-            firsts.setdefault((i, src), f)
+        firsts: dict[int, Feedback] = {}
+        for (i, _, _), f in zip(rows, feedback, strict=True):
+            firsts.setdefault(i, f)
         once = observe(TunerState(), list(firsts.values()), index, BASE, SPECS, 0)
         replayed = feedback + rnd.choices(feedback, k=len(feedback)) if feedback else []
         cut = rnd.randint(0, len(replayed))
         s = observe(TunerState(), replayed[:cut], index, BASE, SPECS, 0)
         s = observe(s, replayed[cut:], index, BASE, SPECS, 0)
         assert snapshot(s) == snapshot(once)
+
+    def test_one_decision_is_one_data_point_whatever_the_sources(self) -> None:
+        """40 verdicts on one decision under 40 made-up source names were 40 units of evidence,
+        enough to pass ``min_evidence`` and move the threshold on one decision."""
+        index = {"s1:0": record(1, True, 0.7)}
+        s = observe(TunerState(), [fb(1, source=f"x{k}") for k in range(40)], index, BASE, SPECS, 0)
+        assert s.evidence[KEY].fresh == Counts(fp=1)
+        assert s.counts.counted == 1 and s.counts.duplicate == 39
 
     def test_unknown_decision_ignored(self) -> None:
         s = observe(TunerState(), [fb(99)], {}, BASE, SPECS, 0)
@@ -371,7 +385,7 @@ class TestObserve:
         index = {"s1:0": record(1, True, 0.7, tenant="acme"), "s2:0": record(2, True, 0.7, tenant="beta")}
         s = observe(TunerState(), [fb(1)], index, BASE, specs, 1_000)
         s = observe(s, [fb(2)], index, BASE, specs, 5_000)
-        s = observe(s, [fb(1, source="other")], {"s1:0": record(1, True, 0.7)}, BASE, SPECS, 1_000)
+        s = observe(s, [fb(3)], {"s3:0": record(3, True, 0.7)}, BASE, SPECS, 1_000)
         assert forget_idle_tenants(s, 1_000) == (s, [])
         after, gone = forget_idle_tenants(s, 2_000)
         assert gone == [ThresholdKey("acme", POLICY, "hate")]
@@ -503,6 +517,16 @@ class TestShadowGate:
         spec = TuningSpec(shadow=ShadowSpec(dataset="d", min_recall=0.0, max_fpr=0.1, min_positives=1))
         g = shadow_gate(proposal(0.7, 0.5), S_SCORES, S_LABELS, spec)
         assert not g.accepted and "fpr" in g.reason
+
+    def test_a_floor_broken_already_lets_a_move_that_mends_it_through(self) -> None:
+        """Recall is 0.4 at 0.9 (a stricter set, a pin out of it): lowering to 0.8 brings it to 0.6,
+        still under the 0.8 floor but better, so it passes; a move that makes it worse does not.
+        Before, every move failed while the floor was broken: the threshold could never come back."""
+        mend = shadow_gate(proposal(0.9, 0.8), S_SCORES, S_LABELS, GATED)
+        assert mend.accepted and mend.new is not None and mend.new.recall == pytest.approx(0.6), mend.reason
+        worse = shadow_gate(proposal(0.9, 0.92), S_SCORES, S_LABELS, GATED)
+        assert not worse.accepted and "recall 0.200 < 0.800" in worse.reason
+        assert not shadow_gate(proposal(0.8, 0.9), S_SCORES, S_LABELS, GATED).accepted, "0.6 to 0.4: worse"
 
     @given(st.lists(st.tuples(scores, st.booleans()), min_size=1, max_size=100), scores)
     def test_operating_point_matches_counts(self, data: list[tuple[float, bool]], t: float) -> None:
