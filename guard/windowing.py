@@ -50,14 +50,26 @@ import numpy as np
 
 from guard.types import Window
 
-_WORD = re.compile(r"\S+")
+#: Characters Python counts as whitespace that the tokenizer deletes as control characters: a word
+#: split at one here ("①\x0chateword") was one [UNK] to the tokenizer, credited to the word before,
+#: so the word after had no tokens and, at the end of a window, no window read it
+_DELETED_SPACES = "\x0b\x0c\x1c\x1d\x1e\x1f\x85"
+_NONSPACE = r"[\S%s]" % _DELETED_SPACES
+_SPACE_RE = re.compile(r"[^\S%s]" % _DELETED_SPACES)
+_WORD = re.compile(_NONSPACE + "+")
+
+
+def _is_space(ch: str) -> bool:
+    """Whitespace as the tokenizer sees it: where a word ends."""
+    return ch.isspace() and ch not in _DELETED_SPACES
+
 
 #: generous bound on characters per token: keeps the left context a window may need
 CHARS_PER_TOKEN_BOUND = 12
 
 #: a whitespace-free run longer than this is cut into words (see the module docstring)
 RUN_CHARS = 32
-_LONG_RUN = re.compile(r"\S{%d,}" % (RUN_CHARS + 1))
+_LONG_RUN = re.compile(_NONSPACE + "{%d,}" % (RUN_CHARS + 1))
 
 
 class Encoding(Protocol):
@@ -114,7 +126,7 @@ def word_frontier(text: str, base: int, final: bool) -> int:
         return end
     frontier = base
     for i in range(len(text) - 1, -1, -1):
-        if text[i].isspace():
+        if _is_space(text[i]):
             frontier = base + i + 1
             break
     last_run = cuts(text, base, frontier, end)
@@ -157,7 +169,8 @@ COUNT_PIECE_CHARS = 256
 
 
 def _word_token_counts(tokenizer: Tokenizer, segment: str, at: list[int]) -> list[tuple[int, int]]:
-    """(end offset in segment, token count) per word of ``segment`` that has tokens."""
+    """(end offset in segment, token count) per word of ``segment`` (0 for a word the tokenizer
+    skips: a URL, an @mention, zero-width characters)."""
     words = _words(segment, at)
     out: list[tuple[int, int]] = []
     i = 0
@@ -186,7 +199,7 @@ def _piece_counts(tokenizer: Tokenizer, piece: str, words: list[tuple[int, int]]
         if wi == len(words):
             break
         counts[wi] += 1
-    return [(w[1], n) for w, n in zip(words, counts, strict=True) if n]
+    return [(w[1], n) for w, n in zip(words, counts, strict=True)]
 
 
 def plan(text: str, base: int, cursor: int, stream_id: str, tokenizer: Tokenizer,
@@ -202,26 +215,39 @@ def plan(text: str, base: int, cursor: int, stream_id: str, tokenizer: Tokenizer
     segment = text[cursor - base : frontier - base]
     at = cuts(text, base, cursor, frontier + 1)  # the frontier itself may be one
     inside = [c - cursor for c in at if c < frontier]
-    ends: list[int] = []
+    ends: list[tuple[int, bool]] = []  # (offset, a window ends there); False: cleared, no window
     acc = 0
     last_word_end = None
     for word_end, n in _word_token_counts(tokenizer, segment, inside):
+        if n == 0:
+            if acc == 0:
+                # Nothing waits to be scored, and this word gives the model nothing to read: it
+                # is cleared with what went before. Waiting for a window to end after it kept a
+                # stream of URLs or @mentions unscored and retained whole, its work per chunk
+                # growing with its length.
+                if ends and not ends[-1][1]:
+                    ends.pop()
+                ends.append((cursor + word_end, False))
+            continue
         if acc and acc + n > tokens and last_word_end is not None:
             # this word would push the window's oldest new tokens out of it: that text would be
             # in no scored window, so a window ends before the word (a run's first piece alone
             # can hold 63 tokens)
-            ends.append(last_word_end)
+            ends.append((last_word_end, True))
             acc = 0
         acc += n
         last_word_end = cursor + word_end
         if acc >= stride or last_word_end in at:  # a cut: see the module docstring
-            ends.append(last_word_end)
+            ends.append((last_word_end, True))
             acc = 0
     if final and acc > 0 and last_word_end is not None:
-        ends.append(last_word_end)
+        ends.append((last_word_end, True))
     windows: list[PlannedWindow] = []
     prev = cursor
-    for end in ends:
+    for end, scored in ends:
+        if not scored:
+            prev = end
+            continue
         window, dropped_end = _window(text, base, end, stream_id, tokenizer, tokens)
         unread = dropped_end if dropped_end is not None and dropped_end > prev else None
         windows.append(PlannedWindow(window, prev, unread))
@@ -238,11 +264,11 @@ def _window(text: str, base: int, end: int, stream_id: str, tokenizer: Tokenizer
     chunk = text[lo - base : end - base]
     at = [c - lo for c in cuts(text, base, lo - 1, end)]
     start = 0
-    if lo > 0 and (lo == base or not text[lo - base - 1].isspace()) and 0 not in at:
+    if lo > 0 and (lo == base or not _is_space(text[lo - base - 1])) and 0 not in at:
         # the context bound cut a word: only whole words enter a window (the caller retains what
         # this test and the cuts read before the bound, so it reads the same text however the
         # stream was cut)
-        m = re.search(r"\s", chunk)
+        m = _SPACE_RE.search(chunk)
         start = min(m.end() if m else len(chunk), next((c for c in at if c > 0), len(chunk)))
     piece = chunk[start:]
     ids, offsets = _encode(tokenizer, piece, [c - start for c in at if c > start])

@@ -230,3 +230,27 @@ def test_released_text_does_not_depend_on_arrival_order(policy, parts, seps, cut
     assert [d.seq for d in decisions] == list(range(len(chunks)))  # one each, in sequence
     assert "".join(d.text for d in decisions) == whole
     assert (decisions[-1].action == "block") == (whole_action == "block")
+
+
+@pytest.mark.parametrize("policy, text, at, expected", [
+    # an SSN glued to more is none, however long the digit run after it grows (it leaked whole in
+    # one-character chunks, read as an SSN only once the run outgrew 80 characters)
+    ("pii-only", "536-90-4399/" + "1 " * 35, 41, "536-90-4399/" + "1 " * 35),
+    # a card after a short group is masked in a long run as in a short one
+    ("pii-only", "12-4111-1111-1111-1111" + " 1" * 30, 54, "12-[CREDIT_CARD]" + " 1" * 30),
+    # a control character Python counts as a space, which the tokenizer deletes: the word after it
+    # was in no window when a window ended just before it
+    ("default", "人工智能是计算机科学的一个分支①\x1fhateword", 17, ""),
+])
+def test_cases_the_fuzzer_found_release_alike_however_cut(policy, text, at, expected):
+    for pieces in ([text], cut(text, [at]), list(text)):
+        assert asyncio.run(released(policy, pieces))[0] == expected, len(pieces)
+
+
+@pytest.mark.parametrize("address", ["mu\u0308ller@gmx.de", "सुरेश@example.com", "mar\u200bia@example.com",
+                                     "ma\u00adria@example.com"])
+def test_an_address_with_combining_marks_or_invisible_characters_is_masked_whole(address):
+    """It was masked from the last mark on: "mü[EMAIL]", "सुरे[EMAIL]", "mar\u200b[EMAIL]"."""
+    text = f"Write to {address} today."
+    for pieces in ([text], list(text), *(cut(text, [k]) for k in range(1, len(text)))):
+        assert asyncio.run(released("pii-only", pieces))[0] == "Write to [EMAIL] today.", pieces

@@ -81,6 +81,7 @@ import functools
 import ipaddress
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -199,7 +200,25 @@ class _HeldEmailChars:
     most 65 characters."""
 
     def __contains__(self, ch: object) -> bool:
-        return isinstance(ch, str) and (ch in "._%+-@" or ch.isalnum())
+        return isinstance(ch, str) and (ch in "._%+-@" or ch.isalnum() or _in_word(ch))
+
+
+def _in_word(ch: str) -> bool:
+    """A combining mark or an invisible format character: part of the word it sits in (NFD "ü",
+    Devanagari vowel signs, a zero-width space or soft hyphen inside a name)."""
+    return unicodedata.category(ch) in ("Mn", "Mc", "Me", "Cf")
+
+
+def _local_part_start(text: str, start: int) -> int:
+    """``start`` of an address moved back over the rest of its local part: the pattern's classes
+    stop at a combining mark or a format character, and "mu\u0308ller@gmx.de" was masked from
+    "ller", leaving "mü" shown."""
+    i = start
+    while i > 0 and start - i < MAX_EMAIL_LOCAL and _in_word(text[i - 1]):
+        i -= 1
+        while i > 0 and start - i < MAX_EMAIL_LOCAL and (text[i - 1].isalnum() or text[i - 1] == "_"):
+            i -= 1
+    return i
 
 
 _EMAIL_CHARS: Final = _HeldEmailChars()
@@ -738,7 +757,7 @@ class PiiScanner:
                 if m.start() >= limit:
                     break
                 if len(m.group()) <= MAX_EMAIL and ".." not in m.group():
-                    yield _Candidate(m.start(), m.end(), "EMAIL")
+                    yield _Candidate(_local_part_start(text, m.start()), m.end(), "EMAIL")
         if want & {"PHONE", "CREDIT_CARD", "US_SSN", "IPV4", *_RUN_IDS}:
             for m in DIGIT_RUN_RE.finditer(text):
                 if m.start() >= limit:
@@ -843,10 +862,19 @@ class PiiScanner:
             # a card's first group has 4 digits or more, an SSN's 3 (a list of small numbers: none)
             lead = t + (window[t] in "+(")
             digits = _LEAD_DIGITS_RE.match(window, lead, end)
+            nxt = window.find(" ", t, end)
+            word_end = _without_closing(window, t, end if nxt == -1 else nxt)
             if digits and len(digits.group()) == 3:
+                # an SSN only as a whole part, as shorter runs read it: one glued to more
+                # ("536-90-4399/1") is none there, and finding it here once the run outgrew
+                # ``LONG_RUN`` released its head before it was found
                 ssn = SSN_RE.match(window, lead, end)
-                if ssn:
+                if ssn and ssn.end() == word_end:
                     parts += self._whole_run_entities(window, t, ssn.end(), parts_only=True)
+            elif not digits and word_end - t >= 13:
+                # a short first group joined to more ("12-4111-1111-1111-1111"): a card can start
+                # at its second group, as ``_cards`` reads shorter runs
+                parts += self._whole_run_entities(window, t, word_end, parts_only=True)
             elif digits:
                 stops, gap = [], window.find(" ", t, end)
                 while True:
@@ -863,7 +891,6 @@ class PiiScanner:
                     parts += self._whole_run_entities(window, t, stop, parts_only=True)
                     if _EVEN_GROUPS_RE.fullmatch(window, t, stop):
                         break
-            nxt = window.find(" ", t, end)
             t = nxt + 1 if nxt != -1 else end
         kept: list[tuple[int, int, str]] = []
         for p in sorted(set(parts), key=lambda p: (p[0], -p[1])):

@@ -1,5 +1,8 @@
 """A rolling restart: a second worker joins, the first is stopped (SIGTERM) mid-stream, and the
-second goes on with the stream from the state the first left on the table's changelog."""
+second goes on with the stream from the state the first left on the table's changelog.
+
+With Faust's default standby replica, the second worker (the standby) took over with the stream's
+state missing in 3 of 23 runs; with none (``streams.topics.new_app``), 0 of 25."""
 
 from __future__ import annotations
 
@@ -29,8 +32,7 @@ async def test_a_stream_handed_over_in_a_rolling_restart_goes_on_where_it_was(ka
     first = WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, own.log, own.env)
     second_log = own.log.with_name(own.log.stem + "-second.log")
     second = WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, second_log,
-                           {**own.env, "GUARD_WEB_PORT": str(free_port())},
-                           args=("-m", "streams", "worker", *__import__("os").environ.get("HO_ARGS", "").split()))
+                           {**own.env, "GUARD_WEB_PORT": str(free_port())})
     async with Collector(kafka_broker.bootstrap, own.names["decisions"], own.names["deadletter"]) as col, \
             ChunkProducer(kafka_broker.bootstrap, own.names["chunks"]) as prod:
         with first, contextlib.ExitStack() as stack:
@@ -55,10 +57,27 @@ async def test_a_stream_handed_over_in_a_rolling_restart_goes_on_where_it_was(ka
             try:
                 await col.wait_for(lambda c: c.final(sid), timeout=180)
             except TimeoutError:
-                pytest.fail(f"the second worker did not go on: {log_tail(second_log)}")
+                pytest.fail(f"the second worker did not go on: {await _probe(second)}; {log_tail(second_log)}")
             assert second.alive()
             assert [e["action"] for e in second.events("decision")] == ["redact"], "the second masked it"
     got = {d.seq: d for d in col.decisions[sid]}
     assert sorted(got) == [0, 1, 2] and len(col.decisions[sid]) == 3, "one decision per chunk"
     assert "".join(got[i].text for i in range(3)) == "Sure. Write to [EMAIL] about the trip, she answers fast."
 
+
+
+async def _probe(worker: WorkerProcess) -> str:
+    """The worker's health and its lag and chunk series, for a failure message."""
+    import aiohttp
+
+    base = f"http://127.0.0.1:{worker.env['GUARD_WEB_PORT']}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/healthz") as r:
+                health = await r.text()
+            async with http.get(f"{base}/metrics") as r:
+                metrics = [line for line in (await r.text()).splitlines()
+                           if line.startswith(("guard_chunk_partition", "guard_batch_chunks_count"))]
+    except Exception as exc:  # noqa: BLE001 - a probe for a message
+        return f"(probe failed: {exc!r})"
+    return f"healthz {health}; {metrics}"
