@@ -6,7 +6,7 @@ import asyncio
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +99,18 @@ async def decide_with(s: Settings, worker: WorkerProcess, log: Path, prefix: str
             pytest.fail(f"no decision (worker alive={worker.alive()}): {log.read_text()[-3000:]}")
     (d,) = col.decisions[sid]
     assert d.action == "redact" and "ann@example.com" not in d.text
+
+
+async def send_until_final(prod: ChunkProducer, col: Collector, chunks: list[Chunk], timeout: float,
+                           why: Callable[[], Awaitable[str]]) -> None:
+    """Send ``chunks`` (one stream's) and wait for that stream's final decision; fail with ``why()``."""
+    for c in chunks:
+        await prod.send(c)
+    await prod.flush()
+    try:
+        await col.wait_for(lambda got: got.final(chunks[0].stream_id), timeout=timeout)
+    except TimeoutError:
+        pytest.fail(await why())
 
 
 def log_tail(log: Path, lines: int = 60) -> str:

@@ -13,7 +13,7 @@ from guard.devenv.kafka import KafkaBroker
 from guard.messages import Chunk
 from streams.client import ChunkProducer, Collector, WorkerProcess
 
-from .conftest import LOGS, log_tail, own_topics
+from .conftest import LOGS, log_tail, own_topics, send_until_final
 
 pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(300)]
 
@@ -51,13 +51,10 @@ async def test_a_stream_goes_on_after_its_broker_restarts(broker, triton_server)
         await asyncio.to_thread(broker.restart, 20.0)
         async with Collector(broker.bootstrap, own.names["decisions"], own.names["deadletter"]) as col, \
                 ChunkProducer(broker.bootstrap, own.names["chunks"]) as prod:
-            for c in chunks[2:]:
-                await prod.send(c)
-            await prod.flush()
-            try:
-                await col.wait_for(lambda c: c.final(sid), timeout=120)
-            except TimeoutError:
-                pytest.fail(f"no decision after the restart (alive={worker.alive()}); log: {log_tail(own.log)}")
+            async def why() -> str:
+                return f"no decision after the restart (alive={worker.alive()}); log: {log_tail(own.log)}"
+
+            await send_until_final(prod, col, chunks[2:], 120, why)
             await asyncio.sleep(2.0)  # a duplicate decision would have landed by now
         assert worker.alive(), "reconnected by itself"
     got = col.decisions[sid]

@@ -16,7 +16,7 @@ from guard.devenv._proc import free_port
 from guard.messages import Chunk
 from streams.client import ChunkProducer, Collector, WorkerProcess
 
-from .conftest import log_tail, own_topics
+from .conftest import log_tail, own_topics, send_until_final
 
 pytestmark = [pytest.mark.kafka, pytest.mark.triton, pytest.mark.timeout(300)]
 
@@ -51,13 +51,10 @@ async def test_a_stream_handed_over_in_a_rolling_restart_goes_on_where_it_was(ka
             assert second.events("partitions_assigned"), f"the second never joined: {log_tail(second_log)}"
             first.stop()  # SIGTERM: a rolling restart's graceful stop
             assert first.proc is not None and first.proc.returncode is not None
-            for c in chunks[1:]:
-                await prod.send(c)
-            await prod.flush()
-            try:
-                await col.wait_for(lambda c: c.final(sid), timeout=180)
-            except TimeoutError:
-                pytest.fail(f"the second worker did not go on: {await _probe(second)}; {log_tail(second_log)}")
+            async def why() -> str:
+                return f"the second worker did not go on: {await _probe(second)}; {log_tail(second_log)}"
+
+            await send_until_final(prod, col, chunks[1:], 180, why)
             assert second.alive()
             assert [e["action"] for e in second.events("decision")] == ["redact"], "the second masked it"
     got = {d.seq: d for d in col.decisions[sid]}
