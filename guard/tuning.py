@@ -21,8 +21,10 @@ Why the pieces look the way they do:
   move is judged on every verdict so far (decayed if the spec says so), and can aim at the
   threshold where the target is met instead of guessing a step from a gap. Only the
   ``min_evidence`` gate is about verdicts since the last change.
-* A verdict counts once per (decision, category, source): replays, retries and a user clicking
-  twice cannot add weight. Verdicts on decisions the index no longer holds are ``unknown``.
+* A decision counts once per category, through its first verdict: replays, retries, a second
+  reviewer and a flood under made-up source names cannot add weight (whoever may write to the
+  feedback topic decides a decision's data point by answering first: grant it to reviewers).
+  Verdicts on decisions the index no longer holds are ``unknown``.
 * ``propose`` moves only when the evidence at the current threshold clears the target's dead band
   by ``confidence_z`` standard errors (Wilson bounds, so more false positives can only push the
   threshold up and more misses only down), at most ``max_step``, inside ``[floor, ceiling]``,

@@ -218,17 +218,22 @@ def plan(text: str, base: int, cursor: int, stream_id: str, tokenizer: Tokenizer
     ends: list[tuple[int, bool]] = []  # (offset, a window ends there); False: cleared, no window
     acc = 0
     last_word_end = None
+    quiet_end = None  # end of the latest word without tokens while nothing waits to be scored
     for word_end, n in _word_token_counts(tokenizer, segment, inside):
         if n == 0:
             if acc == 0:
-                # Nothing waits to be scored, and this word gives the model nothing to read: it
-                # is cleared with what went before. Waiting for a window to end after it kept a
-                # stream of URLs or @mentions unscored and retained whole, its work per chunk
-                # growing with its length.
-                if ends and not ends[-1][1]:
-                    ends.pop()
-                ends.append((cursor + word_end, False))
+                # Nothing waits to be scored, and this word gives the model nothing to read: the
+                # one before it is cleared with what went before. Waiting for a window to end
+                # kept a stream of URLs or @mentions unscored and retained whole, its work per
+                # chunk growing with its length. The latest one stays, so that a window flagging
+                # the words after it also covers it ("@victim <threat>", a link's head).
+                if quiet_end is not None:
+                    if ends and not ends[-1][1]:
+                        ends.pop()
+                    ends.append((quiet_end, False))
+                quiet_end = cursor + word_end
             continue
+        quiet_end = None
         if acc and acc + n > tokens and last_word_end is not None:
             # this word would push the window's oldest new tokens out of it: that text would be
             # in no scored window, so a window ends before the word (a run's first piece alone

@@ -212,7 +212,8 @@ def parse_identity(raw: bytes) -> Identity:
     a decision id may (stream ids are producers' strings). Keys written before identities
     dropped the source (``decision, category, source``) read as their decision and category."""
     parts = raw.decode().split(_SEP)
-    if len(parts) >= 3 and parts[-2] in CATEGORIES and parts[-1] not in CATEGORIES:
+    if len(parts) == 3 and parts[1] in CATEGORIES or \
+            len(parts) > 3 and parts[-2] in CATEGORIES and parts[-1] not in CATEGORIES:
         return _SEP.join(parts[:-2]), parts[-2]
     return _SEP.join(parts[:-1]), parts[-1]
 
@@ -409,7 +410,7 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
                 det = await self._stack.enter_async_context(
                     assemble.semantic_detector(s.triton_url, s.triton_model, s.triton_timeout_s,
                                                assemble.retry_policy(s), s.triton_pad_to_multiple,
-                                               assemble.triton_tls(s)))
+                                               assemble.triton_tls(s), s.triton_startup_wait_s))
                 brain.scorer = ShadowScorer(det, s.policy_dir)
             self._prep = asyncio.create_task(brain.prepare(), name="tuner-prepare")
 

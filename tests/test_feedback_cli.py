@@ -201,6 +201,7 @@ class TestTunerPlumbing:
         for ident in (("s:1", "hate"), ("odd\x1fstream:1", "violence")):
             assert parse_identity(identity_key(ident)) == ident
         assert parse_identity("s:1\x1fhate\x1freviewer/7".encode()) == ("s:1", "hate"), "written with the source"
+        assert parse_identity("s:1\x1fhate\x1fviolence".encode()) == ("s:1", "hate"), "a source named like a category"
 
     def test_restore_and_diff_drive_the_table_writes(self, policies: PolicySet) -> None:
         """What the agent writes back is exactly what a batch changed, and restores to the same state."""

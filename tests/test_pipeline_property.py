@@ -241,6 +241,14 @@ def test_released_text_does_not_depend_on_arrival_order(policy, parts, seps, cut
     # a control character Python counts as a space, which the tokenizer deletes: the word after it
     # was in no window when a window ended just before it
     ("default", "人工智能是计算机科学的一个分支①\x1fhateword", 17, ""),
+    # a card after a three-digit group in a long run (read as a failed SSN and dropped)
+    ("pii-only", "x 123-4111-1111-1111-1111" + " 1" * 40, 40, "x 123-[CREDIT_CARD]" + " 1" * 40),
+    # an address read back over marks: never further than a local part can reach (the hold-back
+    # holds no more), never into a phrase of a script without spaces, never into another address
+    ("pii-only", "x" * 70 + "\u0301bob@example.org now", 40, "x" * 70 + "\u0301[EMAIL] now"),
+    ("pii-only", "ภาษาไทยไม่มีช่องว่างติดต่อได้ที่somchai@example.com ครับ", 20,
+     "ภาษาไทยไม่มีช่องว่างติดต่อได้ที่[EMAIL] ครับ"),
+    ("pii-only", "a@example.com\u200bbob@example.org", 16, "[EMAIL]\u200b[EMAIL]"),
 ])
 def test_cases_the_fuzzer_found_release_alike_however_cut(policy, text, at, expected):
     for pieces in ([text], cut(text, [at]), list(text)):
@@ -254,3 +262,16 @@ def test_an_address_with_combining_marks_or_invisible_characters_is_masked_whole
     text = f"Write to {address} today."
     for pieces in ([text], list(text), *(cut(text, [k]) for k in range(1, len(text)))):
         assert asyncio.run(released("pii-only", pieces))[0] == "Write to [EMAIL] today.", pieces
+
+
+@pytest.mark.parametrize("tail, hidden", [("@victim hateword you", "@victim"),
+                                          ("https://evil.example.com/x/hateword-now tail", "evil.example")])
+def test_a_word_without_tokens_before_flagged_text_is_blocked_with_it(tail, hidden):
+    """Words the tokenizer reads nothing in are cleared as they come, but the latest one waits
+    for the window after it: a block of what follows covers the mention, or the link's head."""
+    words = "the answer is simple please contact order".split()
+    for k in (20, 27, 33):
+        text = " ".join(words[i % 7] for i in range(k)) + " " + tail
+        for pieces in ([text], list(text)):
+            out, action = asyncio.run(released("default", pieces))
+            assert action == "block" and hidden not in out, (k, out[-40:])

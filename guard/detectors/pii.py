@@ -209,15 +209,37 @@ def _in_word(ch: str) -> bool:
     return unicodedata.category(ch) in ("Mn", "Mc", "Me", "Cf")
 
 
-def _local_part_start(text: str, start: int) -> int:
-    """``start`` of an address moved back over the rest of its local part: the pattern's classes
-    stop at a combining mark or a format character, and "mu\u0308ller@gmx.de" was masked from
-    "ller", leaving "mü" shown."""
+#: scripts written without spaces between words (Thai, Lao, Tibetan, Myanmar, Khmer): a local part
+#: is not read back into them, or an address glued to a phrase would mask the phrase too
+_SPACELESS_BLOCKS: Final = ((0x0E00, 0x0FFF), (0x1000, 0x109F), (0x1780, 0x17FF))
+
+
+def _spaceless(ch: str) -> bool:
+    o = ord(ch)
+    return any(lo <= o <= hi for lo, hi in _SPACELESS_BLOCKS)
+
+
+def _local_char(ch: str) -> bool:
+    return (ch.isalnum() or ch in "_%+-." or _in_word(ch)) and not _spaceless(ch)
+
+
+def _local_part_start(text: str, start: int, at: int) -> int:
+    """``start`` of an address (its "@" at ``at``) moved back over the rest of its local part: the
+    pattern's classes stop at a combining mark or a format character, and "mu\u0308ller@gmx.de"
+    was masked from "ller", leaving "mü" shown. Kept where the part would outgrow any local part
+    (the hold-back holds no longer a run, so what is masked would depend on the chunk cuts) or
+    would start right after another address's end."""
+    if start == 0 or not _in_word(text[start - 1]) or _spaceless(text[start - 1]):
+        return start
     i = start
-    while i > 0 and start - i < MAX_EMAIL_LOCAL and _in_word(text[i - 1]):
+    while i > 0 and _local_char(text[i - 1]):
         i -= 1
-        while i > 0 and start - i < MAX_EMAIL_LOCAL and (text[i - 1].isalnum() or text[i - 1] == "_"):
-            i -= 1
+        if at - i > MAX_EMAIL_LOCAL:
+            return start
+    if i > 0 and text[i - 1] == "@":
+        return start
+    while i < start and (text[i] == "." or _in_word(text[i])):
+        i += 1  # a local part starts with a letter, a digit or one of "_%+-"
     return i
 
 
@@ -757,7 +779,8 @@ class PiiScanner:
                 if m.start() >= limit:
                     break
                 if len(m.group()) <= MAX_EMAIL and ".." not in m.group():
-                    yield _Candidate(_local_part_start(text, m.start()), m.end(), "EMAIL")
+                    yield _Candidate(_local_part_start(text, m.start(), text.index("@", m.start())),
+                                     m.end(), "EMAIL")
         if want & {"PHONE", "CREDIT_CARD", "US_SSN", "IPV4", *_RUN_IDS}:
             for m in DIGIT_RUN_RE.finditer(text):
                 if m.start() >= limit:
@@ -871,6 +894,8 @@ class PiiScanner:
                 ssn = SSN_RE.match(window, lead, end)
                 if ssn and ssn.end() == word_end:
                     parts += self._whole_run_entities(window, t, ssn.end(), parts_only=True)
+                elif word_end - t >= 13:  # "123-4111-1111-1111-1111": a card from the second group
+                    parts += self._whole_run_entities(window, t, word_end, parts_only=True)
             elif not digits and word_end - t >= 13:
                 # a short first group joined to more ("12-4111-1111-1111-1111"): a card can start
                 # at its second group, as ``_cards`` reads shorter runs
