@@ -18,6 +18,8 @@ whether a retry could help (``retriable``), so callers decide by attribute, neve
 
 from __future__ import annotations
 
+import traceback
+
 
 class GuardError(Exception):
     code = "guard-error"
@@ -55,6 +57,12 @@ class InternalError(GuardError):
         err = cls(f"unexpected {type(exc).__name__}{where} {during}")
         err.__cause__ = exc
         return err
+
+
+def traced(exc: BaseException) -> dict[str, str]:
+    """What a log may say of an unforeseen exception: its type and the lines of code it came
+    through, never its own text (which may quote a chunk)."""
+    return {"error_type": type(exc).__name__, "where": "".join(traceback.format_tb(exc.__traceback__))}
 
 
 class StreamError(GuardError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import time
-import traceback
 import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,8 @@ import structlog
 
 from guard import context, windowing
 from guard.detectors.base import Scanner, SemanticDetector
-from guard.errors import DetectorError, GuardError, InternalError, PolicyError, SchemaError, SequenceGap, StreamError
+from guard.errors import (DetectorError, GuardError, InternalError, PolicyError, SchemaError, SequenceGap,
+                          StreamError, traced)
 from guard.messages import TENANT_ID_RULE, Chunk, Decision, Span, decision_id, is_tenant_id
 from guard.policy.decide import ScoredWindow, StaticThresholds, ThresholdView, decide
 from guard.policy.load import PolicySet
@@ -286,11 +286,8 @@ class Pipeline:
         stream's first missing one, with the gap clock started now: the chunk sent again within
         ``gap_timeout_ms`` (a bug fixed, its dead letter re-driven) fills the gap; else the
         stream's next chunk after that gives it up, as for a chunk lost on the way."""
-        err = exc if isinstance(exc, InternalError) else InternalError.wrap(exc)
-        cause = err.__cause__
-        log.error("chunk_failed", stream_id=chunk.stream_id, seq=chunk.seq, code=err.code,
-                  error_type=type(cause).__name__,
-                  where="".join(traceback.format_tb(cause.__traceback__)) if cause is not None else "")
+        err = InternalError.wrap(exc)
+        log.error("chunk_failed", stream_id=chunk.stream_id, seq=chunk.seq, code=err.code, **traced(exc))
         if restore is not None and restore.next_seq == chunk.seq:
             restore.gap_since_ms = self.wall_ms()
         states[chunk.stream_id] = restore
@@ -424,8 +421,7 @@ class Pipeline:
             log.warning("semantic_detector_failed", code=exc.code, windows=len(batch))
             return {}, exc
         except Exception as exc:  # noqa: BLE001 - a client bug: the windows are unjudged, not the batch lost
-            log.error("semantic_detector_raised", error_type=type(exc).__name__, windows=len(batch),
-                      where="".join(traceback.format_tb(exc.__traceback__)))
+            log.error("semantic_detector_raised", windows=len(batch), **traced(exc))
             return {}, DetectorError("semantic", f"unexpected {type(exc).__name__}", retriable=False)
         return {k: probs[j] for j, k in enumerate(keys)}, None
 

@@ -624,20 +624,25 @@ def shadow_gate(
     # already breaks. Judged on the new point alone, a floor broken now (a frozen set made
     # stricter, a threshold pinned out of it) also refused every move that mends it, for good.
     failures = []
-    was = old.recall or 0.0
-    if recall < gate.min_recall and (was >= gate.min_recall or recall < was):
+    if _fails(recall, old.recall or 0.0, gate.min_recall):
         failures.append(f"recall {recall:.3f} < {gate.min_recall:.3f}")
-    if gate.min_precision > 0.0 and new.precision is not None and new.precision < gate.min_precision \
-            and (old.precision is None or old.precision >= gate.min_precision or new.precision < old.precision):
+    if gate.min_precision > 0.0 and new.precision is not None \
+            and _fails(new.precision, old.precision, gate.min_precision):
         failures.append(f"precision {new.precision:.3f} < {gate.min_precision:.3f}")
-    if gate.max_fpr is not None and new.fpr is not None and new.fpr > gate.max_fpr \
-            and (old.fpr is None or old.fpr <= gate.max_fpr or new.fpr > old.fpr):
+    if gate.max_fpr is not None and new.fpr is not None \
+            and _fails(-new.fpr, None if old.fpr is None else -old.fpr, -gate.max_fpr):
         failures.append(f"fpr {new.fpr:.4f} > {gate.max_fpr:.4f}")
     at = f"at {proposal.new:.4f} on {gate.dataset}"
     if failures:
         return GateResult(False, f"shadow gate: {', '.join(failures)} {at}", old, new)
     return GateResult(True, f"shadow gate: recall {recall:.3f} >= {gate.min_recall:.3f} {at}",
                       old, new)
+
+
+def _fails(new: float, old: float | None, floor: float) -> bool:
+    """A figure where higher is better, ``new`` after the move and ``old`` before it: under its
+    floor, where it held before or got worse."""
+    return new < floor and (old is None or old >= floor or new < old)
 
 
 # -- the tuner step ---------------------------------------------------------------------------------

@@ -215,10 +215,17 @@ def plan(text: str, base: int, cursor: int, stream_id: str, tokenizer: Tokenizer
     segment = text[cursor - base : frontier - base]
     at = cuts(text, base, cursor, frontier + 1)  # the frontier itself may be one
     inside = [c - cursor for c in at if c < frontier]
-    ends: list[tuple[int, bool]] = []  # (offset, a window ends there); False: cleared, no window
+    spans: list[tuple[int, int]] = []  # (new text's start, end) of each window due
+    start = cursor  # where the next window's new text starts: what lies before it is cleared
     acc = 0
     last_word_end = None
     quiet_end = None  # end of the latest word without tokens while nothing waits to be scored
+
+    def close(end: int) -> None:
+        nonlocal start, acc
+        spans.append((start, end))
+        start, acc = end, 0
+
     for word_end, n in _word_token_counts(tokenizer, segment, inside):
         if n == 0:
             if acc == 0:
@@ -228,9 +235,7 @@ def plan(text: str, base: int, cursor: int, stream_id: str, tokenizer: Tokenizer
                 # chunk growing with its length. The latest one stays, so that a window flagging
                 # the words after it also covers it ("@victim <threat>", a link's head).
                 if quiet_end is not None:
-                    if ends and not ends[-1][1]:
-                        ends.pop()
-                    ends.append((quiet_end, False))
+                    start = quiet_end
                 quiet_end = cursor + word_end
             continue
         quiet_end = None
@@ -238,26 +243,19 @@ def plan(text: str, base: int, cursor: int, stream_id: str, tokenizer: Tokenizer
             # this word would push the window's oldest new tokens out of it: that text would be
             # in no scored window, so a window ends before the word (a run's first piece alone
             # can hold 63 tokens)
-            ends.append((last_word_end, True))
-            acc = 0
+            close(last_word_end)
         acc += n
         last_word_end = cursor + word_end
         if acc >= stride or last_word_end in at:  # a cut: see the module docstring
-            ends.append((last_word_end, True))
-            acc = 0
+            close(last_word_end)
     if final and acc > 0 and last_word_end is not None:
-        ends.append((last_word_end, True))
+        close(last_word_end)
     windows: list[PlannedWindow] = []
-    prev = cursor
-    for end, scored in ends:
-        if not scored:
-            prev = end
-            continue
+    for new_start, end in spans:
         window, dropped_end = _window(text, base, end, stream_id, tokenizer, tokens)
-        unread = dropped_end if dropped_end is not None and dropped_end > prev else None
-        windows.append(PlannedWindow(window, prev, unread))
-        prev = end
-    new_cursor = frontier if final else prev
+        unread = dropped_end if dropped_end is not None and dropped_end > new_start else None
+        windows.append(PlannedWindow(window, new_start, unread))
+    new_cursor = frontier if final else start
     return new_cursor, windows
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
 
-from guard.errors import GuardError, InternalError
+from guard.errors import GuardError, InternalError, traced
 from guard.messages import DeadLetter, encode
 from streams.watchdog import Progress
 
@@ -68,8 +67,7 @@ async def consume(stream: faust.StreamT, batch_max: int, within_s: float,
             # type and where it was raised
             err = exc if isinstance(exc, GuardError) else InternalError.wrap(
                 exc, "while handling the batch; none of its records was handled")
-            log.error(failed_event, size=len(events), code=err.code, error_type=type(exc).__name__,
-                      where="".join(traceback.format_tb(exc.__traceback__)))
+            log.error(failed_event, size=len(events), code=err.code, **traced(exc))
             for ev in events:
                 try:
                     await dead(ev, err)

@@ -194,48 +194,12 @@ class TritonServer:
         After ``stop(restartable=True)`` it comes back on the same ports, as a restarted service."""
         if self._proc is not None:
             raise RuntimeError("TritonServer already started")
-        if self._launch is not None:
-            args, models = self._launch
-            log_path = self.log_path
-            assert log_path is not None
-            launched = time.monotonic()
-            self._proc = spawn(args, log_path=log_path, env=server_env(), cwd=self._workdir)
-            self._wait_ready(models, log_path, launched)
-            log.info("triton_restarted", grpc=self.grpc_url, startup_s=round(time.monotonic() - launched, 2))
-            return self.grpc_url
-        repo = self._model_repository.resolve()
-        if not repo.is_dir():
-            raise ConfigError(f"model repository {repo} does not exist")
-        models = repository_models(repo)
-        binary = tritonserver_binary()
-        backends = build_backend_dir(self._backend_root)
-        spaced = [str(p) for p in (repo, backends, binary) if any(c.isspace() for c in str(p))]
-        if spaced:
-            # the python backend starts its stub with an unquoted shell command: the server would
-            # wait out its start timeout and fail with "stol" in its log
-            raise ConfigError(f"Triton's python backend cannot run from a path with spaces: {spaced[0]!r}; "
-                              "move the checkout (or the virtualenv) to a path without them")
-        self._workdir = Path(tempfile.mkdtemp(prefix="guard-triton-"))
+        if self._launch is None:
+            self._launch = self._prepare()
+        args, models = self._launch
         log_path = self.log_path
         assert log_path is not None
-        http_port, grpc_port, metrics_port = free_ports(3, self._host)
-        self._ports = (http_port, grpc_port, metrics_port)
-        args = [
-            str(binary),
-            f"--model-repository={repo}",
-            f"--backend-directory={backends}",
-            f"--http-address={self._host}",
-            f"--http-port={http_port}",
-            f"--grpc-address={self._host}",
-            f"--grpc-port={grpc_port}",
-            f"--metrics-address={self._host}",
-            f"--metrics-port={metrics_port}",
-            "--log-verbose=0",
-            *(self._tls.args() if self._tls else ()),
-            *self._extra_args,
-        ]
         launched = time.monotonic()
-        self._launch = (args, models)
         try:
             self._proc = spawn(args, log_path=log_path, env=server_env(), cwd=self._workdir)
             self._wait_ready(models, log_path, launched)
@@ -254,6 +218,40 @@ class TritonServer:
             log=str(log_path),
         )
         return self.grpc_url
+
+    def _prepare(self) -> tuple[list[str], list[str]]:
+        """Check the repository and the binary, make the working folder, pick the ports: the
+        command line and the models to wait for."""
+        repo = self._model_repository.resolve()
+        if not repo.is_dir():
+            raise ConfigError(f"model repository {repo} does not exist")
+        models = repository_models(repo)
+        binary = tritonserver_binary()
+        backends = build_backend_dir(self._backend_root)
+        spaced = [str(p) for p in (repo, backends, binary) if any(c.isspace() for c in str(p))]
+        if spaced:
+            # the python backend starts its stub with an unquoted shell command: the server would
+            # wait out its start timeout and fail with "stol" in its log
+            raise ConfigError(f"Triton's python backend cannot run from a path with spaces: {spaced[0]!r}; "
+                              "move the checkout (or the virtualenv) to a path without them")
+        self._workdir = Path(tempfile.mkdtemp(prefix="guard-triton-"))
+        http_port, grpc_port, metrics_port = free_ports(3, self._host)
+        self._ports = (http_port, grpc_port, metrics_port)
+        args = [
+            str(binary),
+            f"--model-repository={repo}",
+            f"--backend-directory={backends}",
+            f"--http-address={self._host}",
+            f"--http-port={http_port}",
+            f"--grpc-address={self._host}",
+            f"--grpc-port={grpc_port}",
+            f"--metrics-address={self._host}",
+            f"--metrics-port={metrics_port}",
+            "--log-verbose=0",
+            *(self._tls.args() if self._tls else ()),
+            *self._extra_args,
+        ]
+        return args, models
 
     def _wait_ready(self, models: list[str], log_path: Path, launched: float) -> None:
         import tritonclient.grpc as grpcclient
