@@ -243,6 +243,18 @@ def _local_part_start(text: str, start: int, at: int) -> int:
     return i
 
 
+def _unemphasised(text: str, start: int, end: int) -> int:
+    """``start`` moved past the opening underscores of Markdown emphasis when as many close the
+    address ("_bob@x.io_" masks as "_[EMAIL]_", which renders as the writer meant)."""
+    opening = _EMPHASIS_RE.match(text, start)
+    if opening is None or text.startswith("@", opening.end()):
+        return start
+    closing = _EMPHASIS_RE.match(text, end)
+    if closing is None or len(closing.group()) != len(opening.group()):
+        return start
+    return opening.end()
+
+
 _EMAIL_CHARS: Final = _HeldEmailChars()
 #: the longest local part: a run of address characters without "@" that is longer starts no address
 MAX_EMAIL_LOCAL: Final = 64
@@ -252,8 +264,11 @@ EMAIL_RE: Final = re.compile(
     r"(?<![\w.%+\-@])"
     r"[\w%+\-](?:[\w.%+\-]{0,62}[\w%+\-])?"
     r"@(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.){1,8}[^\W\d_]{2,24}"
-    r"(?![\w%+\-@])(?!\.[^\W_])"
+    r"(?![^\W_]|[%+\-@])(?!\.[^\W_])"
 )
+#: Markdown emphasis around an address: "_bob@x.io_" and "__bob@x.io__" (the underscores are not
+#: part of the address; the pattern used to reject it whole for the closing one, and it leaked)
+_EMPHASIS_RE: Final = re.compile(r"_+")
 _OCTET: Final = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 IPV4_RE: Final = re.compile(rf"(?<![\w.:])(?:{_OCTET}\.){{3}}{_OCTET}(?!\w|\.\d)", re.ASCII)
 _IPV4_TAIL_RE: Final = re.compile(r"(?<![\w.:])\d{1,3}(?:\.\d{1,3}){0,3}\.?\Z", re.ASCII)
@@ -779,8 +794,8 @@ class PiiScanner:
                 if m.start() >= limit:
                     break
                 if len(m.group()) <= MAX_EMAIL and ".." not in m.group():
-                    yield _Candidate(_local_part_start(text, m.start(), text.index("@", m.start())),
-                                     m.end(), "EMAIL")
+                    start = _local_part_start(text, m.start(), text.index("@", m.start()))
+                    yield _Candidate(_unemphasised(text, start, m.end()), m.end(), "EMAIL")
         if want & {"PHONE", "CREDIT_CARD", "US_SSN", "IPV4", *_RUN_IDS}:
             for m in DIGIT_RUN_RE.finditer(text):
                 if m.start() >= limit:

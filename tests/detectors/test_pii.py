@@ -653,6 +653,21 @@ def test_addresses_in_any_script_are_masked_whole_however_the_stream_is_cut(
         check_contract(scanner, text, k, k)
 
 
+@pytest.mark.parametrize(("text", "email"), [
+    ("Contact _john.doe@example.com_ today", "john.doe@example.com"),
+    ("Write to __bob@corp.io__.", "bob@corp.io"),
+    ("_bob_smith@example.com_", "bob_smith@example.com"),
+    ("ask _x@ex.com", "_x@ex.com"),
+    ("bob@ex.com_foo", "bob@ex.com"),
+])
+def test_an_address_in_markdown_emphasis_is_masked_however_the_stream_is_cut(
+        scanner: PiiScanner, text: str, email: str) -> None:
+    """The closing underscore made the pattern reject the address, and "_bob@x.io_" leaked."""
+    assert found(scanner, text) == [("EMAIL", email)]
+    for k in range(1, len(text)):
+        check_contract(scanner, text, k, k)
+
+
 def test_a_run_without_an_at_sign_is_held_no_longer_than_a_local_part(scanner: PiiScanner) -> None:
     text = "今日はとても良い天気なので公園を散歩してから図書館で本を読みました" * 3  # no spaces, no "@"
     assert len(text) > 65 and scanner.scan(text, False).stable_until == len(text)
