@@ -11,8 +11,12 @@ Two agents and three changelog-backed tables:
   version), forgotten after ``GUARD_TUNER_DECISION_TTL_S``. A verdict is read against what the
   decision actually did.
 * ``guard.feedback`` (batched) → validated (bad records are dead-lettered with the reason) →
+  verdicts whose decision is not indexed yet wait (up to ``GUARD_TUNER_INDEX_WAIT_S``) for the
+  decisions already on the topic to be indexed: after an outage both topics have a backlog, and the
+  verdicts, a far shorter one, came first →
   ``guard.tuning.observe`` (unknown decisions and replays are counted, never fatal) → table ``seen``
-  (verdict identities ``decision_id + category + source``: a replay counts once, across restarts)
+  (verdict identities ``decision_id + category``: a decision counts once per category, whoever
+  sends the verdict, across restarts)
   and table ``evidence`` (labelled score bins per ``tenant/policy/category``) →
   ``guard.tuning.tune`` (``propose`` + ``shadow_gate``) → ``ThresholdChange`` events.
 
@@ -64,8 +68,8 @@ from streams.auth import client_options
 from streams.feedback_cli import validate_feedback
 from streams.follower import ThresholdFollower, policy_defaults
 from streams.topics import Topics, declare, declare_thresholds, new_app, run
-from streams.watchdog import (GroupPartitions, Health, Progress, StallWatch, after_check, crash_then_exit,
-                              patrol)
+from streams.watchdog import (GroupPartitions, Health, Progress, StallWatch, after_check, caught_up,
+                              crash_then_exit, patrol)
 from streams.web import Probes, Server, per_topic, routes
 
 log = structlog.get_logger(__name__)
@@ -100,6 +104,10 @@ class TunerSettings(BaseSettings):
     web_port: int = Field(6067, ge=0, le=65535, description="tuner HTTP port for /metrics, /healthz, /readyz (0 = none; "
                           "not the workers' 6066, so both can run on one host)")
     web_host: str = Field("127.0.0.1", description="address the tuner's HTTP port binds (0.0.0.0 in containers)")
+    index_wait_s: float = Field(
+        60.0, ge=0, description="a verdict whose decision is not indexed waits up to this long for the "
+        "decisions already on the topic to be indexed (after a tuner outage both topics have a "
+        "backlog); a decision still missing then counts as unknown (0 = no wait)")
     stall_timeout_s: float = Field(
         120.0, ge=0, description="an assigned feedback or decisions partition with a backlog that has not moved "
         "this long makes the tuner exit, to be restarted (0 = never)")
@@ -385,8 +393,11 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     inputs = {"feedback": s.topic_feedback, "decisions": s.topic_decisions}
     progress = {name: Progress() for name in inputs}
     partitions = GroupPartitions(app.consumer, app.conf.id, client_options(s))
+    # the feedback agent waiting for the index (``handle``) is busy, not stalled
+    waiting = {name: False for name in inputs}
     watches = {name: StallWatch.paced(partitions, topic, progress[name], ts.stall_timeout_s,
-                                      busy=lambda: bool(app.rebalancing or app.in_recovery),
+                                      busy=lambda name=name: bool(app.rebalancing or app.in_recovery
+                                                                  or waiting[name]),
                                       busy_timeout_s=ts.recovery_timeout_s)
                for name, topic in inputs.items()}
     healths = {name: Health() for name in inputs}
@@ -462,6 +473,17 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
                 await dead(ev, exc)
         if not batch:
             return
+        missing = sum(decisions.get(fb.decision_id.encode()) is None for fb in batch)
+        if missing and ts.index_wait_s > 0:
+            t0 = time.monotonic()
+            waiting["feedback"] = True
+            try:
+                reached = await caught_up(partitions, s.topic_decisions, progress["decisions"], ts.index_wait_s)
+            finally:
+                waiting["feedback"] = False
+            log.info("verdicts_waited_for_index", verdicts=missing, reached=reached,
+                     found=missing - sum(decisions.get(fb.decision_id.encode()) is None for fb in batch),
+                     waited_s=round(time.monotonic() - t0, 2))
         async with brain.lock:
             if brain.state is None:  # first batch: the tables have been recovered by now
                 brain.state = restore(evidence.items(), seen.items())

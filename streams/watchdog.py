@@ -21,6 +21,7 @@ read the committed offset, and then a restart served them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -133,6 +134,36 @@ class Progress:
     def reset(self) -> None:
         self.next_offset.clear()
         self.reached.clear()
+
+
+async def caught_up(consumer: PartitionConsumer, topic: str, progress: Progress, timeout_s: float,
+                    poll_s: float = 0.1, clock: Callable[[], float] = time.monotonic) -> bool:
+    """Wait until the agent has handled every record that is on its partitions of ``topic`` now
+    (their log ends, read once; records written later are not waited for). False after ``timeout_s``.
+
+    The tuner's use: a verdict is sent after its decision, so once the decisions agent has handled
+    what the topic held when the verdict was read, a decision still missing from the index is not
+    on its way (after a tuner outage the verdicts caught up first, and counted as unknown)."""
+    tps = [tp for tp in consumer.assignment() if tp.topic == topic]
+    if not tps:
+        return True
+    ends = await consumer.highwaters(*tps)
+    fresh = [tp for tp in tps if progress.next_offset.get(tp.partition) is None]
+    starts = dict(await consumer.resume_offsets(*fresh)) if fresh else {}
+    deadline = clock() + timeout_s
+    while True:
+        behind = [tp for tp in tps if _next(progress, starts, tp) < ends.get(tp, 0)]
+        if not behind:
+            return True
+        if clock() >= deadline:
+            return False
+        await asyncio.sleep(poll_s)
+
+
+def _next(progress: Progress, starts: Mapping[Any, int | None], tp: Any) -> int:
+    """The next offset the agent will handle: its own, or where the group resumed (0: unknown)."""
+    handled = progress.next_offset.get(tp.partition)
+    return handled if handled is not None else starts.get(tp) or 0
 
 
 @dataclass(frozen=True)

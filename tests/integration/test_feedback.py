@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -48,6 +49,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[2]
 CATEGORY = "violence"
 PARTITIONS = 4
+#: decisions queued in front of the ones the late-verdict test's verdicts are on
+FILLER = 20_000
 #: short texts (one semantic window each) of graded violence; two are picked by their scores
 CANDIDATES = (
     "I will kill you and your whole family tonight.",
@@ -206,6 +209,7 @@ def system(kafka_broker, tmp_path_factory) -> Iterator[System]:
         "fb-shadow": _policy("fb-shadow", edge_start, {**fast, "min_evidence": 3, "shadow": {
             "dataset": "shadow-violence.jsonl", "min_recall": 0.9}}),
         "fb-pin": _policy("fb-pin", start, {**fast, "min_evidence": 3}),
+        "fb-late": _policy("fb-late", start, {**fast, "min_evidence": 6}),
         "fb-tenant": _policy("fb-tenant", start, {**fast, "min_evidence": 50, "scope": "tenant"}),
         "fb-tenant-live": _policy("fb-tenant-live", start, {**fast, "min_evidence": 4, "scope": "tenant"}),
     }
@@ -485,6 +489,38 @@ async def test_tuner_restart_resumes_and_replay_counts_once(system: System):
         assert batches[-1]["counts"]["duplicate"] >= 9 and batches[-1]["counts"]["counted"] == 3
         print(f"\nfb-resume: {change.old} -> {change.value} v{change.version} on 3 + 3 verdicts across "
               f"a restart; {batches[-1]['counts']['duplicate']} replays counted as duplicates")
+
+
+async def test_verdicts_read_before_their_decisions_are_indexed_wait_for_the_index(system: System):
+    """After a tuner outage both inputs have a backlog, and the verdicts' is far shorter: they used
+    to reach the tuner first and count as unknown. Now they wait for the decisions that were on the
+    topic when they were read, and move the threshold."""
+    async with following(system):
+        s, policy, run = system, "fb-late", uuid.uuid4().hex[:4]
+        (template,) = (await decide(s, policy, [(f"late-t-{run}", s.high)])).values()
+        s.tuner.stop()
+        # a backlog of decisions in front of the ones the verdicts are on
+        prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap, linger_ms=50, max_batch_size=512 * 1024)
+        await prod.start()
+        try:
+            for i in range(FILLER):
+                rid = f"late-fill-{run}-{i}"
+                await prod.send(s.settings.topic_decisions, key=rid.encode(),
+                                value=encode(msgspec.structs.replace(template, decision_id=rid, stream_id=rid)))
+            await prod.flush()
+        finally:
+            await prod.stop()
+        ds = list((await decide(s, policy, [(f"late-{i}-{run}", s.high) for i in range(6)])).values())
+        assert all(d.action == "block" for d in ds)
+        await send_feedback(s, verdicts(ds, "reviewer"))
+
+        s.tuner.start()
+        (change,) = await poll(lambda: s.events(policy), 180, "the change once the index caught up")
+        assert change.status == "promoted" and change.evidence["fresh_fp"] == 6
+        waits = [e for e in s.tuner.events("verdicts_waited_for_index") if e.get("found")]
+        assert waits and all(e["reached"] for e in waits), "the verdicts came before their decisions"
+        print(f"\nfb-late: {sum(e['found'] for e in waits)} verdicts waited "
+              f"{max(e['waited_s'] for e in waits)} s behind {FILLER} decisions; {change.old} -> {change.value}")
 
 
 async def test_hostile_feedback_cannot_exceed_ceiling_or_rate(system: System):

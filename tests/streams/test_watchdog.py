@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +13,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from guard.metrics import Metrics
-from streams.watchdog import Backlog, GroupPartitions, Health, PartitionStalled, Progress, StallWatch, export
+from streams.watchdog import (Backlog, GroupPartitions, Health, PartitionStalled, Progress, StallWatch,
+                              caught_up, export)
 
 TOPIC = "llm.chunks"
 
@@ -234,6 +236,32 @@ async def test_timeout_zero_reports_backlogs_but_never_stalls():
     assert h.backlogs[0].waiting_s == 95 and h.stalled == []
 
 
+async def test_caught_up_waits_for_the_records_on_the_topic_when_asked_and_no_later_ones():
+    """The tuner's wait for its decisions index: done once the agent has handled what each held
+    partition had when asked; a partition it has not touched counts from where the group resumed."""
+    c = FakeConsumer(ends={0: 10, 1: 4}, positions={0: 3, 1: 4})
+    progress = Progress()
+
+    async def agent() -> None:
+        for offset in range(3, 30):
+            await asyncio.sleep(0.01)
+            progress.handled(0, offset)
+            c.ends[0] += 1  # written after the question: not waited for
+
+    task = asyncio.create_task(agent())
+    assert await caught_up(c, TOPIC, progress, timeout_s=5.0, poll_s=0.002)
+    assert 10 <= progress.next_offset[0] < 30 and not task.done(), "done at the end it was asked at"
+    await task
+
+
+async def test_caught_up_gives_up_after_its_timeout_and_holds_nothing_when_nothing_is_behind():
+    c = FakeConsumer(ends={0: 10}, positions={0: 3})
+    assert not await caught_up(c, TOPIC, Progress(), timeout_s=0.05, poll_s=0.01)
+    assert await caught_up(FakeConsumer(ends={0: 0, 1: 5}, positions={0: 0, 1: 5}), TOPIC, Progress(),
+                           timeout_s=0.0)
+    assert await caught_up(FakeConsumer(other_topic=True), TOPIC, Progress(), timeout_s=0.0)
+
+
 def test_export_sets_gauges_for_held_partitions_only():
     m = Metrics()
     export(Health(checked=True, assigned=[0, 5]), m.lag, m.lag_waiting)
@@ -276,7 +304,6 @@ class KafkaConsumerView:
 
 async def test_a_crash_that_does_not_exit_in_time_is_ended():
     """The graceful shutdown after a stall crash can hang; the deadline ends the process anyway."""
-    import asyncio
     import threading
 
     import structlog
