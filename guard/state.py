@@ -41,7 +41,8 @@ class StreamState(msgspec.Struct, kw_only=True):
     #: scores) of the windows that may still overlap the next
     risk: list[float] = []
     recent: list[tuple[int, list[float]]] = []
-    #: effective scores of the latest scored window (every decision carries scores for feedback)
+    #: per category, the highest effective score among the windows scored for the latest chunk that
+    #: had any (every decision carries scores for feedback)
     last_scores: list[float] = []
     #: the prompt's scores, when the producer sent a prompt
     prompt_risk: list[float] | None = None

@@ -6,7 +6,7 @@ state, the index and the clock; it calls, per batch::
 
     state = observe(state, batch, index, thresholds, specs, now_ms)
     state = expire(state, before_ms=now_ms - index_retention_ms)
-    for change in tune(state, thresholds, specs, shadow_sets, now_ms):
+    for change in tune(state, thresholds, specs, now_ms, shadow_sets):
         publish(change); thresholds = thresholds.apply(change)
 
 Why the pieces look the way they do:

@@ -8,7 +8,8 @@ Faust already depends on).
 - ``/readyz``: 200 once the pipeline is up (Triton reached, policies loaded, thresholds read).
 - ``/healthz``: 200 unless an assigned chunk partition has stalled (``streams.watchdog``); the body
   lists every partition with a backlog, so it doubles as a lag probe. Its status is "starting"
-  until the first partition check (once the consumer has started), then "ok" or "stalled".
+  until the first partition check (once the consumer has started), then "ok" or "stalled", or
+  "unknown" (still 200) while the broker has not answered the last checks.
 - ``/metrics``: the app's Prometheus registry (``guard.metrics``), in the text format.
 
 All three answer from the process's first seconds (``Probes``), also while the worker waits to

@@ -42,6 +42,27 @@ def test_compose_file_validates_and_reserves_a_gpu_for_triton():
 
 
 
+def test_compose_kafka_answers_containers_and_the_hosts_tools_each_at_an_address_they_can_reach():
+    """A client gets the advertised address of the listener it came in on: with only
+    ``kafka:9092`` advertised, ``guard feedback`` on the host bootstrapped and then failed to
+    resolve ``kafka``."""
+    svc = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["kafka"]
+    env = svc["environment"]
+
+    def listeners(var: str) -> dict[str, str]:
+        return dict(item.split("://") for item in env[var].split(","))
+
+    bound, advertised = listeners("KAFKA_LISTENERS"), listeners("KAFKA_ADVERTISED_LISTENERS")
+    protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(advertised) <= set(bound) <= set(protocols)
+    assert advertised[env["KAFKA_INTER_BROKER_LISTENER_NAME"]] == "kafka:9092", "the workers' bootstrap"
+    (mapping,) = svc["ports"]
+    host_ip, host_port, container_port = mapping.split(":")
+    (name,) = [n for n, address in bound.items() if address.rsplit(":", 1)[1] == container_port]
+    assert advertised[name] == f"{host_ip}:{host_port}", "the host's tools are told the published address"
+    assert host_ip == "127.0.0.1", "plaintext without authentication stays on loopback"
+
+
 def _top_imports(path: Path) -> set[str]:
     """Modules a file imports when it is imported (lazy imports inside functions are not counted);
     parsing as 3.10 raises SyntaxError on newer syntax."""
