@@ -1,0 +1,102 @@
+"""What one feedback batch costs the tuner's pure core (``guard.tuning.observe``) as the verdict
+identities it remembers grow: side by side for two checkouts, alternating (ABAB), in one run.
+
+The tuner keeps every verdict identity of the last ``GUARD_TUNER_DECISION_TTL_S`` (a day by
+default), so at a dozen verdicts per second it holds about a million; ``observe`` returns a new
+state per batch, and how it copies what it holds is the whole cost. A batch here is 500 verdicts,
+half on indexed decisions (new identities), half unknown.
+
+    python -m benchmarks.tuner_step --trees OLD_CHECKOUT . --out benchmarks/results/tuner-step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.machine import describe
+
+SIZES = (10_000, 100_000, 1_000_000)
+ROUNDS = 4
+
+#: run inside one checkout: prints {size: seconds per batch}
+_PROBE = r"""
+import json, sys, time
+from types import MappingProxyType
+from guard.messages import Decision, Feedback
+from guard.thresholds import Thresholds, TuningSpec
+from guard.tuning import DecisionRecord, FeedbackCounts, TunerState, observe
+
+out = {}
+spec = TuningSpec()
+for n in map(int, sys.argv[1:]):
+    seen = MappingProxyType({(f"old-{i}:0", "hate"): 1 for i in range(n)})
+    state = TunerState(MappingProxyType({}), seen, FeedbackCounts())
+    records = {}
+    batch = []
+    for i in range(500):
+        did = f"new-{i}:0"
+        if i % 2 == 0:
+            records[did] = DecisionRecord(decision_id=did, policy="default", tenant=None, ts_ms=1,
+                                          thresholds_version=0, scores=MappingProxyType({"hate": 0.9}),
+                                          semantic=frozenset({"hate"}), other=frozenset())
+        batch.append(Feedback(decision_id=did, stream_id=f"new-{i}", category="hate",
+                              verdict="false_positive", source="r", ts_ms=1))
+    thresholds = Thresholds.from_defaults({("default", "hate"): 0.5})
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        observe(state, batch, records, thresholds, {("default", "hate"): spec}, 2)
+        times.append(time.perf_counter() - t)
+    out[n] = sorted(times)[2]
+print(json.dumps(out))
+"""
+
+
+def probe(tree: Path, sizes: tuple[int, ...]) -> dict[int, float]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    res = subprocess.run([sys.executable, "-c", _PROBE, *map(str, sizes)], cwd=tree, env=env,
+                         check=True, capture_output=True, text=True)
+    return {int(k): v for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
+
+
+def git_sha(tree: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trees", nargs=2, type=Path, required=True, metavar=("BASE", "NEW"))
+    ap.add_argument("--rounds", type=int, default=ROUNDS)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    runs: dict[str, list[dict[int, float]]] = {"base": [], "new": []}
+    for _ in range(args.rounds):
+        for name, tree in zip(("base", "new"), args.trees, strict=True):
+            runs[name].append(probe(tree.resolve(), SIZES))
+    med = {name: {n: statistics.median(r[n] for r in rs) for n in SIZES} for name, rs in runs.items()}
+    result: dict[str, Any] = {
+        "command": "python -m benchmarks.tuner_step " + " ".join(sys.argv[1:] if argv is None else argv),
+        "base": git_sha(args.trees[0]), "new": git_sha(args.trees[1]), "rounds": args.rounds,
+        "batch": "500 verdicts: 250 new identities, 250 unknown decisions",
+        "seconds_per_batch": {name: {str(n): round(v, 5) for n, v in m.items()} for name, m in med.items()},
+        "ratio_new_over_base": {str(n): round(med["new"][n] / med["base"][n], 3) for n in SIZES},
+        "machine": describe(),
+    }
+    for n in SIZES:
+        print(f"{n:>9} identities: base {med['base'][n] * 1000:7.1f} ms  new {med['new'][n] * 1000:7.1f} ms  "
+              f"ratio {result['ratio_new_over_base'][str(n)]}")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
