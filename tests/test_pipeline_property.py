@@ -249,6 +249,12 @@ def test_released_text_does_not_depend_on_arrival_order(policy, parts, seps, cut
     ("pii-only", "ภาษาไทยไม่มีช่องว่างติดต่อได้ที่somchai@example.com ครับ", 20,
      "ภาษาไทยไม่มีช่องว่างติดต่อได้ที่[EMAIL] ครับ"),
     ("pii-only", "a@example.com\u200bbob@example.org", 16, "[EMAIL]\u200b[EMAIL]"),
+    # the shapes LLM answers take: Markdown, CSV rows, Unicode hyphens, numbers glued to CJK
+    ("pii-only", "| Bob | **(415) 555-2671** | _bob@corp.io_ |", 17,
+     "| Bob | **[PHONE]** | _[EMAIL]_ |"),
+    ("pii-only", "name,ssn\nBob,536-22-8726\n", 13, "name,ssn\nBob,[US_SSN]\n"),
+    ("pii-only", "Call 415\u2011555\u20112671 or write", 9, "Call [PHONE] or write"),
+    ("pii-only", "カード番号4111-1111-1111-1111です", 8, "カード番号[CREDIT_CARD]です"),
 ])
 def test_cases_the_fuzzer_found_release_alike_however_cut(policy, text, at, expected):
     for pieces in ([text], cut(text, [at]), list(text)):

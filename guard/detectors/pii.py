@@ -243,6 +243,62 @@ def _local_part_start(text: str, start: int, at: int) -> int:
     return i
 
 
+#: letters of scripts whose words run into numbers without a space ("卡号4111…", "電話番号は03-…",
+#: "번호는 4111-…입니다"): they do not glue a run to a word as a Latin letter does ("A4111…")
+_UNSPACED_BLOCKS: Final = (
+    *_SPACELESS_BLOCKS, (0x1100, 0x11FF), (0x3040, 0x30FF), (0x3130, 0x318F), (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF), (0xAC00, 0xD7AF), (0xF900, 0xFAFF), (0xFF66, 0xFF9F), (0x20000, 0x3FFFF),
+)
+
+
+def _first_group(text: str, start: int) -> int:
+    """Digits the run at ``start`` opens with (after a "+" or "(")."""
+    i = start + (start < len(text) and text[start] in "+(")
+    j = i
+    while j < len(text) and "0" <= text[j] <= "9":
+        j += 1
+    return j - i
+
+
+def _glue(ch: str) -> bool:
+    """A letter or digit that makes a digit run part of a word ("A-20931", "x4111…")."""
+    return ch.isalnum() and not any(lo <= ord(ch) <= hi for lo, hi in _UNSPACED_BLOCKS)
+
+
+def _glued_before(text: str, start: int, first_group: int) -> bool:
+    """Whether what precedes the digit run at ``start`` makes it part of something else: a word,
+    an amount ("$4155…"), a path, a decimal ("3.14159…"), a tag ("#4155…"), a number with
+    thousands separators ("1,234,567"). Not Markdown emphasis ("**4155…**", "_536-…_"), a label
+    glued to it ("Tel.415…", "SSN#536…") or a CSV field or list item ("Bob,536-…", "[4111…,5555…]");
+    those hid the entity whole. ``first_group``: digits in the run's first group."""
+    before = text[start - 1] if start > 0 else " "
+    if before in _EMPHASIS:
+        i = start - 1
+        while i > 0 and text[i - 1] in _EMPHASIS:
+            i -= 1
+        return i > 0 and _glue(text[i - 1])  # "id_4155…", "2*4155…"
+    if before in ".#":
+        return not (start > 1 and text[start - 2].isalpha())
+    if before == ",":
+        return start > 1 and text[start - 2].isdigit() and first_group == 3
+    return _glue(before) or before in _RUN_BLOCKED_BEFORE
+
+
+def _glued_after(text: str, end: int) -> bool:
+    """Whether what follows the digit run ending at ``end`` makes it part of something else (a
+    word, an address, a percentage, a hyphenated identifier "06398848-fb17-…"); closing emphasis
+    does not."""
+    after = text[end] if end < len(text) else " "
+    if after in _EMPHASIS:
+        j = end
+        while j < len(text) and text[j] in _EMPHASIS:
+            j += 1
+        return j < len(text) and _glue(text[j])
+    if after == "-":
+        return end + 1 < len(text) and text[end + 1].isalnum()
+    return _glue(after) or after in _RUN_BLOCKED_AFTER
+
+
 def _unemphasised(text: str, start: int, end: int) -> int:
     """``start`` moved past the opening underscores of Markdown emphasis when as many close the
     address ("_bob@x.io_" masks as "_[EMAIL]_", which renders as the writer meant)."""
@@ -264,18 +320,37 @@ EMAIL_RE: Final = re.compile(
     r"(?<![\w.%+\-@])"
     r"[\w%+\-](?:[\w.%+\-]{0,62}[\w%+\-])?"
     r"@(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.){1,8}[^\W\d_]{2,24}"
-    r"(?![^\W_]|[%+\-@])(?!\.[^\W_])"
+    r"(?![^\W_]|[%+@]|-[\w\-]*\.[^\W_])(?!\.[^\W_])"
 )
 #: Markdown emphasis around an address: "_bob@x.io_" and "__bob@x.io__" (the underscores are not
 #: part of the address; the pattern used to reject it whole for the closing one, and it leaked)
 _EMPHASIS_RE: Final = re.compile(r"_+")
 _OCTET: Final = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-IPV4_RE: Final = re.compile(rf"(?<![\w.:])(?:{_OCTET}\.){{3}}{_OCTET}(?!\w|\.\d)", re.ASCII)
-_IPV4_TAIL_RE: Final = re.compile(r"(?<![\w.:])\d{1,3}(?:\.\d{1,3}){0,3}\.?\Z", re.ASCII)
+#: what may precede an address: not a word, a dotted number or an IPv6 group ("::ffff:1.2.3.4"),
+#: but a label's colon ("IP:10.0.0.5") and Markdown emphasis ("_10.0.0.5_") may
+_IPV4_START: Final = r"(?:(?<![\w.:])|(?<=[g-zG-Z]:)|(?<=_)(?<![A-Za-z0-9]_))"
+IPV4_RE: Final = re.compile(
+    rf"{_IPV4_START}(?:{_OCTET}\.){{3}}{_OCTET}(?![A-Za-z0-9]|_+[A-Za-z0-9]|\.\d)", re.ASCII)
+_IPV4_TAIL_RE: Final = re.compile(rf"{_IPV4_START}\d{{1,3}}(?:\.\d{{1,3}}){{0,3}}\.?\Z", re.ASCII)
 DIGIT_RUN_RE: Final = re.compile(r"[+(]?\d(?:[ ().\-/]{0,2}\d)*\)?", re.ASCII)
 _RUN_SEPARATORS: Final = frozenset(" ().-/")
-_RUN_BLOCKED_BEFORE: Final = frozenset("$€£¥#@/.,-&%*_")
-_RUN_BLOCKED_AFTER: Final = frozenset("@%_")
+_RUN_BLOCKED_BEFORE: Final = frozenset("$€£¥@/-&%")
+_RUN_BLOCKED_AFTER: Final = frozenset("@%")
+#: Characters LLMs write in numbers, read as the ASCII ones the patterns know, one for one so every
+#: position holds: hyphens and dashes (U+2011 non-breaking hyphen, en dash, minus, full-width),
+#: the no-break and narrow spaces (U+00A0, U+2007, U+2009, U+202F), full-width "+().", and every
+#: decimal digit (Arabic-Indic, Devanagari, full-width, ...). "415‑555‑2671" with U+2011 leaked.
+#: Not the em dash: prose puts it between words and numbers ("call me—4155552671").
+_NUMERIC_ASCII: Final = {
+    **{cp: "-" for cp in (0x2010, 0x2011, 0x2012, 0x2013, 0x2212, 0xFE63, 0xFF0D)},
+    **{cp: " " for cp in (0x00A0, 0x2007, 0x2009, 0x202F)},
+    0xFF08: "(", 0xFF09: ")", 0xFF0B: "+", 0xFF0E: ".",
+    **{cp: str(unicodedata.decimal(chr(cp))) for cp in range(0x80, 0x10000)
+       if unicodedata.category(chr(cp)) == "Nd"},
+}
+#: characters on either side of a digit run that reading it looks at (``_glued_before``/``_after``)
+RUN_EDGE: Final = 4
+_EMPHASIS: Final = "*_"
 _IPV6_HINT_RE: Final = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f]")
 IPV6_RUN_RE: Final = re.compile(r"(?<![\w:.%])[\w.%]*:[\w.%]*:[\w:.%]*", re.ASCII)
 _IPV6_CHARS: Final = frozenset(_ALNUM + "_:.%")
@@ -543,13 +618,8 @@ def _cued_ids(text: str, limit: int) -> Iterator[_Candidate]:
             if _SENTENCE_END_RE.search(text, cue.end(), m.start()):
                 break
             start, end = m.start(), m.end()
-            before = text[start - 1] if start > 0 else " "
-            after = text[end] if end < n else " "
-            if before.isalnum() or before in _RUN_BLOCKED_BEFORE or end - start > MAX_DIGIT_RUN:
-                continue
-            if after.isalnum() or after in _RUN_BLOCKED_AFTER:
-                continue
-            if after == "-" and end + 1 < n and text[end + 1].isalnum():
+            if end - start > MAX_DIGIT_RUN or _glued_before(text, start, _first_group(text, start)) \
+                    or _glued_after(text, end):
                 continue
             run = m.group()
             lead = 1 if run.startswith("(") and ")" not in run else 0
@@ -685,6 +755,8 @@ class PiiScanner:
         self._token_label = functools.lru_cache(maxsize=16384)(_token_label)
 
     def scan(self, text: str, final: bool) -> ScanResult:
+        if not text.isascii():
+            text = text.translate(_NUMERIC_ASCII)  # one for one: positions hold
         n = len(text)
         limit = n if final else self._hold(text)
         candidates = [c for c in self._candidates(text, limit, final) if c.start < limit]
@@ -743,7 +815,9 @@ class PiiScanner:
         if runs:
             last = runs[-1]
             rest = text[last.end():]
-            if len(rest) <= 2 and all(c in _RUN_SEPARATORS for c in rest):
+            # the run may go on, or what follows may still glue it to a word ("4155…__id")
+            if (len(rest) <= 2 and all(c in _RUN_SEPARATORS for c in rest)) \
+                    or (len(rest) < RUN_EDGE and all(c in _EMPHASIS for c in rest)):
                 cut_by_window = window > 0 and last.start() <= window + 2
                 if last.end() - last.start() <= MAX_DIGIT_RUN and not cut_by_window:
                     starts.append(last.start())
@@ -800,8 +874,8 @@ class PiiScanner:
             for m in DIGIT_RUN_RE.finditer(text):
                 if m.start() >= limit:
                     break
-                lo = max(0, m.start() - 1)
-                window = text[lo:m.end() + 2]
+                lo = max(0, m.start() - RUN_EDGE)
+                window = text[lo:m.end() + RUN_EDGE]
                 for a, b, label in self._run_entities(window, m.start() - lo, m.end() - lo):
                     if label == "PHONE" and _epoch_like(text[lo + a:lo + b]) and not _PHONE_CUE_RE.search(
                             text, max(0, lo + a - CUE_WINDOW), lo + a):
@@ -942,27 +1016,22 @@ class PiiScanner:
     def _whole_run_entities(
         self, window: str, start: int, end: int, parts_only: bool = False
     ) -> tuple[tuple[int, int, str], ...]:
-        """Entities in the digit run ``window[start:end]``; the window holds one character of
-        context before the run and two after it, all any rule looks at. ``parts_only``: only the
+        """Entities in the digit run ``window[start:end]``; the window holds ``RUN_EDGE``
+        characters of context on either side of the run, all any rule looks at. ``parts_only``: only the
         types a part of a longer run can give (``_PART_TYPES``; no IPv4 or phone search)."""
         found: list[tuple[int, int, str]] = []
         if "." in window and not parts_only:
             for m in IPV4_RE.finditer(window, start):
                 found.append((m.start(), m.end(), "IPV4"))
-        before = window[start - 1] if start > 0 else " "
-        after = window[end] if end < len(window) else " "
-        if before.isalnum() or before in _RUN_BLOCKED_BEFORE:
+        if end - start > MAX_DIGIT_RUN or _glued_before(window, start, _first_group(window, start)) \
+                or _glued_after(window, end):
             return tuple(found)
-        if after.isalnum() or after in _RUN_BLOCKED_AFTER or end - start > MAX_DIGIT_RUN:
-            return tuple(found)
-        if after == "-" and end + 1 < len(window) and window[end + 1].isalnum():
-            return tuple(found)  # part of a hyphenated identifier ("06398848-fb17-...")
         run = window[start:end]
-        # Parentheses that do not pair up belong to the prose around the run.
+        # Parentheses that do not pair up belong to the prose around the run; a pair around all
+        # of it, too ("Visa (4111 1111 1111 1111)")
         lead = 1 if run.startswith("(") and ")" not in run else 0
         trail = 1 if run.endswith(")") and "(" not in run else 0
-        core = run[lead:len(run) - trail]
-        base = start + lead
+        core, base = _unwrap(run[lead:len(run) - trail], start + lead)
         ssn = SSN_RE.fullmatch(core)
         if ssn:
             # SSN-shaped but invalid (000, 666, 9xx, specimen numbers) is nothing, not a phone.

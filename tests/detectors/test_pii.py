@@ -668,6 +668,60 @@ def test_an_address_in_markdown_emphasis_is_masked_however_the_stream_is_cut(
         check_contract(scanner, text, k, k)
 
 
+LLM_SHAPED = [
+    # Markdown emphasis around a number hid it whole
+    ("Phone: **(415) 555-2671**", "PHONE", "(415) 555-2671"),
+    ("SSN: **536-22-8726** ok", "US_SSN", "536-22-8726"),
+    ("Card: *4111 1111 1111 1111*", "CREDIT_CARD", "4111 1111 1111 1111"),
+    ("Aadhaar: __2345 6789 0124__", "IN_AADHAAR", "2345 6789 0124"),
+    ("IP: _192.168.1.10_", "IPV4", "192.168.1.10"),
+    # the hyphens, spaces and digits LLMs write in numbers
+    ("Call 415\u2011555\u20112671", "PHONE", "415\u2011555\u20112671"),
+    ("SSN 536\u201322\u20138726.", "US_SSN", "536\u201322\u20138726"),
+    ("UK: +44\u202f20\u202f7946\u202f0958", "PHONE", "+44\u202f20\u202f7946\u202f0958"),
+    ("Card 4111\u00a01111\u00a01111\u00a01111", "CREDIT_CARD", "4111\u00a01111\u00a01111\u00a01111"),
+    ("\uff15\uff13\uff16\uff0d\uff12\uff12\uff0d\uff18\uff17\uff12\uff16", "US_SSN",
+     "\uff15\uff13\uff16\uff0d\uff12\uff12\uff0d\uff18\uff17\uff12\uff16"),
+    # CSV fields and list items, parentheses, labels glued to the number
+    ("Bob,536-22-8726", "US_SSN", "536-22-8726"),
+    ("Bob,(415) 555-2671", "PHONE", "(415) 555-2671"),
+    ("Visa (4111 1111 1111 1111)", "CREDIT_CARD", "4111 1111 1111 1111"),
+    ("SSN (536-22-8726)", "US_SSN", "536-22-8726"),
+    ("Tel.415-555-2671", "PHONE", "415-555-2671"),
+    ("SSN#536-22-8726", "US_SSN", "536-22-8726"),
+    ("IP:192.168.1.10", "IPV4", "192.168.1.10"),
+    # scripts whose words run into numbers
+    ("卡号4111111111111111", "CREDIT_CARD", "4111111111111111"),
+    ("카드 번호는 4111-1111-1111-1111입니다.", "CREDIT_CARD", "4111-1111-1111-1111"),
+    ("电话+14155552671。", "PHONE", "+14155552671"),
+    ("bob@example.com--he handles billing", "EMAIL", "bob@example.com"),
+    ("call me\u20144155552671 at 5", "PHONE", "4155552671"),  # an em dash is prose, not part of it
+]
+
+
+@pytest.mark.parametrize(("text", "label", "value"), LLM_SHAPED)
+def test_entities_in_the_shapes_llm_answers_take_are_masked_however_the_stream_is_cut(
+        scanner: PiiScanner, text: str, label: str, value: str) -> None:
+    assert found(scanner, text) == [(label, value)]
+    for k in range(1, len(text)):
+        check_contract(scanner, text, k, k)
+
+
+def test_both_cards_of_a_list_are_masked(scanner: PiiScanner) -> None:
+    text = "[4111111111111111,5555555555554444]"
+    assert found(scanner, text) == [("CREDIT_CARD", "4111111111111111"), ("CREDIT_CARD", "5555555555554444")]
+
+
+@pytest.mark.parametrize("text", [
+    "total 1,234,567,890 units", "v1.2.3.4", "id_4155552671", "x4111111111111111", "pi is 3.14159265358979",
+    "#4155552671", "ID:10.0.0.5", "2*4155552671", "4155552671_id", "4155552671__x", "06398848-fb17-4e2c",
+])
+def test_numbers_glued_to_words_or_other_numbers_stay_unmasked(scanner: PiiScanner, text: str) -> None:
+    assert found(scanner, text) == []
+    for k in range(1, len(text)):
+        check_contract(scanner, text, k, k)
+
+
 def test_a_run_without_an_at_sign_is_held_no_longer_than_a_local_part(scanner: PiiScanner) -> None:
     text = "今日はとても良い天気なので公園を散歩してから図書館で本を読みました" * 3  # no spaces, no "@"
     assert len(text) > 65 and scanner.scan(text, False).stable_until == len(text)
