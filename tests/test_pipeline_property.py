@@ -255,6 +255,8 @@ def test_released_text_does_not_depend_on_arrival_order(policy, parts, seps, cut
     ("pii-only", "name,ssn\nBob,536-22-8726\n", 13, "name,ssn\nBob,[US_SSN]\n"),
     ("pii-only", "Call 415\u2011555\u20112671 or write", 9, "Call [PHONE] or write"),
     ("pii-only", "カード番号4111-1111-1111-1111です", 8, "カード番号[CREDIT_CARD]です"),
+    # an address after a long Thai phrase (no spaces, vowel signs are marks), cut in its local part
+    ("pii-only", "ที่" * 20 + "john.doe@example.com ok", 66, "ที่" * 20 + "[EMAIL] ok"),
 ])
 def test_cases_the_fuzzer_found_release_alike_however_cut(policy, text, at, expected):
     for pieces in ([text], cut(text, [at]), list(text)):

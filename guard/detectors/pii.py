@@ -311,6 +311,23 @@ def _unemphasised(text: str, start: int, end: int) -> int:
     return opening.end()
 
 
+def _local_part_tail(text: str) -> int | None:
+    """Where a local part ending the text could start, within a run of address characters too long
+    to be one: after the last character the pattern's local part cannot hold (a combining mark, a
+    format character; Thai writes its vowel signs as marks and its phrases without spaces), then
+    back over marks as ``_local_part_start`` reads it. "…ได้ที่john.doe" cut before "@" released
+    "john." while the whole text masked the address. None where no local part fits."""
+    n = len(text)
+    i = n
+    while i > 0 and (text[i - 1].isalnum() or text[i - 1] in "_.%+-"):
+        i -= 1
+        if n - i > MAX_EMAIL_LOCAL + 1:
+            return None
+    while i > 0 and _local_char(text[i - 1]) and n - i <= MAX_EMAIL_LOCAL:
+        i -= 1
+    return i
+
+
 _EMAIL_CHARS: Final = _HeldEmailChars()
 #: the longest local part: a run of address characters without "@" that is longer starts no address
 MAX_EMAIL_LOCAL: Final = 64
@@ -805,6 +822,10 @@ class PiiScanner:
         email = _trailing_run(text, _EMAIL_CHARS, MAX_EMAIL + 2)
         if email is not None and ("@" in text[email:] or n - email <= MAX_EMAIL_LOCAL + 1):
             starts.append(email)
+        elif email is not None:  # a long run, but a local part can still start inside it
+            local = _local_part_tail(text)
+            if local is not None:
+                starts.append(local)
         ipv6 = self._ipv6_tail(text)
         if ipv6 is not None:
             starts.append(ipv6)

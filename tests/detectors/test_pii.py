@@ -707,6 +707,14 @@ def test_entities_in_the_shapes_llm_answers_take_are_masked_however_the_stream_i
         check_contract(scanner, text, k, k)
 
 
+def test_an_address_after_a_long_phrase_without_spaces_is_held_from_where_its_local_part_can_start(
+        scanner: PiiScanner) -> None:
+    text = "ติดต่อฝ่ายบริการลูกค้าของเราได้ตลอดยี่สิบสี่ชั่วโมงทางอีเมลที่support.team@example.com ค่ะ"
+    assert found(scanner, text) == [("EMAIL", "support.team@example.com")]
+    for k in range(1, len(text)):
+        check_contract(scanner, text, k, len(text))
+
+
 def test_both_cards_of_a_list_are_masked(scanner: PiiScanner) -> None:
     text = "[4111111111111111,5555555555554444]"
     assert found(scanner, text) == [("CREDIT_CARD", "4111111111111111"), ("CREDIT_CARD", "5555555555554444")]
