@@ -257,6 +257,7 @@ def test_released_text_does_not_depend_on_arrival_order(policy, parts, seps, cut
     ("pii-only", "カード番号4111-1111-1111-1111です", 8, "カード番号[CREDIT_CARD]です"),
     # an address after a long Thai phrase (no spaces, vowel signs are marks), cut in its local part
     ("pii-only", "ที่" * 20 + "john.doe@example.com ok", 66, "ที่" * 20 + "[EMAIL] ok"),
+    ("pii-only", "漢" * 62 + "bob.smith@example.comにご連絡ください", 66, "漢" * 62 + "[EMAIL]にご連絡ください"),
 ])
 def test_cases_the_fuzzer_found_release_alike_however_cut(policy, text, at, expected):
     for pieces in ([text], cut(text, [at]), list(text)):

@@ -245,10 +245,19 @@ def _local_part_start(text: str, start: int, at: int) -> int:
 
 #: letters of scripts whose words run into numbers without a space ("卡号4111…", "電話番号は03-…",
 #: "번호는 4111-…입니다"): they do not glue a run to a word as a Latin letter does ("A4111…")
-_UNSPACED_BLOCKS: Final = (
-    *_SPACELESS_BLOCKS, (0x1100, 0x11FF), (0x3040, 0x30FF), (0x3130, 0x318F), (0x3400, 0x4DBF),
-    (0x4E00, 0x9FFF), (0xAC00, 0xD7AF), (0xF900, 0xFAFF), (0xFF66, 0xFF9F), (0x20000, 0x3FFFF),
+_CJK_BLOCKS: Final = (
+    (0x1100, 0x11FF), (0x3040, 0x30FF), (0x3130, 0x318F), (0x3400, 0x4DBF), (0x4E00, 0x9FFF),
+    (0xAC00, 0xD7AF), (0xF900, 0xFAFF), (0xFF66, 0xFF9F), (0x20000, 0x3FFFF),
 )
+_UNSPACED_BLOCKS: Final = (*_SPACELESS_BLOCKS, *_CJK_BLOCKS)
+
+
+def _cjk(ch: str) -> bool:
+    return any(lo <= ord(ch) <= hi for lo, hi in _CJK_BLOCKS)
+
+
+def _unspaced(ch: str) -> bool:
+    return any(lo <= ord(ch) <= hi for lo, hi in _UNSPACED_BLOCKS)
 
 
 def _first_group(text: str, start: int) -> int:
@@ -262,7 +271,7 @@ def _first_group(text: str, start: int) -> int:
 
 def _glue(ch: str) -> bool:
     """A letter or digit that makes a digit run part of a word ("A-20931", "x4111…")."""
-    return ch.isalnum() and not any(lo <= ord(ch) <= hi for lo, hi in _UNSPACED_BLOCKS)
+    return ch.isalnum() and not _unspaced(ch)
 
 
 def _glued_before(text: str, start: int, first_group: int) -> bool:
@@ -319,12 +328,17 @@ def _local_part_tail(text: str) -> int | None:
     "john." while the whole text masked the address. None where no local part fits."""
     n = len(text)
     i = n
-    while i > 0 and (text[i - 1].isalnum() or text[i - 1] in "_.%+-"):
+    if i > 0 and _cjk(text[i - 1]):  # a local part of Han, kana or Hangul is all of its run
+        while i > 0 and _cjk(text[i - 1]):
+            i -= 1
+        return i if n - i <= MAX_EMAIL_LOCAL else None
+    while i > 0 and (text[i - 1].isalnum() or text[i - 1] in "_.%+-") and not _unspaced(text[i - 1]):
         i -= 1
         if n - i > MAX_EMAIL_LOCAL + 1:
             return None
-    while i > 0 and _local_char(text[i - 1]) and n - i <= MAX_EMAIL_LOCAL:
-        i -= 1
+    if i > 0 and _in_word(text[i - 1]) and not _spaceless(text[i - 1]):
+        while i > 0 and _local_char(text[i - 1]) and n - i <= MAX_EMAIL_LOCAL:
+            i -= 1
     return i
 
 
@@ -333,11 +347,24 @@ _EMAIL_CHARS: Final = _HeldEmailChars()
 MAX_EMAIL_LOCAL: Final = 64
 # Unicode-aware on purpose: with ASCII classes, "müller@gmx.de" matched from the "ller" and was
 # released as "mü[EMAIL]".
+def _class(blocks: tuple[tuple[int, int], ...]) -> str:
+    return "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in blocks)
+
+
+_U: Final = _class(_UNSPACED_BLOCKS)
+_C: Final = _class(_CJK_BLOCKS)
+#: a local part of other scripts, as RFC 5322 reads it (``W``: a word character of a spaced script)
+_LOCAL_ANY: Final = r"(?:(?![{u}])[\w%+\-])(?:(?:(?![{u}])[\w.%+\-]){{0,62}}(?![{u}])[\w%+\-])?".format(u=_U)
+#: Scripts written without spaces run into an address: "联系邮箱bob@…", "bob@example.comにご連絡…",
+#: "…ได้ที่john@…". A local part of Latin (or Cyrillic, …) letters may start right after them, and a
+#: top-level domain of Latin letters ends where they begin; a local part of Han, kana or Hangul is
+#: all of its run ("山田@example.jp"). Before, such an address matched with the words around it,
+#: outgrew the bounds and was not masked at all.
 EMAIL_RE: Final = re.compile(
-    r"(?<![\w.%+\-@])"
-    r"[\w%+\-](?:[\w.%+\-]{0,62}[\w%+\-])?"
-    r"@(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.){1,8}[^\W\d_]{2,24}"
-    r"(?![^\W_]|[%+@]|-[\w\-]*\.[^\W_])(?!\.[^\W_])"
+    rf"(?:(?<![\w.%+\-@])(?:[{_C}]{{1,64}}(?=@)|{_LOCAL_ANY})|(?<=[{_U}]){_LOCAL_ANY})"
+    r"@(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.){1,8}"
+    rf"(?:(?:(?![{_U}])[^\W\d_]){{2,24}}|[{_C}]{{2,24}})"
+    rf"(?!(?![{_U}])[^\W_]|[%+@]|-[\w\-]*\.[^\W_])(?!\.[^\W_])"
 )
 #: Markdown emphasis around an address: "_bob@x.io_" and "__bob@x.io__" (the underscores are not
 #: part of the address; the pattern used to reject it whole for the closing one, and it leaked)
@@ -820,12 +847,15 @@ class PiiScanner:
         n = len(text)
         starts = [n]
         email = _trailing_run(text, _EMAIL_CHARS, MAX_EMAIL + 2)
-        if email is not None and ("@" in text[email:] or n - email <= MAX_EMAIL_LOCAL + 1):
-            starts.append(email)
-        elif email is not None:  # a long run, but a local part can still start inside it
-            local = _local_part_tail(text)
-            if local is not None:
-                starts.append(local)
+        if email is not None:
+            at = text.find("@", email)
+            head = n if at == -1 else at  # where the local part ends, or may end
+            if head - email <= MAX_EMAIL_LOCAL + 1:
+                starts.append(email)
+            else:  # a long run, but a local part can still start inside it (the same start once
+                local = _local_part_tail(text[:head])  # its "@" comes: the hold never moves back)
+                if local is not None:
+                    starts.append(local)
         ipv6 = self._ipv6_tail(text)
         if ipv6 is not None:
             starts.append(ipv6)

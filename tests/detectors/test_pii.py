@@ -715,6 +715,22 @@ def test_an_address_after_a_long_phrase_without_spaces_is_held_from_where_its_lo
         check_contract(scanner, text, k, len(text))
 
 
+@pytest.mark.parametrize(("text", "email"), [
+    ("bob@example.comにご連絡いただければ担当者から連絡します", "bob@example.com"),
+    ("漢" * 62 + "bob.smith@example.com", "bob.smith@example.com"),
+    ("联系邮箱bob@example.com，谢谢", "bob@example.com"),
+    ("ทางอีเมลsomchai@example.com ครับ", "somchai@example.com"),
+    ("user@例子.中国 ok", "user@例子.中国"),
+])
+def test_an_address_glued_to_words_of_a_script_without_spaces_is_masked_alone(
+        scanner: PiiScanner, text: str, email: str) -> None:
+    """The pattern read the words around it as part of the address, which then outgrew the
+    bounds: nothing was masked."""
+    assert found(scanner, text) == [("EMAIL", email)]
+    for k in range(1, len(text)):
+        check_contract(scanner, text, k, len(text))
+
+
 def test_both_cards_of_a_list_are_masked(scanner: PiiScanner) -> None:
     text = "[4111111111111111,5555555555554444]"
     assert found(scanner, text) == [("CREDIT_CARD", "4111111111111111"), ("CREDIT_CARD", "5555555555554444")]
