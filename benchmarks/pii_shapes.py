@@ -119,7 +119,7 @@ def score(corpus: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
 
 
 def git_sha(tree: Path) -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, check=True,
+    return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree, check=True,
                           capture_output=True, text=True).stdout.strip()
 
 

@@ -67,7 +67,7 @@ def probe(tree: Path, sizes: tuple[int, ...]) -> dict[int, float]:
 
 
 def git_sha(tree: Path) -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, check=True,
+    return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree, check=True,
                           capture_output=True, text=True).stdout.strip()
 
 

@@ -107,7 +107,8 @@ class TunerSettings(BaseSettings):
     index_wait_s: float = Field(
         60.0, ge=0, description="a verdict whose decision is not indexed waits up to this long for the "
         "decisions already on the topic to be indexed (after a tuner outage both topics have a "
-        "backlog); a decision still missing then counts as unknown (0 = no wait)")
+        "backlog); a decision still missing then counts as unknown (0 = no wait; at most half "
+        "GUARD_TUNER_STALL_TIMEOUT_S)")
     stall_timeout_s: float = Field(
         120.0, ge=0, description="an assigned feedback or decisions partition with a backlog that has not moved "
         "this long makes the tuner exit, to be restarted (0 = never)")
@@ -117,6 +118,12 @@ class TunerSettings(BaseSettings):
     crash_exit_s: float = Field(
         30.0, gt=0, description="a tuner that crashed (a stall) and has not exited after this many seconds is "
         "ended without a graceful shutdown")
+
+    @property
+    def index_wait_budget_s(self) -> float:
+        """The index wait, kept under half the stall timeout: a feedback batch that waits does not
+        move its partition, and the watch must not take the wait for a stall."""
+        return self.index_wait_s if self.stall_timeout_s <= 0 else min(self.index_wait_s, self.stall_timeout_s / 2)
 
 
 def _now_ms() -> int:
@@ -393,11 +400,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     inputs = {"feedback": s.topic_feedback, "decisions": s.topic_decisions}
     progress = {name: Progress() for name in inputs}
     partitions = GroupPartitions(app.consumer, app.conf.id, client_options(s))
-    # the feedback agent waiting for the index (``handle``) is busy, not stalled
-    waiting = {name: False for name in inputs}
     watches = {name: StallWatch.paced(partitions, topic, progress[name], ts.stall_timeout_s,
-                                      busy=lambda name=name: bool(app.rebalancing or app.in_recovery
-                                                                  or waiting[name]),
+                                      busy=lambda: bool(app.rebalancing or app.in_recovery),
                                       busy_timeout_s=ts.recovery_timeout_s)
                for name, topic in inputs.items()}
     healths = {name: Health() for name in inputs}
@@ -474,13 +478,11 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
         if not batch:
             return
         missing = sum(decisions.get(fb.decision_id.encode()) is None for fb in batch)
-        if missing and ts.index_wait_s > 0:
+        if missing and ts.index_wait_budget_s > 0:
             t0 = time.monotonic()
-            waiting["feedback"] = True
-            try:
-                reached = await caught_up(partitions, s.topic_decisions, progress["decisions"], ts.index_wait_s)
-            finally:
-                waiting["feedback"] = False
+            reached = await caught_up(partitions, s.topic_decisions, progress["decisions"], ts.index_wait_budget_s,
+                                      abort=lambda: bool(app.rebalancing) or app.should_stop
+                                      or not app.flow_control.is_active())
             log.info("verdicts_waited_for_index", verdicts=missing, reached=reached,
                      found=missing - sum(decisions.get(fb.decision_id.encode()) is None for fb in batch),
                      waited_s=round(time.monotonic() - t0, 2))
@@ -533,8 +535,8 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
         if not busy and not brain.ready.is_set():  # verdicts wait for the thresholds topic on purpose
             return
         for name, watch in watches.items():
-            lag, waiting = metrics.lag[name]
-            healths[name] = after_check(healths[name], await patrol(watch, lag, waiting, crash, log, what=name,
+            lag, waited = metrics.lag[name]
+            healths[name] = after_check(healths[name], await patrol(watch, lag, waited, crash, log, what=name,
                                                                     refetches=metrics.refetches[name]))
 
     Probes(server, min(w.interval_s for w in watches.values()), watch_inputs,

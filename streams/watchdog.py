@@ -73,6 +73,7 @@ class GroupPartitions:
     group: str
     options: Mapping[str, Any]  # aiokafka client options (``streams.auth.client_options``)
     _admin: AIOKafkaAdminClient | None = None
+    _starting: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def assignment(self) -> set[Any]:
         return self.consumer.assignment()
@@ -81,14 +82,15 @@ class GroupPartitions:
         return await self.consumer.highwaters(*partitions)
 
     async def resume_offsets(self, *partitions: Any) -> Mapping[Any, int | None]:
-        if self._admin is None:
-            admin = AIOKafkaAdminClient(**self.options)
-            try:
-                await admin.start()
-            except BaseException:
-                await admin.close()  # not left half-open; the next check starts another
-                raise
-            self._admin = admin
+        async with self._starting:  # two callers (the watch, the tuner's index wait) start one client
+            if self._admin is None:
+                admin = AIOKafkaAdminClient(**self.options)
+                try:
+                    await admin.start()
+                except BaseException:
+                    await admin.close()  # not left half-open; the next check starts another
+                    raise
+                self._admin = admin
         committed = await self._admin.list_consumer_group_offsets(
             self.group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in partitions])
         out: dict[Any, int | None] = {}
@@ -137,9 +139,11 @@ class Progress:
 
 
 async def caught_up(consumer: PartitionConsumer, topic: str, progress: Progress, timeout_s: float,
-                    poll_s: float = 0.1, clock: Callable[[], float] = time.monotonic) -> bool:
+                    poll_s: float = 0.1, abort: Callable[[], bool] = lambda: False) -> bool:
     """Wait until the agent has handled every record that is on its partitions of ``topic`` now
-    (their log ends, read once; records written later are not waited for). False after ``timeout_s``.
+    (their log ends, read once; records written later are not waited for). False after ``timeout_s``
+    all told (the broker's answers included), as soon as ``abort()`` (the agent cannot move: a
+    rebalance, a stop), or when the broker cannot say: a failed look is no reason to lose a batch.
 
     The tuner's use: a verdict is sent after its decision, so once the decisions agent has handled
     what the topic held when the verdict was read, a decision still missing from the index is not
@@ -147,17 +151,18 @@ async def caught_up(consumer: PartitionConsumer, topic: str, progress: Progress,
     tps = [tp for tp in consumer.assignment() if tp.topic == topic]
     if not tps:
         return True
-    ends = await consumer.highwaters(*tps)
-    fresh = [tp for tp in tps if progress.next_offset.get(tp.partition) is None]
-    starts = dict(await consumer.resume_offsets(*fresh)) if fresh else {}
-    deadline = clock() + timeout_s
-    while True:
-        behind = [tp for tp in tps if _next(progress, starts, tp) < ends.get(tp, 0)]
-        if not behind:
+    try:
+        async with asyncio.timeout(timeout_s):
+            ends = await consumer.highwaters(*tps)
+            fresh = [tp for tp in tps if progress.next_offset.get(tp.partition) is None]
+            starts = dict(await consumer.resume_offsets(*fresh)) if fresh else {}
+            while any(_next(progress, starts, tp) < ends.get(tp, 0) for tp in tps):
+                if abort():
+                    return False
+                await asyncio.sleep(poll_s)
             return True
-        if clock() >= deadline:
-            return False
-        await asyncio.sleep(poll_s)
+    except Exception:  # noqa: BLE001 - the timeout, or the broker could not say
+        return False
 
 
 def _next(progress: Progress, starts: Mapping[Any, int | None], tp: Any) -> int:

@@ -257,9 +257,60 @@ async def test_caught_up_waits_for_the_records_on_the_topic_when_asked_and_no_la
 async def test_caught_up_gives_up_after_its_timeout_and_holds_nothing_when_nothing_is_behind():
     c = FakeConsumer(ends={0: 10}, positions={0: 3})
     assert not await caught_up(c, TOPIC, Progress(), timeout_s=0.05, poll_s=0.01)
+    assert not await caught_up(c, TOPIC, Progress(), timeout_s=5.0, poll_s=0.01, abort=lambda: True), \
+        "a rebalance or a stop ends the wait at once"
     assert await caught_up(FakeConsumer(ends={0: 0, 1: 5}, positions={0: 0, 1: 5}), TOPIC, Progress(),
                            timeout_s=0.0)
     assert await caught_up(FakeConsumer(other_topic=True), TOPIC, Progress(), timeout_s=0.0)
+
+
+async def test_caught_up_is_false_when_the_broker_cannot_say_or_answers_too_slowly():
+    """A failed look lost the tuner's whole batch (dead-lettered as an internal error), and a slow
+    answer ran the wait past its bound."""
+
+    class Failing(FakeConsumer):
+        async def resume_offsets(self, *tps: TopicPartition) -> Mapping[TopicPartition, int | None]:
+            raise RuntimeError("coordinator not available")
+
+    class Slow(FakeConsumer):
+        async def highwaters(self, *tps: TopicPartition) -> Mapping[TopicPartition, int]:
+            await asyncio.sleep(10)
+            return await super().highwaters(*tps)
+
+    assert not await caught_up(Failing(ends={0: 10}), TOPIC, Progress(), timeout_s=1.0)
+    t0 = asyncio.get_running_loop().time()
+    assert not await caught_up(Slow(ends={0: 10}, positions={0: 3}), TOPIC, Progress(), timeout_s=0.1)
+    assert asyncio.get_running_loop().time() - t0 < 2
+
+
+async def test_two_callers_at_once_start_one_admin_client(monkeypatch: pytest.MonkeyPatch):
+    """The watch and the tuner's index wait both ask for committed offsets: each started a client,
+    and the one overwritten was never closed."""
+    started: list[object] = []
+
+    class Admin:
+        def __init__(self, **_: Any) -> None:
+            pass
+
+        async def start(self) -> None:
+            started.append(self)
+            await asyncio.sleep(0.05)
+
+        async def list_consumer_group_offsets(self, group: str, partitions: Any) -> dict[Any, Any]:
+            return {}
+
+        async def close(self) -> None:
+            pass
+
+    class Consumer(FakeConsumer):
+        async def earliest_offsets(self, *tps: TopicPartition) -> Mapping[TopicPartition, int]:
+            return {tp: 0 for tp in tps}
+
+    monkeypatch.setattr("streams.watchdog.AIOKafkaAdminClient", Admin)
+    partitions = GroupPartitions(Consumer(ends={0: 1}), "group", {})  # type: ignore[arg-type]
+    tp = TopicPartition(TOPIC, 0)
+    assert await asyncio.gather(partitions.resume_offsets(tp), partitions.resume_offsets(tp)) == [{tp: 0}] * 2
+    assert len(started) == 1
 
 
 def test_export_sets_gauges_for_held_partitions_only():
