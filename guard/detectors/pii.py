@@ -220,7 +220,7 @@ def _spaceless(ch: str) -> bool:
 
 
 def _local_char(ch: str) -> bool:
-    return (ch.isalnum() or ch in "_%+-." or _in_word(ch)) and not _spaceless(ch)
+    return (ch.isalnum() or ch in "_%+-." or _in_word(ch)) and not _unspaced(ch)
 
 
 def _local_part_start(text: str, start: int, at: int) -> int:
@@ -285,26 +285,33 @@ def _glued_before(text: str, start: int, first_group: int) -> bool:
         i = start - 1
         while i > 0 and text[i - 1] in _EMPHASIS:
             i -= 1
-        return i > 0 and _glue(text[i - 1])  # "id_4155…", "2*4155…"
-    if before in ".#":
+        return i > 0 and (_glue(text[i - 1]) or text[i - 1] in ")]")  # "id_4155…", "2*4155…"
+    if before == ".":
         return not (start > 1 and text[start - 2].isalpha())
+    if before == "#":  # "SSN#", "ID#"; not a page's fragment ("page.html#2125551234")
+        return not (start > 1 and text[start - 2].isupper())
     if before == ",":
-        return start > 1 and text[start - 2].isdigit() and first_group == 3
+        # a thousands group, or the fraction of a decimal written with a comma ("2,7182818284"):
+        # at most two digits before the comma
+        short = not (start > 3 and text[start - 3].isdigit() and text[start - 4].isdigit())
+        return start > 1 and text[start - 2].isdigit() and (first_group == 3 or short)
     return _glue(before) or before in _RUN_BLOCKED_BEFORE
 
 
 def _glued_after(text: str, end: int) -> bool:
     """Whether what follows the digit run ending at ``end`` makes it part of something else (a
-    word, an address, a percentage, a hyphenated identifier "06398848-fb17-…"); closing emphasis
-    does not."""
+    word, an address, a percentage, an identifier, a file name); closing emphasis does not."""
     after = text[end] if end < len(text) else " "
     if after in _EMPHASIS:
         j = end
         while j < len(text) and text[j] in _EMPHASIS:
             j += 1
         return j < len(text) and _glue(text[j])
+    nxt = text[end + 1] if end + 1 < len(text) else " "
     if after == "-":
-        return end + 1 < len(text) and text[end + 1].isalnum()
+        return nxt.isalnum()  # a hyphenated identifier ("06398848-fb17-…")
+    if after == ".":
+        return nxt.isalpha()  # a file name ("report.2024011512.pdf")
     return _glue(after) or after in _RUN_BLOCKED_AFTER
 
 
@@ -376,8 +383,13 @@ _IPV4_START: Final = r"(?:(?<![\w.:])|(?<=[g-zG-Z]:)|(?<=_)(?<![A-Za-z0-9]_))"
 IPV4_RE: Final = re.compile(
     rf"{_IPV4_START}(?:{_OCTET}\.){{3}}{_OCTET}(?![A-Za-z0-9]|_+[A-Za-z0-9]|\.\d)", re.ASCII)
 _IPV4_TAIL_RE: Final = re.compile(rf"{_IPV4_START}\d{{1,3}}(?:\.\d{{1,3}}){{0,3}}\.?\Z", re.ASCII)
-DIGIT_RUN_RE: Final = re.compile(r"[+(]?\d(?:[ ().\-/]{0,2}\d)*\)?", re.ASCII)
-_RUN_SEPARATORS: Final = frozenset(" ().-/")
+#: Stand-ins (private-use characters) for a no-break space and an en dash inside a number: both
+#: separate groups as a space and a hyphen do, but "669\u202f835\u202f601" is a French thousands
+#: grouping and "9000–20000" a range, not phones (``_THOUSANDS_RE``, ``_RANGE_RE``)
+_HARD_SPACE: Final = "\ue000"
+_RANGE_DASH: Final = "\ue001"
+DIGIT_RUN_RE: Final = re.compile(rf"[+(]?[0-9](?:[ ().\-/{_HARD_SPACE}{_RANGE_DASH}]{{0,2}}[0-9])*\)?")
+_RUN_SEPARATORS: Final = frozenset(" ().-/" + _HARD_SPACE + _RANGE_DASH)
 _RUN_BLOCKED_BEFORE: Final = frozenset("$€£¥@/-&%")
 _RUN_BLOCKED_AFTER: Final = frozenset("@%")
 #: Characters LLMs write in numbers, read as the ASCII ones the patterns know, one for one so every
@@ -386,12 +398,20 @@ _RUN_BLOCKED_AFTER: Final = frozenset("@%")
 #: decimal digit (Arabic-Indic, Devanagari, full-width, ...). "415‑555‑2671" with U+2011 leaked.
 #: Not the em dash: prose puts it between words and numbers ("call me—4155552671").
 _NUMERIC_ASCII: Final = {
-    **{cp: "-" for cp in (0x2010, 0x2011, 0x2012, 0x2013, 0x2212, 0xFE63, 0xFF0D)},
-    **{cp: " " for cp in (0x00A0, 0x2007, 0x2009, 0x202F)},
+    **{cp: "-" for cp in (0x2010, 0x2011, 0x2012, 0x2212, 0xFE63, 0xFF0D)},
+    0x066B: ".", 0x066C: ",",  # the Arabic decimal and thousands separators
+    **{cp: _HARD_SPACE for cp in (0x00A0, 0x2007, 0x2009, 0x202F)}, 0x2013: _RANGE_DASH,
     0xFF08: "(", 0xFF09: ")", 0xFF0B: "+", 0xFF0E: ".",
     **{cp: str(unicodedata.decimal(chr(cp))) for cp in range(0x80, 0x10000)
        if unicodedata.category(chr(cp)) == "Nd"},
 }
+_RANGE_RE: Final = re.compile(f"[0-9]+{_RANGE_DASH}[0-9]+")
+_THOUSANDS_RE: Final = re.compile(f"[0-9]{{1,3}}(?:{_HARD_SPACE}[0-9]{{3}})+")
+
+
+def _plain(core: str) -> str:
+    """A run with its stand-ins back as the space and hyphen the validators read."""
+    return core.replace(_HARD_SPACE, " ").replace(_RANGE_DASH, "-")
 #: characters on either side of a digit run that reading it looks at (``_glued_before``/``_after``)
 RUN_EDGE: Final = 4
 _EMPHASIS: Final = "*_"
@@ -662,13 +682,16 @@ def _cued_ids(text: str, limit: int) -> Iterator[_Candidate]:
             if _SENTENCE_END_RE.search(text, cue.end(), m.start()):
                 break
             start, end = m.start(), m.end()
-            if end - start > MAX_DIGIT_RUN or _glued_before(text, start, _first_group(text, start)) \
-                    or _glued_after(text, end):
+            lo = max(0, start - RUN_EDGE)
+            w = text[lo:end + RUN_EDGE]
+            if end - start > MAX_DIGIT_RUN or _glued_before(w, start - lo, _first_group(w, start - lo)) \
+                    or _glued_after(w, end - lo):
                 continue
             run = m.group()
             lead = 1 if run.startswith("(") and ")" not in run else 0
             trail = 1 if run.endswith(")") and "(" not in run else 0
             core, base = _unwrap(run[lead:len(run) - trail], start + lead)
+            core = _plain(core)
             digits = "".join(c for c in core if c.isdigit())
             if label == "CA_SIN":
                 ok = _SIN_RE.fullmatch(core) is not None and sin_ok(digits)
@@ -856,6 +879,12 @@ class PiiScanner:
                 local = _local_part_tail(text[:head])  # its "@" comes: the hold never moves back)
                 if local is not None:
                     starts.append(local)
+        elif n and text[-1] in _EMAIL_CHARS:  # a run longer than any address: a local part may end it
+            at = text.find("@", max(0, n - MAX_EMAIL))
+            head = n if at == -1 else at
+            local = _local_part_tail(text[:head])
+            if local is not None:
+                starts.append(local)
         ipv6 = self._ipv6_tail(text)
         if ipv6 is not None:
             starts.append(ipv6)
@@ -1083,6 +1112,9 @@ class PiiScanner:
         lead = 1 if run.startswith("(") and ")" not in run else 0
         trail = 1 if run.endswith(")") and "(" not in run else 0
         core, base = _unwrap(run[lead:len(run) - trail], start + lead)
+        if _RANGE_RE.fullmatch(core) or _THOUSANDS_RE.fullmatch(core):
+            return tuple(found)  # "9000–20000", "4 294 967 295" with no-break spaces
+        core = _plain(core)
         ssn = SSN_RE.fullmatch(core)
         if ssn:
             # SSN-shaped but invalid (000, 666, 9xx, specimen numbers) is nothing, not a phone.

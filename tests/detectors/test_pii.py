@@ -731,6 +731,18 @@ def test_an_address_glued_to_words_of_a_script_without_spaces_is_masked_alone(
         check_contract(scanner, text, k, len(text))
 
 
+@pytest.mark.parametrize("text", [
+    "SIN 130 692 544****x", "Aadhaar 353251138839****x",
+    ("漢字中文日本語" * 40)[:210] + "john.doe@example.com ok",
+])
+def test_what_follows_a_number_or_precedes_an_address_is_read_alike_however_the_stream_is_cut(
+        scanner: PiiScanner, text: str) -> None:
+    """A cued ID read any number of emphasis characters after it, the hold-back four; an address
+    after a run of Han longer than any address was not held at all."""
+    for k in range(1, len(text)):
+        check_contract(scanner, text, k, len(text))
+
+
 def test_both_cards_of_a_list_are_masked(scanner: PiiScanner) -> None:
     text = "[4111111111111111,5555555555554444]"
     assert found(scanner, text) == [("CREDIT_CARD", "4111111111111111"), ("CREDIT_CARD", "5555555555554444")]
@@ -739,6 +751,10 @@ def test_both_cards_of_a_list_are_masked(scanner: PiiScanner) -> None:
 @pytest.mark.parametrize("text", [
     "total 1,234,567,890 units", "v1.2.3.4", "id_4155552671", "x4111111111111111", "pi is 3.14159265358979",
     "#4155552671", "ID:10.0.0.5", "2*4155552671", "4155552671_id", "4155552671__x", "06398848-fb17-4e2c",
+    # what the first version of the rules above masked (a second fuzzing pass)
+    "Expect 9000\u201320000 visitors per month.", "La population est de 669\u202f835\u202f601 habitants.",
+    "e \u2248 2,7182818284", "\u0642\u064a\u0645\u0629 e \u2248 \u0662\u066b\u0667\u0661\u0668\u0662\u0668\u0661\u0668\u0662\u0668\u0664",
+    "h = (key)*2654435761 % m", "v = arr[i]*4236822372", "report.2024011512.pdf", "page.html#2125551234",
 ])
 def test_numbers_glued_to_words_or_other_numbers_stay_unmasked(scanner: PiiScanner, text: str) -> None:
     assert found(scanner, text) == []
