@@ -64,6 +64,8 @@ LOOKALIKES = (
     "ISBN 978-3-16-148410-0", "The build took 12:30:45.", "Sum of 1,234 and 5,678 is 6,912.",
     "Commit 4f3c2a1 fixed it.", "Coordinates 52.5200, 13.4050.", "Version 2024.11.28 is out.",
     "Serial SN-0042-7781-9930.", "Between 1990 and 2024, 35 % grew.", "The year ٢٠٢٤ was good.",
+    "Expect 9000\u201320000 visitors per month.", "La population est de 669\u202f835\u202f601 habitants.",
+    "e \u2248 2,7182818284", "h = (key)*2654435761 % m", "See report.2024011512.pdf.", "page.html#2125551234",
 )
 
 
