@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                    for name, tree in zip(("base", "new"), args.trees, strict=True)}
     out: dict[str, Any] = {
         "command": "python -m benchmarks.pii_shapes " + " ".join(sys.argv[1:] if argv is None else argv),
-        "base": git_sha(args.trees[0]), "new": git_sha(args.trees[1]),
+        "commits": {"base": git_sha(args.trees[0]), "new": git_sha(args.trees[1])},
         "entities": len(corpus["docs"]), **results, "machine": describe(),
     }
     print(f"{'shape':34} {'base':>6} {'new':>6}")
