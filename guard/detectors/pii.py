@@ -405,6 +405,8 @@ _NUMERIC_ASCII: Final = {
     **{cp: str(unicodedata.decimal(chr(cp))) for cp in range(0x80, 0x10000)
        if unicodedata.category(chr(cp)) == "Nd"},
 }
+#: whether a text has any of them (a search is far cheaper than a translation that changes nothing)
+_NON_ASCII_NUMERIC_RE: Final = re.compile("[" + "".join(re.escape(chr(cp)) for cp in sorted(_NUMERIC_ASCII)) + "]")
 _RANGE_RE: Final = re.compile(f"[0-9]+{_RANGE_DASH}[0-9]+")
 _THOUSANDS_RE: Final = re.compile(f"[0-9]{{1,3}}(?:{_HARD_SPACE}[0-9]{{3}})+")
 
@@ -822,7 +824,7 @@ class PiiScanner:
         self._token_label = functools.lru_cache(maxsize=16384)(_token_label)
 
     def scan(self, text: str, final: bool) -> ScanResult:
-        if not text.isascii():
+        if not text.isascii() and _NON_ASCII_NUMERIC_RE.search(text):
             text = text.translate(_NUMERIC_ASCII)  # one for one: positions hold
         n = len(text)
         limit = n if final else self._hold(text)
