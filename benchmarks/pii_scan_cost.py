@@ -10,16 +10,9 @@ there are none, and where there are.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import statistics
-import subprocess
 import sys
-from pathlib import Path
-from typing import Any
 
-from benchmarks.machine import describe
+from benchmarks.side_by_side import alternate, medians, parser, ratios, record, run_probe, write
 
 ROUNDS = 3
 
@@ -45,42 +38,16 @@ print(json.dumps(out))
 """
 
 
-def probe(tree: Path) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    res = subprocess.run([sys.executable, "-c", _PROBE], cwd=tree, env=env, check=True, capture_output=True,
-                         text=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def git_sha(tree: Path) -> str:
-    return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree, check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trees", nargs=2, type=Path, required=True, metavar=("BASE", "NEW"))
-    ap.add_argument("--rounds", type=int, default=ROUNDS)
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
-    runs: dict[str, list[dict[str, float]]] = {"base": [], "new": []}
-    for _ in range(args.rounds):
-        for name, tree in zip(("base", "new"), args.trees, strict=True):
-            runs[name].append(probe(tree.resolve()))
-    texts = list(runs["new"][0])
-    med = {name: {t: statistics.median(r[t] for r in rs) for t in texts} for name, rs in runs.items()}
-    result: dict[str, Any] = {
-        "command": "python -m benchmarks.pii_scan_cost " + " ".join(sys.argv[1:] if argv is None else argv),
-        "commits": {"base": git_sha(args.trees[0]), "new": git_sha(args.trees[1])}, "rounds": args.rounds,
-        "microseconds_per_scan": {n: {t: round(v * 1e6, 1) for t, v in m.items()} for n, m in med.items()},
-        "ratio_new_over_base": {t: round(med["new"][t] / med["base"][t], 3) for t in texts},
-        "machine": describe(),
-    }
-    for t in texts:
-        print(f"{t:20} base {med['base'][t] * 1e6:7.1f} us  new {med['new'][t] * 1e6:7.1f} us  "
-              f"ratio {result['ratio_new_over_base'][t]}")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args = parser(__doc__, ROUNDS).parse_args(argv)
+    med = medians(alternate(args.trees, args.rounds, lambda t: run_probe(t, _PROBE)))
+    ratio = ratios(med)
+    result = record("benchmarks.pii_scan_cost", argv, args.trees, rounds=args.rounds,
+                    microseconds_per_scan={n: {t: round(v * 1e6, 1) for t, v in m.items()} for n, m in med.items()},
+                    ratio_new_over_base=ratio)
+    for t in med["new"]:
+        print(f"{t:20} base {med['base'][t] * 1e6:7.1f} us  new {med['new'][t] * 1e6:7.1f} us  ratio {ratio[t]}")
+    write(args.out, result)
     return 0
 
 

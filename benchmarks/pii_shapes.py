@@ -17,19 +17,15 @@ scanned whole (the streaming contract is the unit and property tests' job).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import random
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.machine import describe
 from benchmarks.pii_corpus import _MAKERS, _Gen
+from benchmarks.side_by_side import alternate, parser, record, run_probe, write
 
 LABELS = ("EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IPV4")
 PER_SHAPE = 200
@@ -97,10 +93,7 @@ print(json.dumps(out))
 
 
 def probe(tree: Path, corpus_path: Path) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    res = subprocess.run([sys.executable, "-c", _PROBE, str(corpus_path)], cwd=tree, env=env, check=True,
-                         capture_output=True, text=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_probe(tree, _PROBE, str(corpus_path))  # type: ignore[no-any-return]
 
 
 def score(corpus: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
@@ -120,27 +113,15 @@ def score(corpus: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
             "lookalike_findings": [{"text": t, "findings": f} for t, f in lookalike_hits]}
 
 
-def git_sha(tree: Path) -> str:
-    return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree, check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trees", nargs=2, type=Path, required=True, metavar=("BASE", "NEW"))
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
+    args = parser(__doc__).parse_args(argv)
     corpus = build()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "corpus.json"
         path.write_text(json.dumps(corpus))
-        results = {name: score(corpus, probe(tree.resolve(), path))
-                   for name, tree in zip(("base", "new"), args.trees, strict=True)}
-    out: dict[str, Any] = {
-        "command": "python -m benchmarks.pii_shapes " + " ".join(sys.argv[1:] if argv is None else argv),
-        "commits": {"base": git_sha(args.trees[0]), "new": git_sha(args.trees[1])},
-        "entities": len(corpus["docs"]), **results, "machine": describe(),
-    }
+        results = {name: score(corpus, found[0])
+                   for name, found in alternate(args.trees, 1, lambda tree: probe(tree, path)).items()}
+    out = record("benchmarks.pii_shapes", argv, args.trees, entities=len(corpus["docs"]), **results)
     print(f"{'shape':34} {'base':>6} {'new':>6}")
     for shape in results["new"]["per_shape"]:
         print(f"{shape:34} {results['base']['per_shape'][shape]['recall']:6.3f} "
@@ -148,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("base", "new"):
         r = results[name]
         print(f"{name}: recall {r['recall']}, look-alikes masked {r['lookalikes_masked']} of {r['lookalikes']}")
-    if args.out:
-        args.out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    write(args.out, out)
     return 0
 
 

@@ -11,16 +11,10 @@ half on indexed decisions (new identities), half unknown.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import statistics
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-from benchmarks.machine import describe
+from benchmarks.side_by_side import alternate, medians, parser, ratios, record, run_probe, write
 
 SIZES = (10_000, 100_000, 1_000_000)
 ROUNDS = 4
@@ -60,41 +54,21 @@ print(json.dumps(out))
 
 
 def probe(tree: Path, sizes: tuple[int, ...]) -> dict[int, float]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    res = subprocess.run([sys.executable, "-c", _PROBE, *map(str, sizes)], cwd=tree, env=env,
-                         check=True, capture_output=True, text=True)
-    return {int(k): v for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
-
-
-def git_sha(tree: Path) -> str:
-    return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return {int(k): v for k, v in run_probe(tree, _PROBE, *map(str, sizes)).items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trees", nargs=2, type=Path, required=True, metavar=("BASE", "NEW"))
-    ap.add_argument("--rounds", type=int, default=ROUNDS)
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
-    runs: dict[str, list[dict[int, float]]] = {"base": [], "new": []}
-    for _ in range(args.rounds):
-        for name, tree in zip(("base", "new"), args.trees, strict=True):
-            runs[name].append(probe(tree.resolve(), SIZES))
-    med = {name: {n: statistics.median(r[n] for r in rs) for n in SIZES} for name, rs in runs.items()}
-    result: dict[str, Any] = {
-        "command": "python -m benchmarks.tuner_step " + " ".join(sys.argv[1:] if argv is None else argv),
-        "base": git_sha(args.trees[0]), "new": git_sha(args.trees[1]), "rounds": args.rounds,
-        "batch": "500 verdicts: 250 new identities, 250 unknown decisions",
-        "seconds_per_batch": {name: {str(n): round(v, 5) for n, v in m.items()} for name, m in med.items()},
-        "ratio_new_over_base": {str(n): round(med["new"][n] / med["base"][n], 3) for n in SIZES},
-        "machine": describe(),
-    }
+    args = parser(__doc__, ROUNDS).parse_args(argv)
+    med = medians(alternate(args.trees, args.rounds, lambda tree: probe(tree, SIZES)))
+    ratio = ratios(med)
+    result = record("benchmarks.tuner_step", argv, args.trees, rounds=args.rounds,
+                    batch="500 verdicts: 250 new identities, 250 unknown decisions",
+                    seconds_per_batch={name: {str(n): round(v, 5) for n, v in m.items()} for name, m in med.items()},
+                    ratio_new_over_base={str(n): r for n, r in ratio.items()})
     for n in SIZES:
         print(f"{n:>9} identities: base {med['base'][n] * 1000:7.1f} ms  new {med['new'][n] * 1000:7.1f} ms  "
-              f"ratio {result['ratio_new_over_base'][str(n)]}")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+              f"ratio {ratio[n]}")
+    write(args.out, result)
     return 0
 
 

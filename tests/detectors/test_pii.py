@@ -43,6 +43,13 @@ def found(scanner: PiiScanner, text: str) -> list[tuple[str, str]]:
     return [(f.label, text[f.start:f.end]) for f in scanner.scan(text, True).findings]
 
 
+def assert_found_at_every_cut(scanner: PiiScanner, text: str, expected: list[tuple[str, str]]) -> None:
+    """The whole text gives ``expected``, and the streaming contract holds at every cut."""
+    assert found(scanner, text) == expected
+    for k in range(1, len(text)):
+        check_contract(scanner, text, k, k)
+
+
 POSITIVES = [
     ("Reach John at john.doe+work@example.co.uk.", "EMAIL", "john.doe+work@example.co.uk"),
     ("Mail <a_b@sub.uni-berlin.de>", "EMAIL", "a_b@sub.uni-berlin.de"),
@@ -637,9 +644,7 @@ def test_the_work_on_a_long_run_grows_linearly_with_it(monkeypatch: pytest.Monke
 ])
 def test_an_address_is_masked_whole_in_latin_scripts(scanner: PiiScanner, text: str, email: str) -> None:
     """ASCII classes matched "müller@gmx.de" from "ller" and released "mü[EMAIL]"."""
-    assert found(scanner, text) == [("EMAIL", email)]
-    for k in range(1, len(text)):
-        check_contract(scanner, text, k, k)
+    assert_found_at_every_cut(scanner, text, [("EMAIL", email)])
 
 
 @pytest.mark.parametrize(("text", "email"), [
@@ -648,9 +653,7 @@ def test_an_address_is_masked_whole_in_latin_scripts(scanner: PiiScanner, text: 
 ])
 def test_addresses_in_any_script_are_masked_whole_however_the_stream_is_cut(
         scanner: PiiScanner, text: str, email: str) -> None:
-    assert found(scanner, text) == [("EMAIL", email)]
-    for k in range(1, len(text)):
-        check_contract(scanner, text, k, k)
+    assert_found_at_every_cut(scanner, text, [("EMAIL", email)])
 
 
 @pytest.mark.parametrize(("text", "email"), [
@@ -663,9 +666,7 @@ def test_addresses_in_any_script_are_masked_whole_however_the_stream_is_cut(
 def test_an_address_in_markdown_emphasis_is_masked_however_the_stream_is_cut(
         scanner: PiiScanner, text: str, email: str) -> None:
     """The closing underscore made the pattern reject the address, and "_bob@x.io_" leaked."""
-    assert found(scanner, text) == [("EMAIL", email)]
-    for k in range(1, len(text)):
-        check_contract(scanner, text, k, k)
+    assert_found_at_every_cut(scanner, text, [("EMAIL", email)])
 
 
 LLM_SHAPED = [
@@ -702,9 +703,7 @@ LLM_SHAPED = [
 @pytest.mark.parametrize(("text", "label", "value"), LLM_SHAPED)
 def test_entities_in_the_shapes_llm_answers_take_are_masked_however_the_stream_is_cut(
         scanner: PiiScanner, text: str, label: str, value: str) -> None:
-    assert found(scanner, text) == [(label, value)]
-    for k in range(1, len(text)):
-        check_contract(scanner, text, k, k)
+    assert_found_at_every_cut(scanner, text, [(label, value)])
 
 
 def test_an_address_after_a_long_phrase_without_spaces_is_held_from_where_its_local_part_can_start(
