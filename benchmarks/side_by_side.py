@@ -33,9 +33,13 @@ def run_probe(tree: Path, probe: str, *args: str) -> Any:
 
 
 def commit_of(tree: Path) -> str:
-    """The checkout's commit, marked ``-dirty`` where it has changes not committed."""
-    return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=tree, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    """The checkout's commit, marked ``-dirty`` where its code has changes not committed (results
+    written by an earlier benchmark of the same run do not count)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tree, check=True, capture_output=True, text=True).stdout.strip()
+
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    return git("rev-parse", "--short", "HEAD") + ("-dirty" if changed else "")
 
 
 def parser(doc: str, rounds: int | None = None) -> argparse.ArgumentParser:
