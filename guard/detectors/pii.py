@@ -349,11 +349,26 @@ def _local_part_tail(text: str) -> int | None:
     return i
 
 
+def _email_hold(text: str) -> int | None:
+    """Where an address the text may end in starts, as far as appended text could still make one:
+    the whole run of address characters while it could be one local part, or where a local part
+    can start within a longer run, before its "@" as after it (so the hold never moves back)."""
+    n = len(text)
+    if not n or text[-1] not in _EMAIL_CHARS:
+        return None
+    run = _trailing_run(text, _EMAIL_CHARS, MAX_EMAIL + 2)  # None: longer than any address
+    at = text.find("@", max(0, n - MAX_EMAIL) if run is None else run)
+    head = n if at == -1 else at  # where the local part ends, or may end
+    if run is not None and head - run <= MAX_EMAIL_LOCAL + 1:
+        return run
+    return _local_part_tail(text[:head])
+
+
 _EMAIL_CHARS: Final = _HeldEmailChars()
 #: the longest local part: a run of address characters without "@" that is longer starts no address
 MAX_EMAIL_LOCAL: Final = 64
-# Unicode-aware on purpose: with ASCII classes, "müller@gmx.de" matched from the "ller" and was
-# released as "mü[EMAIL]".
+
+
 def _class(blocks: tuple[tuple[int, int], ...]) -> str:
     return "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in blocks)
 
@@ -362,7 +377,8 @@ _U: Final = _class(_UNSPACED_BLOCKS)
 _C: Final = _class(_CJK_BLOCKS)
 #: a local part of other scripts, as RFC 5322 reads it (``W``: a word character of a spaced script)
 _LOCAL_ANY: Final = r"(?:(?![{u}])[\w%+\-])(?:(?:(?![{u}])[\w.%+\-]){{0,62}}(?![{u}])[\w%+\-])?".format(u=_U)
-#: Scripts written without spaces run into an address: "联系邮箱bob@…", "bob@example.comにご連絡…",
+#: Unicode-aware on purpose: with ASCII classes, "müller@gmx.de" matched from the "ller" and was
+#: released as "mü[EMAIL]". Scripts written without spaces run into an address: "联系邮箱bob@…", "bob@example.comにご連絡…",
 #: "…ได้ที่john@…". A local part of Latin (or Cyrillic, …) letters may start right after them, and a
 #: top-level domain of Latin letters ends where they begin; a local part of Han, kana or Hangul is
 #: all of its run ("山田@example.jp"). Before, such an address matched with the words around it,
@@ -411,12 +427,16 @@ _RANGE_RE: Final = re.compile(f"[0-9]+{_RANGE_DASH}[0-9]+")
 _THOUSANDS_RE: Final = re.compile(f"[0-9]{{1,3}}(?:{_HARD_SPACE}[0-9]{{3}})+")
 
 
-def _plain(core: str) -> str:
-    """A run with its stand-ins back as the space and hyphen the validators read."""
-    return core.replace(_HARD_SPACE, " ").replace(_RANGE_DASH, "-")
 #: characters on either side of a digit run that reading it looks at (``_glued_before``/``_after``)
 RUN_EDGE: Final = 4
 _EMPHASIS: Final = "*_"
+
+
+def _plain(core: str) -> str:
+    """A run with its stand-ins back as the space and hyphen the validators read."""
+    return core.replace(_HARD_SPACE, " ").replace(_RANGE_DASH, "-")
+
+
 _IPV6_HINT_RE: Final = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f]")
 IPV6_RUN_RE: Final = re.compile(r"(?<![\w:.%])[\w.%]*:[\w.%]*:[\w:.%]*", re.ASCII)
 _IPV6_CHARS: Final = frozenset(_ALNUM + "_:.%")
@@ -871,22 +891,9 @@ class PiiScanner:
         finding."""
         n = len(text)
         starts = [n]
-        email = _trailing_run(text, _EMAIL_CHARS, MAX_EMAIL + 2)
+        email = _email_hold(text)
         if email is not None:
-            at = text.find("@", email)
-            head = n if at == -1 else at  # where the local part ends, or may end
-            if head - email <= MAX_EMAIL_LOCAL + 1:
-                starts.append(email)
-            else:  # a long run, but a local part can still start inside it (the same start once
-                local = _local_part_tail(text[:head])  # its "@" comes: the hold never moves back)
-                if local is not None:
-                    starts.append(local)
-        elif n and text[-1] in _EMAIL_CHARS:  # a run longer than any address: a local part may end it
-            at = text.find("@", max(0, n - MAX_EMAIL))
-            head = n if at == -1 else at
-            local = _local_part_tail(text[:head])
-            if local is not None:
-                starts.append(local)
+            starts.append(email)
         ipv6 = self._ipv6_tail(text)
         if ipv6 is not None:
             starts.append(ipv6)
