@@ -307,6 +307,8 @@ def _glued_after(text: str, end: int) -> bool:
         while j < len(text) and text[j] in _EMPHASIS:
             j += 1
         return j < len(text) and _glue(text[j])
+    if _EXTENSION_RE.match(text, end):
+        return False  # a phone's extension ("415-555-2671x89")
     nxt = text[end + 1] if end + 1 < len(text) else " "
     if after == "-":
         return nxt.isalnum()  # a hyphenated identifier ("06398848-fb17-…")
@@ -428,7 +430,9 @@ _THOUSANDS_RE: Final = re.compile(f"[0-9]{{1,3}}(?:{_HARD_SPACE}[0-9]{{3}})+")
 
 
 #: characters on either side of a digit run that reading it looks at (``_glued_before``/``_after``)
-RUN_EDGE: Final = 4
+RUN_EDGE: Final = 6
+#: an extension written right after a number, ended by what no word goes on with
+_EXTENSION_RE: Final = re.compile(r"[xX][0-9]{1,4}(?![0-9A-Za-z_])")
 _EMPHASIS: Final = "*_"
 
 

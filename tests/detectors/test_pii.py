@@ -697,6 +697,7 @@ LLM_SHAPED = [
     ("电话+14155552671。", "PHONE", "+14155552671"),
     ("bob@example.com--he handles billing", "EMAIL", "bob@example.com"),
     ("call me\u20144155552671 at 5", "PHONE", "4155552671"),  # an em dash is prose, not part of it
+    ("Tel: 415-555-2671x89", "PHONE", "415-555-2671"),  # an extension glued to it
 ]
 
 
@@ -754,6 +755,7 @@ def test_both_cards_of_a_list_are_masked(scanner: PiiScanner) -> None:
     "Expect 9000\u201320000 visitors per month.", "La population est de 669\u202f835\u202f601 habitants.",
     "e \u2248 2,7182818284", "\u0642\u064a\u0645\u0629 e \u2248 \u0662\u066b\u0667\u0661\u0668\u0662\u0668\u0661\u0668\u0662\u0668\u0664",
     "h = (key)*2654435761 % m", "v = arr[i]*4236822372", "report.2024011512.pdf", "page.html#2125551234",
+    "1920x1080 pixels", "id 4155552671x9z",
 ])
 def test_numbers_glued_to_words_or_other_numbers_stay_unmasked(scanner: PiiScanner, text: str) -> None:
     assert found(scanner, text) == []
