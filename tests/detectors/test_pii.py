@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from guard.detectors import pii
 from guard.detectors.base import Scanner
 from guard.detectors.pii import (
     CUE_WINDOW,
@@ -779,3 +780,15 @@ def test_ten_bare_digits_that_can_be_dialled_are_still_phones(scanner: PiiScanne
     # a Delhi landline without its trunk 0 looks like a Unix time: a cue before it says which
     assert found(scanner, "You can call Linda at 1155091865.") == [("PHONE", "1155091865")]
     assert found(scanner, "Tel. 1812309325, fax not available") == [("PHONE", "1812309325")]
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 12), st.sampled_from(pii.PRIORITY)), max_size=14))
+def test_resolve_keeps_what_checking_every_kept_candidate_kept(raw: list[tuple[int, int, str]]) -> None:
+    """``_resolve`` looks at two neighbours only (it was quadratic); the result is the same."""
+    candidates = [pii._Candidate(a, a + n, label) for a, n, label in raw]
+    rank = {label: i for i, label in enumerate(pii.PRIORITY)}
+    kept: list[pii._Candidate] = []
+    for c in sorted(set(candidates), key=lambda c: (rank[c.label], c.start, -c.end)):
+        if all(c.end <= k.start or k.end <= c.start for k in kept):
+            kept.append(c)
+    assert pii._resolve(candidates) == sorted(kept, key=lambda c: (c.start, c.end))
