@@ -53,7 +53,8 @@ IT_FISCAL_CODE     Italian codice fiscale: 6 letters, year, month letter, day (0
                    replaced by LMNPQRSTUV (omocodia). Upper case only
 =================  ==========================================================================
 
-Digits are ASCII digits. Where recognisers overlap, the more specific wins (``PRIORITY``).
+Digits, hyphens and no-break spaces of any script are read as ASCII first, one character for one
+(``_NUMERIC_ASCII``), so positions hold. Where recognisers overlap, the more specific wins (``PRIORITY``).
 The national IDs with letters (ES_DNI, ES_NIE, IT_FISCAL_CODE) are words of their own: not
 inside a longer token, path or address. The digit-only ones are whole digit runs: one glued to
 other digits by single spaces ("ref 12 2345 6789 0124") is not found, as for phones (cards and SSNs
@@ -61,7 +62,8 @@ are also read from the head or tail of a run, ``_PART_TYPES``; the 4-4-4 head of
 number would be an Aadhaar about one time in twelve).
 
 Streaming: every recogniser reads a maximal run of its own characters (a word, a run of digits and
-phone punctuation, a base64-ish token, ...) plus a character or two of context on each side, and
+phone punctuation, a base64-ish token, ...) plus a little context on each side (``RUN_EDGE`` for
+digit runs), and
 rejects runs longer than its entity can be. So a finding is settled once the run it lies in is
 followed by a character that cannot continue it, and ``stable_until`` is the start of the earliest
 run that still touches the end of the text (in ordinary prose: the last, unfinished word), of an
@@ -275,12 +277,12 @@ def _glue(ch: str) -> bool:
     return ch.isalnum() and not _unspaced(ch)
 
 
-def _glued_before(text: str, start: int, first_group: int) -> bool:
+def _glued_before(text: str, start: int) -> bool:
     """Whether what precedes the digit run at ``start`` makes it part of something else: a word,
     an amount ("$4155…"), a path, a decimal ("3.14159…"), a tag ("#4155…"), a number with
     thousands separators ("1,234,567"). Not Markdown emphasis ("**4155…**", "_536-…_"), a label
     glued to it ("Tel.415…", "SSN#536…") or a CSV field or list item ("Bob,536-…", "[4111…,5555…]");
-    those hid the entity whole. ``first_group``: digits in the run's first group."""
+    those hid the entity whole."""
     before = text[start - 1] if start > 0 else " "
     if before in _EMPHASIS:
         i = start - 1
@@ -295,7 +297,7 @@ def _glued_before(text: str, start: int, first_group: int) -> bool:
         # a thousands group, or the fraction of a decimal written with a comma ("2,7182818284"):
         # at most two digits before the comma
         short = not (start > 3 and text[start - 3].isdigit() and text[start - 4].isdigit())
-        return start > 1 and text[start - 2].isdigit() and (first_group == 3 or short)
+        return start > 1 and text[start - 2].isdigit() and (_first_group(text, start) == 3 or short)
     return _glue(before) or before in _RUN_BLOCKED_BEFORE
 
 
@@ -713,7 +715,7 @@ def _cued_ids(text: str, limit: int) -> Iterator[_Candidate]:
             start, end = m.start(), m.end()
             lo = max(0, start - RUN_EDGE)
             w = text[lo:end + RUN_EDGE]
-            if end - start > MAX_DIGIT_RUN or _glued_before(w, start - lo, _first_group(w, start - lo)) \
+            if end - start > MAX_DIGIT_RUN or _glued_before(w, start - lo) \
                     or _glued_after(w, end - lo):
                 continue
             run = m.group()
@@ -1119,7 +1121,7 @@ class PiiScanner:
         if "." in window and not parts_only:
             for m in IPV4_RE.finditer(window, start):
                 found.append((m.start(), m.end(), "IPV4"))
-        if end - start > MAX_DIGIT_RUN or _glued_before(window, start, _first_group(window, start)) \
+        if end - start > MAX_DIGIT_RUN or _glued_before(window, start) \
                 or _glued_after(window, end):
             return tuple(found)
         run = window[start:end]
