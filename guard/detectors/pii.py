@@ -1077,9 +1077,11 @@ class PiiScanner:
             if digits and len(digits.group()) == 3:
                 # an SSN only as a whole part, as shorter runs read it: one glued to more
                 # ("536-90-4399/1") is none there, and finding it here once the run outgrew
-                # ``LONG_RUN`` released its head before it was found
+                # ``LONG_RUN`` released its head before it was found. A part ends at a space, so
+                # one written with spaces ("536 22 8726 1 2 …") ends at the space after it.
                 ssn = SSN_RE.match(window, lead, end)
-                if ssn and ssn.end() == word_end:
+                after = -1 if ssn is None else window.find(" ", ssn.end(), end)
+                if ssn and ssn.end() == _without_closing(window, t, end if after == -1 else after):
                     parts += self._whole_run_entities(window, t, ssn.end(), parts_only=True)
                 elif word_end - t >= 13:  # "123-4111-1111-1111-1111": a card from the second group
                     parts += self._whole_run_entities(window, t, word_end, parts_only=True)
