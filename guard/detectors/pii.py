@@ -364,11 +364,13 @@ def _email_hold(text: str) -> int | None:
     if not n or text[-1] not in _EMAIL_CHARS:
         return None
     run = _trailing_run(text, _EMAIL_CHARS, MAX_EMAIL + 2)  # None: longer than any address
-    at = text.find("@", max(0, n - MAX_EMAIL) if run is None else run)
-    head = n if at == -1 else at  # where the local part ends, or may end
-    if run is not None and head - run <= MAX_EMAIL_LOCAL + 1:
+    lo = max(0, n - MAX_EMAIL) if run is None else run
+    at = text.find("@", lo)
+    if run is not None and (n if at == -1 else at) - run <= MAX_EMAIL_LOCAL + 1:
         return run
-    return _local_part_tail(text[:head])
+    # an address still growing has its local part before the last "@" (no local part holds one)
+    last = text.rfind("@", lo)
+    return _local_part_tail(text[:n if last == -1 else last])
 
 
 _EMAIL_CHARS: Final = _HeldEmailChars()
@@ -384,6 +386,10 @@ _U: Final = _class(_UNSPACED_BLOCKS)
 _C: Final = _class(_CJK_BLOCKS)
 #: a local part of other scripts, as RFC 5322 reads it (``W``: a word character of a spaced script)
 _LOCAL_ANY: Final = r"(?:(?![{u}])[\w%+\-])(?:(?:(?![{u}])[\w.%+\-]){{0,62}}(?![{u}])[\w%+\-])?".format(u=_U)
+#: a local part with Han, kana or Hangul: dot-separated words, each all of one kind
+#: ("山田@", "山田.太郎@", "yamada.山田@"), never a CJK word glued to a Latin one ("联系bob@")
+_LOCAL_CJK: Final = r"(?=[^@]{{1,64}}@)(?:{w}+\.)*[{c}]+(?:\.(?:[{c}]+|{w}+))*(?=@)".format(
+    w=r"(?:(?![{u}])[\w%+\-])".format(u=_U), c=_C)
 #: Unicode-aware on purpose: with ASCII classes, "müller@gmx.de" matched from the "ller" and was
 #: released as "mü[EMAIL]". Scripts written without spaces run into an address: "联系邮箱bob@…", "bob@example.comにご連絡…",
 #: "…ได้ที่john@…". A local part of Latin (or Cyrillic, …) letters may start right after them, and a
@@ -391,7 +397,7 @@ _LOCAL_ANY: Final = r"(?:(?![{u}])[\w%+\-])(?:(?:(?![{u}])[\w.%+\-]){{0,62}}(?![
 #: all of its run ("山田@example.jp"). Before, such an address matched with the words around it,
 #: outgrew the bounds and was not masked at all.
 EMAIL_RE: Final = re.compile(
-    rf"(?:(?<![\w.%+\-@])(?:[{_C}]{{1,64}}(?=@)|{_LOCAL_ANY})|(?<=[{_U}]){_LOCAL_ANY})"
+    rf"(?:(?<![\w.%+\-@])(?:{_LOCAL_CJK}|{_LOCAL_ANY})|(?<=[{_U}]){_LOCAL_ANY})"
     r"@(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.){1,8}"
     rf"(?:(?:(?![{_U}])[^\W\d_]){{2,24}}|[{_C}]{{2,24}})"
     rf"(?!(?![{_U}])[^\W_]|[%+@]|-[\w\-]*\.[^\W_])(?!\.[^\W_])"
@@ -418,26 +424,28 @@ _RUN_BLOCKED_AFTER: Final = frozenset("@%")
 #: Characters LLMs write in numbers, read as the ASCII ones the patterns know, one for one so every
 #: position holds: hyphens and dashes (U+2011 non-breaking hyphen, en dash, minus, full-width),
 #: the no-break and narrow spaces (U+00A0, U+2007, U+2009, U+202F), full-width "+().", and every
-#: decimal digit (Arabic-Indic, Devanagari, full-width, ...). "415‑555‑2671" with U+2011 leaked.
+#: decimal digit (Arabic-Indic, Devanagari, full-width, mathematical bold, ...). "415‑555‑2671" with U+2011 leaked.
 #: Not the em dash: prose puts it between words and numbers ("call me—4155552671").
 _NUMERIC_ASCII: Final = {
     **{cp: "-" for cp in (0x2010, 0x2011, 0x2012, 0x2212, 0xFE63, 0xFF0D)},
     0x066B: ".", 0x066C: ",",  # the Arabic decimal and thousands separators
     **{cp: _HARD_SPACE for cp in (0x00A0, 0x2007, 0x2009, 0x202F)}, 0x2013: _RANGE_DASH,
     0xFF08: "(", 0xFF09: ")", 0xFF0B: "+", 0xFF0E: ".",
-    **{cp: str(unicodedata.decimal(chr(cp))) for cp in range(0x80, 0x10000)
+    **{cp: str(unicodedata.decimal(chr(cp))) for cp in range(0x80, 0x20000)
        if unicodedata.category(chr(cp)) == "Nd"},
 }
 #: whether a text has any of them (a search is far cheaper than a translation that changes nothing)
 _NON_ASCII_NUMERIC_RE: Final = re.compile("[" + "".join(re.escape(chr(cp)) for cp in sorted(_NUMERIC_ASCII)) + "]")
 _RANGE_RE: Final = re.compile(f"[0-9]+{_RANGE_DASH}[0-9]+")
 _THOUSANDS_RE: Final = re.compile(f"[0-9]{{1,3}}(?:{_HARD_SPACE}[0-9]{{3}})+")
+_LOOSE_HARD_SPACE_RE: Final = re.compile(f"(?<![0-9]){_HARD_SPACE}|{_HARD_SPACE}(?![0-9])")
 
 
 #: characters on either side of a digit run that reading it looks at (``_glued_before``/``_after``)
 RUN_EDGE: Final = 6
 #: an extension written right after a number, ended by what no word goes on with
 _EXTENSION_RE: Final = re.compile(r"[xX][0-9]{1,4}(?![0-9A-Za-z_])")
+_EXTENSION_TAIL_RE: Final = re.compile(r"(?<=[0-9])[xX][0-9]{0,4}\Z")
 _EMPHASIS: Final = "*_"
 
 
@@ -453,13 +461,13 @@ TOKEN_RUN_RE: Final = re.compile(r"[A-Za-z0-9+/_\-]+={0,2}")
 LONG_TOKEN_RE: Final = re.compile(r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{20,}={0,2}")
 IBAN_START_RE: Final = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})(\d{2})", re.ASCII)
 _IBAN_TAIL_RE: Final = re.compile(
-    r"(?<![A-Za-z0-9])(?:[A-Z]{1,2}|[A-Z]{2}\d{1,2}(?: ?[A-Z0-9]){0,30} ?)\Z",
+    rf"(?<![A-Za-z0-9])(?:[A-Z]{{1,2}}|[A-Z]{{2}}\d{{1,2}}(?:[ {_HARD_SPACE}]?[A-Z0-9]){{0,30}}[ {_HARD_SPACE}]?)\Z",
     re.ASCII,
 )
 _IBAN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _LEAD_DIGITS_RE: Final = re.compile(r"\d{3,}", re.ASCII)
 #: digit groups with one kind of single separator between them: what ``_cards`` can read
-_EVEN_GROUPS_RE: Final = re.compile(r"\d+(?:([ -])\d+(?:\1\d+)*)?", re.ASCII)
+_EVEN_GROUPS_RE: Final = re.compile(rf"\d+(?:([ {_HARD_SPACE}-])\d+(?:\1\d+)*)?", re.ASCII)
 SSN_RE: Final = re.compile(r"(\d{3})([- ])(\d{2})\2(\d{4})", re.ASCII)
 _DATE_RE: Final = re.compile(
     r"(?<!\d)(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2}))(?!\d)",
@@ -814,6 +822,14 @@ def _without_closing(window: str, start: int, stop: int) -> int:
     return stop
 
 
+def _find_space(window: str, lo: int, hi: int) -> int:
+    """The first space in ``window[lo:hi]`` a run splits into parts at: an ASCII one, or a no-break
+    one between digits ("536-22-8726\u00a04111 1111 1111 1111" holds two entities)."""
+    space = window.find(" ", lo, hi)
+    hard = window.find(_HARD_SPACE, lo, hi if space == -1 else space)
+    return space if hard == -1 else hard
+
+
 def _iter_digit_groups(core: str) -> Iterator[tuple[int, int]]:
     for m in re.finditer(r"\d+", core):
         yield m.start(), m.end()
@@ -855,6 +871,8 @@ class PiiScanner:
     def scan(self, text: str, final: bool) -> ScanResult:
         if not text.isascii() and _NON_ASCII_NUMERIC_RE.search(text):
             text = text.translate(_NUMERIC_ASCII)  # one for one: positions hold
+            if _HARD_SPACE in text:  # outside a number a no-break space is a space ("SSN:\u00a0…")
+                text = _LOOSE_HARD_SPACE_RE.sub(" ", text)
         n = len(text)
         limit = n if final else self._hold(text)
         candidates = [c for c in self._candidates(text, limit, final) if c.start < limit]
@@ -909,10 +927,14 @@ class PiiScanner:
         # Runs are found from a window start; one cut by the window starts within two characters
         # of it, so anything starting that early is longer than its bound and cannot be an entity.
         window = max(0, n - MAX_DIGIT_RUN - 8)
-        runs = list(DIGIT_RUN_RE.finditer(text, window))
+        # a phone's extension may be growing ("…2671x8"): the run before it is read as if it ended
+        # the text (with more digits the "x" glues it to a word)
+        extension = _EXTENSION_TAIL_RE.search(text, max(window, n - 5))
+        tail = n if extension is None else extension.start()
+        runs = [r for r in DIGIT_RUN_RE.finditer(text, window) if r.end() <= tail]
         if runs:
             last = runs[-1]
-            rest = text[last.end():]
+            rest = text[last.end():tail]
             # the run may go on, or what follows may still glue it to a word ("4155…__id")
             if (len(rest) <= 2 and all(c in _RUN_SEPARATORS for c in rest)) \
                     or (len(rest) < RUN_EDGE and all(c in _EMPHASIS for c in rest)):
@@ -1040,13 +1062,13 @@ class PiiScanner:
         # from parts, and only where they overlap nothing already found; a head longer than any of
         # them ends the search.
         parts: list[tuple[int, int, str]] = []
-        gap = window.find(" ", start, end)
+        gap = _find_space(window, start, end)
         while gap != -1 and gap + 1 < end and gap - start <= MAX_RUN_PART + 2:
             head_end = _without_closing(window, start, gap)
             if head_end > start:
                 parts += self._whole_run_entities(window, start, head_end, parts_only=True)
-            gap = window.find(" ", gap + 1, end)
-        first = window.find(" ", start, end)
+            gap = _find_space(window, gap + 1, end)
+        first = _find_space(window, start, end)
         if first != -1 and first + 1 < end:
             parts += self._run_entities(window, first + 1, end, parts_only)
         extra: list[tuple[int, int, str]] = []
@@ -1072,7 +1094,7 @@ class PiiScanner:
             # a card's first group has 4 digits or more, an SSN's 3 (a list of small numbers: none)
             lead = t + (window[t] in "+(")
             digits = _LEAD_DIGITS_RE.match(window, lead, end)
-            nxt = window.find(" ", t, end)
+            nxt = _find_space(window, t, end)
             word_end = _without_closing(window, t, end if nxt == -1 else nxt)
             if digits and len(digits.group()) == 3:
                 # an SSN only as a whole part, as shorter runs read it: one glued to more
@@ -1080,7 +1102,7 @@ class PiiScanner:
                 # ``LONG_RUN`` released its head before it was found. A part ends at a space, so
                 # one written with spaces ("536 22 8726 1 2 …") ends at the space after it.
                 ssn = SSN_RE.match(window, lead, end)
-                after = -1 if ssn is None else window.find(" ", ssn.end(), end)
+                after = -1 if ssn is None else _find_space(window, ssn.end(), end)
                 if ssn and ssn.end() == _without_closing(window, t, end if after == -1 else after):
                     parts += self._whole_run_entities(window, t, ssn.end(), parts_only=True)
                 elif word_end - t >= 13:  # "123-4111-1111-1111-1111": a card from the second group
@@ -1090,7 +1112,7 @@ class PiiScanner:
                 # at its second group, as ``_cards`` reads shorter runs
                 parts += self._whole_run_entities(window, t, word_end, parts_only=True)
             elif digits:
-                stops, gap = [], window.find(" ", t, end)
+                stops, gap = [], _find_space(window, t, end)
                 while True:
                     stop = end if gap == -1 else gap
                     if stop - t > MAX_RUN_PART + 2:
@@ -1098,7 +1120,7 @@ class PiiScanner:
                     stops.append(_without_closing(window, t, stop))
                     if gap == -1:
                         break
-                    gap = window.find(" ", gap + 1, end)
+                    gap = _find_space(window, gap + 1, end)
                 # the longest part whose groups are evenly separated holds every card that starts
                 # here (``_cards`` reads its windows of groups); shorter ones only where it is not
                 for stop in reversed(stops):
@@ -1179,7 +1201,7 @@ class PiiScanner:
             count = 4
             i = m.end()
             while count < length and i < n:
-                if text[i] == " " and i + 1 < n and text[i + 1] in _IBAN_CHARS:
+                if text[i] in (" ", _HARD_SPACE) and i + 1 < n and text[i + 1] in _IBAN_CHARS:
                     i += 1
                 ch = text[i]
                 if ch not in _IBAN_CHARS:

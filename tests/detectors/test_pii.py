@@ -667,6 +667,8 @@ def test_an_address_is_masked_whole_in_latin_scripts(scanner: PiiScanner, text: 
 @pytest.mark.parametrize(("text", "email"), [
     ("山田@example.jp に送って", "山田@example.jp"), ("пишите иван@mail.ru", "иван@mail.ru"),
     ("nguyễn.văn@gmail.com ok", "nguyễn.văn@gmail.com"),
+    ("宛先：山田.太郎@example.jp まで", "山田.太郎@example.jp"), ("yamada.山田@example.jp", "yamada.山田@example.jp"),
+    ("山田.taro@example.co.jp です", "山田.taro@example.co.jp"),
 ])
 def test_addresses_in_any_script_are_masked_whole_however_the_stream_is_cut(
         scanner: PiiScanner, text: str, email: str) -> None:
@@ -715,7 +717,29 @@ LLM_SHAPED = [
     ("bob@example.com--he handles billing", "EMAIL", "bob@example.com"),
     ("call me\u20144155552671 at 5", "PHONE", "4155552671"),  # an em dash is prose, not part of it
     ("Tel: 415-555-2671x89", "PHONE", "415-555-2671"),  # an extension glued to it
+    ("Card 4111 1111 1111 1111x1", "CREDIT_CARD", "4111 1111 1111 1111"),  # cut after "x": leaked
+    ("IBAN DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000 ok", "IBAN",
+     "DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000"),
+    ("Tel \U0001d7d2\U0001d7cf\U0001d7d3-\U0001d7d3\U0001d7d3\U0001d7d3-\U0001d7d0\U0001d7d4\U0001d7d5\U0001d7cf",
+     "PHONE", "\U0001d7d2\U0001d7cf\U0001d7d3-\U0001d7d3\U0001d7d3\U0001d7d3-\U0001d7d0\U0001d7d4\U0001d7d5\U0001d7cf"),
 ]
+
+
+def test_two_entities_joined_by_a_no_break_space_are_both_masked(scanner: PiiScanner) -> None:
+    """The part readers split a run only at an ASCII space: an SSN and a card joined by a no-break
+    space were read as one run, which is neither, and both leaked."""
+    text = "536-22-8726\u00a04111 1111 1111 1111"
+    assert_found_at_every_cut(scanner, text, [("US_SSN", "536-22-8726"),
+                                              ("CREDIT_CARD", "4111 1111 1111 1111")])
+
+
+def test_a_no_break_space_after_a_sentence_still_ends_it_for_cue_words(scanner: PiiScanner) -> None:
+    """A no-break space stood in for a number's group separator everywhere, so "Secret:\u00a0" or
+    ".\u00a0" outside numbers was no longer white space to the cue patterns."""
+    key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # 40 characters, no AWS prefix: cue-dependent
+    plain = f"The secret was rotated.\u00a0Then {key} appeared in a log"
+    spaced = plain.replace("\u00a0", " ")
+    assert found(scanner, plain) == found(scanner, spaced)
 
 
 @pytest.mark.parametrize(("text", "label", "value"), LLM_SHAPED)
@@ -738,6 +762,7 @@ def test_an_address_after_a_long_phrase_without_spaces_is_held_from_where_its_lo
     ("联系邮箱bob@example.com，谢谢", "bob@example.com"),
     ("ทางอีเมลsomchai@example.com ครับ", "somchai@example.com"),
     ("user@例子.中国 ok", "user@例子.中国"),
+    ("漢" * 70 + "@张三请发到alice@example.com", "alice@example.com"),  # held from the first "@": leaked
 ])
 def test_an_address_glued_to_words_of_a_script_without_spaces_is_masked_alone(
         scanner: PiiScanner, text: str, email: str) -> None:
