@@ -140,6 +140,9 @@ class ThresholdChange(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = ""
     evidence: dict[str, float] = {}
     ts_ms: NonNegInt = 0
+    #: the policy file's threshold for the category when the event was written: once the file says
+    #: otherwise (an operator edited it), the event no longer holds. None (older events): it holds
+    base: Probability | None = None
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

@@ -69,6 +69,7 @@ class Override:
     status: str
     reason: str = ""
     proposed: float | None = None  # the value a rejected proposal asked for
+    base: float | None = None  # the policy file's value the event was made against
 
     @property
     def in_force(self) -> bool:
@@ -128,7 +129,8 @@ class Thresholds:
         value, pinned = _in_force(change)
         new = Override(value=value, version=change.version, pinned=pinned, ts_ms=change.ts_ms,
                        status=change.status, reason=change.reason,
-                       proposed=change.value if change.status == "rejected" else None)
+                       proposed=change.value if change.status == "rejected" else None,
+                       base=change.base)
         if new == current:
             return self
         overrides = dict(self.overrides)
@@ -145,16 +147,17 @@ class Thresholds:
         ``default`` (the threshold of the policy object the caller is deciding with) wins over the
         stored default because it is at least as fresh; raises ``KeyError`` when nothing is known.
         """
+        file = default if default is not None else self.defaults.get((policy, category))
         if tenant is not None:
             o = self.overrides.get(ThresholdKey(tenant, policy, category))
-            if o is not None and o.in_force:
-                return o.value
+            if _holds(o, file):
+                return o.value  # type: ignore[union-attr]
         o = self.overrides.get(ThresholdKey(None, policy, category))
-        if o is not None and o.in_force:
-            return o.value
-        if default is not None:
-            return default
-        return self.defaults[(policy, category)]
+        if _holds(o, file):
+            return o.value  # type: ignore[union-attr]
+        if file is not None:
+            return file
+        raise KeyError((policy, category))
 
     def value(self, policy: str, category: str, tenant: str | None, default: float) -> float:
         """``ThresholdView`` protocol of ``guard.policy.decide``."""
@@ -165,8 +168,7 @@ class Thresholds:
 
     def overrides_key(self, key: ThresholdKey) -> bool:
         """Whether ``key`` holds a value of its own (an event that was not a release)."""
-        o = self.overrides.get(key)
-        return o is not None and o.in_force
+        return _holds(self.overrides.get(key), self.defaults.get((key.policy, key.category)))
 
     def key_version(self, key: ThresholdKey) -> int:
         """Version of the newest event for ``key`` (0 when it has none): decisions older are stale."""
@@ -180,7 +182,7 @@ class Thresholds:
 
     def is_pinned(self, key: ThresholdKey) -> bool:
         o = self.overrides.get(key)
-        return o is not None and o.pinned
+        return o is not None and o.pinned and _holds(o, self.defaults.get((key.policy, key.category)))
 
     def view(self, policy: str, tenant: str | None = None) -> Mapping[str, float]:
         """Every known threshold of ``policy`` for ``tenant``, by category (for display and logs)."""
@@ -194,6 +196,16 @@ class Thresholds:
             except KeyError:  # pragma: no cover - every collected category has a value
                 continue
         return MappingProxyType(out)
+
+
+def _holds(o: Override | None, file: float | None) -> bool:
+    """Whether an override is in force against the policy file's current value ``file``.
+
+    An event made when the file said something else is superseded: an operator who edits a
+    threshold in the file means the new value, over whatever tuning or a pin had set against the
+    old one (before, the edit was silently ignored once the key had had an event). The next event
+    for the key is made against the new value."""
+    return o is not None and o.in_force and (o.base is None or file is None or o.base == file)
 
 
 # -- tuning specification (part of a policy file) -------------------------------------------------

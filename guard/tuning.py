@@ -659,7 +659,7 @@ def _fails(new: float, old: float | None, floor: float) -> bool:
 
 
 def to_change(key: ThresholdKey, proposal: Proposal, version: int,
-              gate: GateResult | None = None) -> ThresholdChange:
+              gate: GateResult | None = None, base: float | None = None) -> ThresholdChange:
     """The ``guard.thresholds`` event for a proposal: promoted, or rejected by its gate.
 
     A rejected event keeps ``old`` in force (see ``guard.thresholds``) and still restarts the
@@ -675,7 +675,7 @@ def to_change(key: ThresholdKey, proposal: Proposal, version: int,
         policy=key.policy, category=key.category, tenant=key.tenant,
         old=proposal.old, value=proposal.new, version=version,
         status="promoted" if accepted else "rejected",
-        reason=reason, evidence=figures, ts_ms=proposal.ts_ms,
+        reason=reason, evidence=figures, ts_ms=proposal.ts_ms, base=base,
     )
 
 
@@ -720,7 +720,8 @@ def tune(
                     and last.proposed == proposal.new:
                 continue  # the key's newest event already says this: the gate's set is frozen
         version += 1
-        changes.append(to_change(key, proposal, version, gate))
+        changes.append(to_change(key, proposal, version, gate,
+                                 thresholds.defaults.get((key.policy, key.category))))
     return changes
 
 

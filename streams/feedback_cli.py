@@ -103,10 +103,11 @@ def rows(policies: PolicySet, thresholds: Thresholds) -> list[Row]:
                                          if k.category in CATEGORIES else 99, k.tenant or "")):
         default, tuned = defaults[(k.policy, k.category)]
         o = thresholds.entry(k)
+        superseded = o is not None and o.base is not None and o.base != default  # the file was edited
         out.append(Row(k.policy, k.category, k.tenant, default,
                        thresholds.get(k.policy, k.category, k.tenant, default),
-                       o.version if o else 0, bool(o and o.pinned), o.status if o else "default",
-                       tuned))
+                       o.version if o else 0, bool(o and o.pinned and not superseded),
+                       "superseded" if superseded else o.status if o else "default", tuned))
     return out
 
 
@@ -179,7 +180,7 @@ def make_pin(policies: PolicySet, thresholds: Thresholds, policy: str, category:
     return ThresholdChange(policy=policy, category=category, tenant=tenant, old=current, value=new,
                            version=thresholds.version + 1, status=verb, pinned=pin,
                            reason=f"{verb} by {by} (guard thresholds)",
-                           ts_ms=_now_ms() if ts_ms is None else ts_ms)
+                           ts_ms=_now_ms() if ts_ms is None else ts_ms, base=defaults[category])
 
 
 def took_effect(thresholds: Thresholds, change: ThresholdChange) -> bool:

@@ -93,11 +93,22 @@ class TestShowAndPin:
         text = format_rows(got)
         assert "0.8700" in text and "acme" in text and "pinned" in text
 
+    def test_an_event_made_against_an_older_policy_file_value_shows_as_superseded(
+            self, policies: PolicySet) -> None:
+        th = Thresholds.from_defaults(policy_defaults(policies)).apply(ThresholdChange(
+            policy="default", category="hate", tenant="acme", old=0.8, value=0.9, version=4,
+            status="pinned", pinned=True, ts_ms=2, base=0.8))  # the file said 0.8 then; 0.85 now
+        (row,) = select(rows(policies, th), "default", "hate", "acme")
+        assert (row.value, row.pinned, row.status) == (0.85, False, "superseded")
+        assert "superseded" in format_rows([row])
+
     def test_pin_at_current_value_with_next_version(self, policies: PolicySet) -> None:
         th = Thresholds().apply(ThresholdChange(policy="default", category="violence", old=0.8,
                                                 value=0.82, version=7, ts_ms=1))
         pin = make_pin(policies, th, "default", "violence", None, pin=True, value=None, by="ops", ts_ms=9)
         assert (pin.status, pin.pinned, pin.old, pin.value, pin.version) == ("pinned", True, 0.82, 0.82, 8)
+        assert pin.base == next(p.threshold for p in policies.policies["default"].principles
+                                if "semantic" in p.detectors and "violence" in p.categories)
         th = th.apply(pin)
         assert th.is_pinned(ThresholdKey(None, "default", "violence"))
         unpin = make_pin(policies, th, "default", "violence", None, pin=False, value=0.1, by="ops")

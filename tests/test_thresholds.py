@@ -114,6 +114,33 @@ class TestApply:
         assert t.get(POLICY, "hate", "acme") == 0.75
         assert BASE.apply(change(1, 0.6, status="released")).get(POLICY, "hate") == 0.8
 
+    def test_an_edit_of_the_policy_file_supersedes_events_made_against_its_old_value(self) -> None:
+        """An operator who edited a threshold in the file saw nothing happen once tuning or a pin
+        had touched the key: the event's value stood for good. Events now carry the file's value
+        they were made against (``base``) and hold only while the file still says it."""
+        policy, tenant = ThresholdKey(None, POLICY, "hate"), ThresholdKey("acme", POLICY, "hate")
+        t = BASE.apply(msgspec.structs.replace(change(1, 0.78, old=0.8), base=0.8))
+        t = t.apply(msgspec.structs.replace(change(2, 0.9, tenant="acme", status="pinned"), base=0.8))
+        assert t.get(POLICY, "hate") == 0.78 and t.get(POLICY, "hate", "acme") == 0.9
+        assert t.is_pinned(tenant) and t.overrides_key(policy)
+
+        edited = t.with_defaults({(POLICY, "hate"): 0.85, (POLICY, "violence"): 0.6})
+        assert edited.get(POLICY, "hate") == 0.85 and edited.get(POLICY, "hate", "acme") == 0.85
+        assert edited.get(POLICY, "hate", default=0.85) == 0.85  # as ``decide`` asks
+        assert not edited.is_pinned(tenant) and not edited.overrides_key(policy)
+        assert edited.key_version(policy) == 1  # versions still only grow
+        # the decider's own policy object says which file value is current, whatever is stored
+        assert t.get(POLICY, "hate", "acme", default=0.85) == 0.85
+        # the next event, made against the new value, holds again; the file going back revives the old
+        assert edited.apply(msgspec.structs.replace(change(3, 0.83, old=0.85), base=0.85)) \
+            .get(POLICY, "hate") == 0.83
+        assert edited.with_defaults({(POLICY, "hate"): 0.8}).get(POLICY, "hate", "acme") == 0.9
+
+    def test_events_without_a_base_hold_whatever_the_file_says(self) -> None:
+        """Events written before ``base`` existed keep the old rule (release the key to drop one)."""
+        t = BASE.apply(change(1, 0.7)).with_defaults({(POLICY, "hate"): 0.85})
+        assert t.get(POLICY, "hate") == 0.7
+
     def test_wire_round_trip(self) -> None:
         c = change(4, 0.66, tenant="acme")
         assert decode(ThresholdChange, encode(c)) == c

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import random
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 import yaml  # type: ignore[import-untyped]
@@ -570,8 +573,22 @@ class TestShadowGate:
         (c,) = tune(TunerState(evidence={KEY: ev}), BASE, SPECS, 5)
         assert c.status == "promoted" and c.old == 0.5 and c.value == pytest.approx(0.52)
         assert c.version == 1 and c.ts_ms == 5 and c.evidence["fresh_fp"] == 100
+        assert c.base == 0.5  # the policy file's value it moved from: an edit of the file supersedes it
         t = BASE.apply(c)
         assert t.get(POLICY, "hate") == pytest.approx(0.52)
+        assert t.with_defaults({(POLICY, "hate"): 0.6}).get(POLICY, "hate") == 0.6
+
+    def test_after_an_edit_of_the_policy_file_tuning_moves_from_the_new_value(self) -> None:
+        ev = dataclasses.replace(evidence([(0.8, False)] * 100, Counts(fp=100)), epoch=1)
+        tuned = BASE.apply(msgspec.structs.replace(change_for(KEY, 1, 0.52), base=0.5))
+        edited = tuned.with_defaults({(POLICY, "hate"): 0.7})
+        (c,) = tune(TunerState(evidence={KEY: ev}), edited, SPECS, HOUR * 5)
+        assert (c.old, c.base, c.version) == (0.7, 0.7, 2) and c.value > 0.7
+        # a pin made against the old value no longer holds either
+        pinned = BASE.apply(msgspec.structs.replace(change_for(KEY, 1, 0.5, status="pinned"), base=0.5))
+        assert tune(TunerState(evidence={KEY: ev}), pinned, SPECS, HOUR * 5) == []
+        assert len(tune(TunerState(evidence={KEY: ev}), pinned.with_defaults({(POLICY, "hate"): 0.7}),
+                        SPECS, HOUR * 5)) == 1
 
     @settings(max_examples=30)
     @given(st.integers(0, 5))

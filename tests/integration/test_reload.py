@@ -86,3 +86,55 @@ def test_blocklist_edits_apply_live_and_bad_ones_are_refused(kafka_broker, trito
         assert logged(worker, "policy_reload_failed"), "the bad tenant map was noticed"
         alive = asyncio.run(decide(kafka_broker.bootstrap, s, text))
         assert alive.action == "redact", "the worker still decides with the set in force"
+
+
+def test_an_edited_threshold_supersedes_a_pin_made_against_the_old_value(kafka_broker, triton_server, tmp_path):
+    """Once a key had had an event (a tuner move, a pin), editing the threshold in the policy file
+    changed nothing: the event's value stood until someone released the key. An event now holds
+    only while the file says what it said when the event was made."""
+    import os
+    import subprocess
+    import sys
+
+    pdir = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", pdir)
+    run = uuid.uuid4().hex[:6]
+    names = {f"topic_{t}": f"edit-{run}.{t}" for t in ("chunks", "decisions", "deadletter", "feedback",
+                                                       "thresholds")}
+    s = Settings(kafka_bootstrap=kafka_broker.bootstrap, **names)
+    asyncio.run(create_topics(kafka_broker.bootstrap, topics.specs(s)))
+    env = {"GUARD_POLICY_DIR": str(pdir), "GUARD_POLICY_RELOAD_S": "0.5", "GUARD_APP_ID": f"edit-{run}",
+           "GUARD_WEB_PORT": str(free_port()), "GUARD_LOG_LEVEL": "INFO",
+           **{f"GUARD_{k.upper()}": v for k, v in names.items()}}
+    text = "The capital of France is Paris."
+
+    async def until(action: str) -> Decision:
+        for _ in range(60):
+            d = await decide(kafka_broker.bootstrap, s, text)
+            if d.action == action:
+                return d
+            await asyncio.sleep(0.5)
+        pytest.fail(f"never {action}: {log.read_text()[-2000:]}")
+
+    log = LOGS / f"worker-edit-{run}.log"
+    with WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, log, env) as worker:
+        assert asyncio.run(decide(kafka_broker.bootstrap, s, text)).action == "allow"
+        # a pin at 0: every text's hate score reaches it
+        cli = [sys.executable, "-m", "guard.cli", "thresholds", "pin", "--policy", "default", "--category",
+               "hate", "--value", "0", "--by", "tester", "--bootstrap", kafka_broker.bootstrap]
+        out = subprocess.run(cli, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        pinned = asyncio.run(until("block"))
+        assert [(e.category, e.threshold) for e in pinned.evidence if e.detector == "semantic"] == [("hate", 0.0)]
+
+        policy = pdir / "default.yaml"
+        original = policy.read_text()
+        edited = original.replace("categories: [hate]\n    detectors: [semantic]\n    threshold: 0.85",
+                                  "categories: [hate]\n    detectors: [semantic]\n    threshold: 0.84")
+        assert edited != original
+        policy.write_text(edited)
+        after = asyncio.run(until("allow"))
+        assert after.thresholds_version == pinned.thresholds_version, "no new event: the edit alone"
+        assert worker.events("policies_reloaded")
+        policy.write_text(original)  # the file says again what the pin was made against
+        asyncio.run(until("block"))
