@@ -36,7 +36,7 @@ Why the pieces look the way they do:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal, TypeVar
@@ -190,6 +190,11 @@ class Evidence:
     ``epoch``, the key's version): the ``min_evidence`` gate is about those. The bins decay when
     the spec sets a half-life; on a model rollout the caller starts a new ``TunerState``, since
     scores of another model live on another scale.
+
+    ``folded`` is the last feedback record folded in, per feedback partition (offset and record
+    time): the ``seen`` identities and the evidence are two writes, and a tuner that dies between
+    them re-reads its uncommitted records with the evidence written and the identities not. Those
+    records are known by it and are not counted twice (see ``observe``).
     """
 
     positives: FloatArray = field(default_factory=_zeros)
@@ -197,6 +202,14 @@ class Evidence:
     fresh: Counts = Counts()
     epoch: int = 0
     updated_ms: int = 0
+    folded: Mapping[int, Position] = field(default_factory=lambda: MappingProxyType({}))
+
+    def has_folded(self, at: FeedbackAt) -> bool:
+        """Whether the record at ``at`` (partition, offset, time) is in this evidence already. The
+        time tells a re-read record from a new one on a feedback topic deleted and made again (its
+        offsets start over, its records are newer): those count."""
+        last = self.folded.get(at[0])
+        return last is not None and at[1] <= last[0] and at[2] <= last[1]
 
     @property
     def total(self) -> float:
@@ -208,15 +221,16 @@ class Evidence:
             return self
         f = 0.5 ** ((now_ms - self.updated_ms) / (half_life_s * 1000.0))
         return Evidence(_frozen(self.positives * f), _frozen(self.negatives * f), self.fresh,
-                        self.epoch, now_ms)
+                        self.epoch, now_ms, self.folded)
 
     def restarted(self, epoch: int) -> Evidence:
         """The evidence after the key's threshold changed: bins kept, fresh counts from zero."""
-        return Evidence(self.positives, self.negatives, Counts(), epoch, self.updated_ms)
+        return Evidence(self.positives, self.negatives, Counts(), epoch, self.updated_ms, self.folded)
 
     def add(self, score: float, positive: bool, now_ms: int, half_life_s: float | None = None,
-            fresh: Outcome | None = None) -> Evidence:
-        """One more labeled decision; ``fresh`` its cell when it was decided under the current threshold."""
+            fresh: Outcome | None = None, at: FeedbackAt | None = None) -> Evidence:
+        """One more labeled decision; ``fresh`` its cell when it was decided under the current
+        threshold, ``at`` the feedback record it came from."""
         e = self.decayed(now_ms, half_life_s)
         pos, neg = e.positives, e.negatives
         if positive:
@@ -225,8 +239,13 @@ class Evidence:
         else:
             neg = neg.copy()
             neg[_bin(score)] += 1.0
+        folded = e.folded
+        if at is not None:
+            last = folded.get(at[0])
+            if last is None or at[1] > last[0]:
+                folded = MappingProxyType({**folded, at[0]: (at[1], max(at[2], last[1] if last else 0))})
         return Evidence(_frozen(pos), _frozen(neg), e.fresh.add(fresh) if fresh else e.fresh,
-                        e.epoch, max(e.updated_ms, now_ms))
+                        e.epoch, max(e.updated_ms, now_ms), folded)
 
     def above(self) -> tuple[FloatArray, FloatArray]:
         """Positives and negatives firing at each bin edge ``k`` (threshold ``k / BINS``), k = 0..BINS."""
@@ -284,6 +303,7 @@ class FeedbackCounts:
     inconsistent: int = 0  # verdict contradicts the decision (false_positive on an allowed one)
     other_layer: int = 0  # the category fired through a non-threshold layer
     overridden: int = 0  # policy-scoped tuning, but the tenant has its own threshold
+    recovered: int = 0  # re-read after a crash: in the evidence already, its identity was not written
 
     def bump(self, name: str) -> FeedbackCounts:
         return replace(self, **{name: getattr(self, name) + 1})
@@ -293,6 +313,10 @@ class FeedbackCounts:
 #: many verdicts it gets. Keyed by source too, as before, one decision counted once per source
 #: name: 40 verdicts on one decision under 40 made-up sources were 40 units of evidence.
 Identity = tuple[str, str]
+#: (offset, record time in ms) of a feedback record, within its partition
+Position = tuple[int, int]
+#: (partition, offset, record time in ms) of a feedback record
+FeedbackAt = tuple[int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,17 +349,25 @@ def observe(
     thresholds: Thresholds,
     specs: Mapping[tuple[str, str], TuningSpec],
     now_ms: int,
+    positions: Sequence[FeedbackAt] | None = None,
 ) -> TunerState:
     """Fold a batch of verdicts into the evidence.
 
     ``decisions`` is the recent-decisions index (any mapping: a dict, a Faust table); ``specs`` maps
     ``(policy, category)`` to the category's tuning spec. A decision counts once per category:
     its first verdict, from whichever source (later ones, replays included, are duplicates).
+    ``positions``: where each verdict was read (partition, offset, record time), in order. With
+    them the state tells a record it has already folded in (``Evidence.has_folded``) even where
+    its identity was lost, so the caller can write the evidence first and the identities after it.
     """
     evidence = _thawed(state.evidence)
     seen = _thawed(state.seen)
     counts = state.counts
-    for fb in feedback:
+    batch = list(feedback)
+    if positions is not None and len(positions) != len(batch):
+        raise ValueError(f"{len(positions)} positions for {len(batch)} verdicts")
+    for i, fb in enumerate(batch):
+        at = positions[i] if positions is not None else None
         rec = decisions.get(fb.decision_id)
         if rec is None:
             counts = counts.bump("unknown")
@@ -369,6 +401,9 @@ def observe(
         key = ThresholdKey(tenant, rec.policy, fb.category)
         epoch = thresholds.key_version(key)
         ev = evidence.get(key) or Evidence(epoch=epoch, updated_ms=now_ms)
+        if at is not None and ev.has_folded(at):
+            counts = counts.bump("recovered")
+            continue
         if ev.epoch != epoch:
             ev = ev.restarted(epoch)
         # decided under this key's threshold in force: after its last event, and, for a tenant
@@ -378,7 +413,7 @@ def observe(
                     if tenant is None and rec.tenant is not None else 0)
         fresh = rec.thresholds_version >= since
         evidence[key] = ev.add(score, outcome in ("tp", "fn"), now_ms, spec.half_life_s,
-                               outcome if fresh else None)
+                               outcome if fresh else None, at)
         counts = counts.bump("counted" if fresh else "stale")
     return TunerState(MappingProxyType(evidence), MappingProxyType(seen), counts)
 

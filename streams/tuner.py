@@ -60,7 +60,7 @@ from guard.metrics import TunerMetrics
 from guard.policy.load import PolicySet, PolicyStore
 from guard.settings import Settings
 from guard.thresholds import ThresholdKey, TuningSpec
-from guard.tuning import (BINS, Counts, DecisionRecord, Evidence, Identity, TunerState, expire, forget_idle_tenants,
+from guard.tuning import (BINS, Counts, DecisionRecord, Evidence, FeedbackAt, Identity, TunerState, expire, forget_idle_tenants,
                           observe, tune)
 from guard.types import CATEGORIES
 from streams import deadletter
@@ -164,6 +164,7 @@ class _Evidence(msgspec.Struct, frozen=True):
     fresh: tuple[float, float, float, float]
     epoch: int
     updated_ms: int
+    folded: dict[int, tuple[int, int]] = {}  # feedback partition → (offset, record time)
 
 
 _record_dec = msgspec.json.Decoder(_Record)
@@ -202,12 +203,13 @@ def _dense(d: Mapping[int, float]) -> np.ndarray:
 def encode_evidence(ev: Evidence) -> bytes:
     f = ev.fresh
     return _json.encode(_Evidence(_sparse(ev.positives), _sparse(ev.negatives),
-                                  (f.tp, f.fp, f.fn, f.tn), ev.epoch, ev.updated_ms))
+                                  (f.tp, f.fp, f.fn, f.tn), ev.epoch, ev.updated_ms, dict(ev.folded)))
 
 
 def decode_evidence(raw: bytes) -> Evidence:
     e = _evidence_dec.decode(raw)
-    return Evidence(_dense(e.pos), _dense(e.neg), Counts(*e.fresh), e.epoch, e.updated_ms)
+    return Evidence(_dense(e.pos), _dense(e.neg), Counts(*e.fresh), e.epoch, e.updated_ms,
+                    MappingProxyType(e.folded))
 
 
 def parse_key(topic_key: str) -> ThresholdKey:
@@ -345,14 +347,15 @@ class Brain:
         return DecisionRecord(rec.decision_id, rec.policy, rec.tenant, rec.thresholds_version,
                               rec.ts_ms, MappingProxyType(scores), rec.semantic, rec.other)
 
-    def step(self, batch: Sequence[Feedback], records: Mapping[str, DecisionRecord], now_ms: int
+    def step(self, batch: Sequence[Feedback], records: Mapping[str, DecisionRecord], now_ms: int,
+             positions: Sequence[FeedbackAt] | None = None
              ) -> tuple[TunerState, TunerState, list[ThresholdChange]]:
         """Fold a batch in and propose changes: (state before, state after, changes); no I/O."""
         assert self.state is not None
         before = self.state
         th = self.follower.current
         specs = self.specs()
-        after = observe(before, batch, records, th, specs, now_ms)
+        after = observe(before, batch, records, th, specs, now_ms, positions)
         changes = tune(after, th, specs, now_ms, self.shadow)
         return before, after, changes
 
@@ -470,11 +473,15 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
     async def handle(events: Sequence[faust.EventT]) -> None:
         await brain.ready.wait()
         batch: list[Feedback] = []
+        positions: list[FeedbackAt] = []
         for ev in events:
             try:
                 batch.append(validate_feedback(ev.value))
             except GuardError as exc:
                 await dead(ev, exc)
+                continue
+            m = ev.message
+            positions.append((m.partition, m.offset, int(m.timestamp * 1000) if m.timestamp else 0))
         if not batch:
             return
         missing = sum(decisions.get(fb.decision_id.encode()) is None for fb in batch)
@@ -497,14 +504,18 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
                 if raw is not None and fb.decision_id not in records:
                     records[fb.decision_id] = decode_record(fb.decision_id, raw)
             now = _now_ms()
-            before, after, changes = brain.step(batch, records, now)
+            before, after, changes = brain.step(batch, records, now, positions)
             for name, n in asdict(after.counts).items():
                 if n > getattr(before.counts, name):
                     metrics.verdicts.labels(name).inc(n - getattr(before.counts, name))
-            for ident, ts_ms in changed_identities(before, after, batch):
-                seen[identity_key(ident)] = str(ts_ms).encode()
+            # The evidence first, acknowledged, then the identities: a crash between the two leaves
+            # evidence that knows its records (``Evidence.folded``), so the re-read batch is not
+            # counted twice; identities written first would have lost those verdicts for good.
             for key, ev in changed_evidence(before, after):
                 evidence[key.topic_key.encode()] = encode_evidence(ev)
+            await app.producer.flush()
+            for ident, ts_ms in changed_identities(before, after, batch):
+                seen[identity_key(ident)] = str(ts_ms).encode()
             brain.state = after
             for change in changes:
                 key = ThresholdKey.of(change)

@@ -203,6 +203,11 @@ class TestTunerPlumbing:
         assert np.array_equal(back.positives, ev.positives)
         assert np.array_equal(back.negatives, ev.negatives)
         assert (back.fresh, back.epoch, back.updated_ms) == (ev.fresh, ev.epoch, ev.updated_ms)
+        at = Evidence().add(0.5, True, 1, at=(3, 41, 1_700_000_000_000))
+        assert decode_evidence(encode_evidence(at)).folded == {3: (41, 1_700_000_000_000)}
+        # written before ``folded`` existed: it knows no record
+        old = b'{"pos":{},"neg":{"7":1.0},"fresh":[0,1,0,0],"epoch":2,"updated_ms":5}'
+        assert decode_evidence(old).folded == {} and decode_evidence(old).epoch == 2
 
     def test_keys(self) -> None:
         for k in (ThresholdKey(None, "default", "hate"), ThresholdKey("acme", "strict", "violence")):

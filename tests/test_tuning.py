@@ -8,6 +8,7 @@ import itertools
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import msgspec
 import numpy as np
@@ -347,6 +348,50 @@ class TestObserve:
         s = observe(TunerState(), replayed[:cut], index, BASE, SPECS, 0)
         s = observe(s, replayed[cut:], index, BASE, SPECS, 0)
         assert snapshot(s) == snapshot(once)
+
+    @given(st.lists(st.lists(st.tuples(st.integers(0, 15), st.sampled_from(
+               ["correct", "false_positive", "false_negative"])), max_size=8), min_size=1, max_size=6),
+           st.data())
+    def test_a_crash_between_the_evidence_and_the_identities_counts_nothing_twice(
+            self, batches: list[list[tuple[int, Verdict]]], data: st.DataObject) -> None:
+        """The tuner writes a batch's evidence (acknowledged) and then its identities. It dies after
+        any batch's evidence write, with some or none of that batch's identities written, and
+        re-reads the batch from its last commit: the evidence ends as if it had never died (the
+        evidence knows the records it holds). Before, identities went first, and a crash between
+        the two lost the batch's verdicts: re-read, they were duplicates."""
+        index = {f"s{i}:0": record(i, i % 2 == 0, 0.3 + i / 40) for i in range(16)}
+        offset, read = 0, []
+        for rows in batches:
+            read.append(([fb(i, v) for i, v in rows],
+                         [(i % 2, offset + k, 1_000 + offset + k) for k, (i, _) in enumerate(rows)]))
+            offset += len(rows)
+        clean = TunerState()
+        for verdicts, at in read:
+            clean = observe(clean, verdicts, index, BASE, SPECS, 0, at)
+        crash = data.draw(st.integers(0, len(read) - 1))
+        state = TunerState()
+        for verdicts, at in read[:crash]:
+            state = observe(state, verdicts, index, BASE, SPECS, 0, at)
+        verdicts, at = read[crash]
+        after = observe(state, verdicts, index, BASE, SPECS, 0, at)
+        kept = data.draw(st.sets(st.sampled_from(sorted(set(after.seen) - set(state.seen)) or [("", "")])))
+        died = TunerState(after.evidence, MappingProxyType({**state.seen, **{k: after.seen[k] for k in kept
+                                                                              if k in after.seen}}))
+        for verdicts, at in read[crash:]:  # the batch again, from the last commit, and the rest
+            died = observe(died, verdicts, index, BASE, SPECS, 0, at)
+        assert snapshot(died) == snapshot(clean)
+        assert set(died.seen) == set(clean.seen)
+
+    def test_a_feedback_topic_made_again_counts_its_new_records(self) -> None:
+        """Deleted and created again, the topic's offsets start over: its records are new (newer
+        than anything folded), not a re-read of the old ones."""
+        index = {f"s{i}:0": record(i, True, 0.7) for i in range(4)}
+        s = observe(TunerState(), [fb(0), fb(1)], index, BASE, SPECS, 0, [(0, 0, 100), (0, 1, 101)])
+        assert s.evidence[KEY].folded == {0: (1, 101)}
+        s = observe(s, [fb(2), fb(3)], index, BASE, SPECS, 0, [(0, 0, 500), (0, 1, 501)])
+        assert s.counts.counted == 4 and s.counts.recovered == 0
+        with pytest.raises(ValueError, match="positions"):
+            observe(s, [fb(2)], index, BASE, SPECS, 0, [])
 
     def test_one_decision_is_one_data_point_whatever_the_sources(self) -> None:
         """40 verdicts on one decision under 40 made-up source names were 40 units of evidence,
