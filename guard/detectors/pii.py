@@ -469,6 +469,10 @@ _LEAD_DIGITS_RE: Final = re.compile(r"\d{3,}", re.ASCII)
 #: digit groups with one kind of single separator between them: what ``_cards`` can read
 _EVEN_GROUPS_RE: Final = re.compile(rf"\d+(?:([ {_HARD_SPACE}-])\d+(?:\1\d+)*)?", re.ASCII)
 SSN_RE: Final = re.compile(r"(\d{3})([- ])(\d{2})\2(\d{4})", re.ASCII)
+#: an SSN opening a part of a long run, in the window as the scan sees it: a no-break space or an
+#: en dash is still its stand-in there (``_whole_run_entities`` reads them as a space and a hyphen)
+_SSN_PART_RE: Final = re.compile(
+    rf"[0-9]{{3}}([- {_HARD_SPACE}{_RANGE_DASH}])[0-9]{{2}}\1[0-9]{{4}}")
 _DATE_RE: Final = re.compile(
     r"(?<!\d)(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2}))(?!\d)",
     re.ASCII,
@@ -1096,18 +1100,24 @@ class PiiScanner:
             digits = _LEAD_DIGITS_RE.match(window, lead, end)
             nxt = _find_space(window, t, end)
             word_end = _without_closing(window, t, end if nxt == -1 else nxt)
+            # shorter runs read a head only up to a space at most MAX_RUN_PART + 2 characters on
+            # ("12-34-56-78-90-12-4111-1111-1111-1111 1 2 …": its card is none there)
+            short_word = nxt == -1 or nxt - t <= MAX_RUN_PART + 2
             if digits and len(digits.group()) == 3:
                 # an SSN only as a whole part, as shorter runs read it: one glued to more
                 # ("536-90-4399/1") is none there, and finding it here once the run outgrew
                 # ``LONG_RUN`` released its head before it was found. A part ends at a space, so
-                # one written with spaces ("536 22 8726 1 2 …") ends at the space after it.
-                ssn = SSN_RE.match(window, lead, end)
+                # one written with spaces ("536 22 8726 1 2 …") ends at the space after it; it
+                # is read whole, as shorter runs read it: in brackets ("(536 22 8726) 1 2 …",
+                # "536-22-8726) …") and with no-break spaces or en dashes ("536\u00a022\u00a08726")
+                ssn = _SSN_PART_RE.match(window, lead, end)
                 after = -1 if ssn is None else _find_space(window, ssn.end(), end)
-                if ssn and ssn.end() == _without_closing(window, t, end if after == -1 else after):
-                    parts += self._whole_run_entities(window, t, ssn.end(), parts_only=True)
-                elif word_end - t >= 13:  # "123-4111-1111-1111-1111": a card from the second group
+                if ssn and (after == -1 or after - t <= MAX_RUN_PART + 2):
+                    stop = _without_closing(window, t, end if after == -1 else after)
+                    parts += self._whole_run_entities(window, t, stop, parts_only=True)
+                elif word_end - t >= 13 and short_word:  # "123-4111-1111-1111-1111": a card from the second group
                     parts += self._whole_run_entities(window, t, word_end, parts_only=True)
-            elif not digits and word_end - t >= 13:
+            elif not digits and word_end - t >= 13 and short_word:
                 # a short first group joined to more ("12-4111-1111-1111-1111"): a card can start
                 # at its second group, as ``_cards`` reads shorter runs
                 parts += self._whole_run_entities(window, t, word_end, parts_only=True)
