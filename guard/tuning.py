@@ -244,6 +244,8 @@ class Evidence:
             last = folded.get(at[0])
             if last is None or at[1] > last[0]:
                 folded = MappingProxyType({**folded, at[0]: (at[1], max(at[2], last[1] if last else 0))})
+            elif at[2] > last[1]:  # offsets started over, newer records: the topic was made again
+                folded = MappingProxyType({**folded, at[0]: (at[1], at[2])})
         return Evidence(_frozen(pos), _frozen(neg), e.fresh.add(fresh) if fresh else e.fresh,
                         e.epoch, max(e.updated_ms, now_ms), folded)
 

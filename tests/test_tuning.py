@@ -390,6 +390,9 @@ class TestObserve:
         assert s.evidence[KEY].folded == {0: (1, 101)}
         s = observe(s, [fb(2), fb(3)], index, BASE, SPECS, 0, [(0, 0, 500), (0, 1, 501)])
         assert s.counts.counted == 4 and s.counts.recovered == 0
+        assert s.evidence[KEY].folded == {0: (1, 501)}  # so a re-read of these is known again
+        again = observe(TunerState(s.evidence), [fb(3)], index, BASE, SPECS, 0, [(0, 1, 501)])
+        assert again.counts.recovered == 1 and again.counts.counted == 0
         with pytest.raises(ValueError, match="positions"):
             observe(s, [fb(2)], index, BASE, SPECS, 0, [])
 
