@@ -345,7 +345,7 @@ def _local_part_tail(text: str) -> int | None:
             i -= 1
             if n - i > MAX_EMAIL_LOCAL:
                 return None  # (not walked to its start: a scan of Han prose was 4x slower)
-        return i
+        return _dotted_words_before(text, i)
     while i > 0 and (text[i - 1].isalnum() or text[i - 1] in "_.%+-") and not _unspaced(text[i - 1]):
         i -= 1
         if n - i > MAX_EMAIL_LOCAL + 1:
@@ -353,7 +353,37 @@ def _local_part_tail(text: str) -> int | None:
     if i > 0 and _in_word(text[i - 1]) and not _spaceless(text[i - 1]):
         while i > 0 and _local_char(text[i - 1]) and n - i <= MAX_EMAIL_LOCAL:
             i -= 1
+    elif i > 0 and i < n and text[i] == "." and _cjk(text[i - 1]):
+        return _dotted_words_before(text, i)  # "山田.yamada"
     return i
+
+
+def _dotted_words_before(text: str, i: int) -> int:
+    """``i`` (the start of a local part's last words) moved back over the words joined to it by
+    dots when a Han, kana or Hangul word is among them, as ``_LOCAL_CJK`` reads them ("yamada.山田",
+    "山田.太郎", "山田.yamada"): only their first word starts the address. Kept where they would
+    outgrow any local part (the pattern's look-ahead then matches none of them)."""
+    n = len(text)
+    j = i
+    while True:
+        if j > 1 and text[j - 1] == ".":
+            k = j - 1
+        elif 0 < j < n and text[j] == ".":  # the Latin reader stopped past the dot
+            k = j
+        else:
+            break
+        if _cjk(text[k - 1]):
+            while k > 0 and _cjk(text[k - 1]):
+                k -= 1
+        elif (text[k - 1].isalnum() or text[k - 1] in "_%+-") and not _unspaced(text[k - 1]):
+            while k > 0 and (text[k - 1].isalnum() or text[k - 1] in "_%+-") and not _unspaced(text[k - 1]):
+                k -= 1
+        else:
+            break
+        if n - k > MAX_EMAIL_LOCAL:
+            break
+        j = k
+    return j
 
 
 def _email_hold(text: str) -> int | None:
@@ -368,9 +398,14 @@ def _email_hold(text: str) -> int | None:
     at = text.find("@", lo)
     if run is not None and (n if at == -1 else at) - run <= MAX_EMAIL_LOCAL + 1:
         return run
-    # an address still growing has its local part before the last "@" (no local part holds one)
+    # an address still growing has its local part before the last "@"; where none fits there, one
+    # may still start after it, its own "@" not written yet ("漢…漢@漢иван" goes on "@mail.ru")
     last = text.rfind("@", lo)
-    return _local_part_tail(text[:n if last == -1 else last])
+    if last != -1:
+        before = _local_part_tail(text[:last])
+        if before is not None:
+            return before
+    return _local_part_tail(text)
 
 
 _EMAIL_CHARS: Final = _HeldEmailChars()
@@ -445,7 +480,8 @@ _LOOSE_HARD_SPACE_RE: Final = re.compile(f"(?<![0-9]){_HARD_SPACE}|{_HARD_SPACE}
 RUN_EDGE: Final = 6
 #: an extension written right after a number, ended by what no word goes on with
 _EXTENSION_RE: Final = re.compile(r"[xX][0-9]{1,4}(?![0-9A-Za-z_])")
-_EXTENSION_TAIL_RE: Final = re.compile(r"(?<=[0-9])[xX][0-9]{0,4}\Z")
+#: (after a run's closing bracket too: "…1111)x9" is read as an extension, ``_glued_after``)
+_EXTENSION_TAIL_RE: Final = re.compile(r"(?<=[0-9)])[xX][0-9]{0,4}\Z")
 _EMPHASIS: Final = "*_"
 
 
@@ -470,9 +506,10 @@ _LEAD_DIGITS_RE: Final = re.compile(r"\d{3,}", re.ASCII)
 _EVEN_GROUPS_RE: Final = re.compile(rf"\d+(?:([ {_HARD_SPACE}-])\d+(?:\1\d+)*)?", re.ASCII)
 SSN_RE: Final = re.compile(r"(\d{3})([- ])(\d{2})\2(\d{4})", re.ASCII)
 #: an SSN opening a part of a long run, in the window as the scan sees it: a no-break space or an
-#: en dash is still its stand-in there (``_whole_run_entities`` reads them as a space and a hyphen)
+#: en dash is still its stand-in there (``_whole_run_entities`` reads them as a space and a hyphen,
+#: so "536 90\u202f4399" is one SSN there: the two separators are alike once read so)
 _SSN_PART_RE: Final = re.compile(
-    rf"[0-9]{{3}}([- {_HARD_SPACE}{_RANGE_DASH}])[0-9]{{2}}\1[0-9]{{4}}")
+    rf"[0-9]{{3}}(?:[ {_HARD_SPACE}][0-9]{{2}}[ {_HARD_SPACE}]|[-{_RANGE_DASH}][0-9]{{2}}[-{_RANGE_DASH}])[0-9]{{4}}")
 _DATE_RE: Final = re.compile(
     r"(?<!\d)(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2}))(?!\d)",
     re.ASCII,

@@ -578,6 +578,7 @@ class TestLongDigitRunStreaming:
         ("1 2 (536 22 8726)", "536 22 8726"), ("536 22 8726) 1 2", "536 22 8726"),
         ("536-22-8726) 1 2", "536-22-8726"),
         ("12-34-56-78-90-12-4111-1111-1111-1111", None), ("123-56-78-90-12-4111-1111-1111-1111", None),
+        ("536 90\u202f4399", "536 90\u202f4399"), ("(536 90\u202f4399)", "536 90\u202f4399"),  # two kinds of space
     ])
     def test_the_head_of_a_run_is_read_the_same_before_and_after_the_run_grows_long(
             self, scanner: PiiScanner, head: str, ssn: str | None) -> None:
@@ -725,6 +726,8 @@ LLM_SHAPED = [
     ("call me\u20144155552671 at 5", "PHONE", "4155552671"),  # an em dash is prose, not part of it
     ("Tel: 415-555-2671x89", "PHONE", "415-555-2671"),  # an extension glued to it
     ("Card 4111 1111 1111 1111x1", "CREDIT_CARD", "4111 1111 1111 1111"),  # cut after "x": leaked
+    ("Card (4111 1111 1111 1111)X9", "CREDIT_CARD", "4111 1111 1111 1111"),  # and after ")x"
+    ("Tel 415-555-2671)x9", "PHONE", "415-555-2671"),
     ("IBAN DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000 ok", "IBAN",
      "DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000"),
     ("Tel \U0001d7d2\U0001d7cf\U0001d7d3-\U0001d7d3\U0001d7d3\U0001d7d3-\U0001d7d0\U0001d7d4\U0001d7d5\U0001d7cf",
@@ -770,6 +773,12 @@ def test_an_address_after_a_long_phrase_without_spaces_is_held_from_where_its_lo
     ("ทางอีเมลsomchai@example.com ครับ", "somchai@example.com"),
     ("user@例子.中国 ok", "user@例子.中国"),
     ("漢" * 70 + "@张三请发到alice@example.com", "alice@example.com"),  # held from the first "@": leaked
+    ("漢" * 66 + "@漢иван@mail.ru", "иван@mail.ru"),  # no local part before the last "@": not held
+    # a local part of dotted CJK and Latin words after a run longer than any local part
+    ("ติดต่อเราได้ที่" * 5 + "yamada.山田@example.jp ok", "yamada.山田@example.jp"),
+    ("ติดต่อเราได้ที่" * 5 + "山田.yamada@example.jp ok", "山田.yamada@example.jp"),
+    ("ติดต่อเราได้ที่" * 5 + "山田.太郎@example.jp ok", "山田.太郎@example.jp"),
+    ("漢" * 70 + "\u200byamada.山田@example.jp ok", "yamada.山田@example.jp"),
 ])
 def test_an_address_glued_to_words_of_a_script_without_spaces_is_masked_alone(
         scanner: PiiScanner, text: str, email: str) -> None:
