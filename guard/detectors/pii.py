@@ -469,8 +469,21 @@ _NUMERIC_ASCII: Final = {
     **{cp: str(unicodedata.decimal(chr(cp))) for cp in range(0x80, 0x20000)
        if unicodedata.category(chr(cp)) == "Nd"},
 }
-#: whether a text has any of them (a search is far cheaper than a translation that changes nothing)
-_NON_ASCII_NUMERIC_RE: Final = re.compile("[" + "".join(re.escape(chr(cp)) for cp in sorted(_NUMERIC_ASCII)) + "]")
+#: whether a text has any of them (a search is far cheaper than a translation that changes nothing).
+#: Two patterns: a class holding astral code points is not compiled to a bitmap, and searching
+#: every text with it cost 50 times as much; astral digits are looked for only where the text has
+#: an astral character at all
+_NON_ASCII_NUMERIC_RE: Final = re.compile(
+    "[" + "".join(re.escape(chr(cp)) for cp in sorted(_NUMERIC_ASCII) if cp < 0x10000) + "]")
+_ASTRAL_DIGIT_RE: Final = re.compile(
+    "[" + "".join(re.escape(chr(cp)) for cp in sorted(_NUMERIC_ASCII) if cp >= 0x10000) + "]")
+_ASTRAL_RE: Final = re.compile("[\U00010000-\U0010ffff]")  # one range: cheap (``max`` was 10 µs)
+
+
+def _numeric_non_ascii(text: str) -> bool:
+    """Whether ``text`` (not ASCII) has a character ``_NUMERIC_ASCII`` translates."""
+    return _NON_ASCII_NUMERIC_RE.search(text) is not None \
+        or (_ASTRAL_RE.search(text) is not None and _ASTRAL_DIGIT_RE.search(text) is not None)
 _RANGE_RE: Final = re.compile(f"[0-9]+{_RANGE_DASH}[0-9]+")
 _THOUSANDS_RE: Final = re.compile(f"[0-9]{{1,3}}(?:{_HARD_SPACE}[0-9]{{3}})+")
 _LOOSE_HARD_SPACE_RE: Final = re.compile(f"(?<![0-9]){_HARD_SPACE}|{_HARD_SPACE}(?![0-9])")
@@ -910,7 +923,7 @@ class PiiScanner:
         self._token_label = functools.lru_cache(maxsize=16384)(_token_label)
 
     def scan(self, text: str, final: bool) -> ScanResult:
-        if not text.isascii() and _NON_ASCII_NUMERIC_RE.search(text):
+        if not text.isascii() and _numeric_non_ascii(text):
             text = text.translate(_NUMERIC_ASCII)  # one for one: positions hold
             if _HARD_SPACE in text:  # outside a number a no-break space is a space ("SSN:\u00a0…")
                 text = _LOOSE_HARD_SPACE_RE.sub(" ", text)
