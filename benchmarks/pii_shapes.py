@@ -35,6 +35,15 @@ def _typographic(value: str) -> str:
     return value.replace("-", "\u2011").replace(" ", "\u202f")
 
 
+def _no_break(value: str) -> str:
+    return value.replace(" ", "\u00a0")
+
+
+def _math_bold(value: str) -> str:
+    """Digits as mathematical bold (U+1D7CE…), as some models write emphasis in plain text."""
+    return "".join(chr(0x1D7CE + int(c)) if c.isdigit() else c for c in value)
+
+
 #: shape name → (label → template with {x}, or None where the shape does not apply), value transform
 SHAPES: dict[str, tuple[Callable[[str], str | None], Callable[[str], str]]] = {
     "plain": (lambda label: "The number you asked for is {x}.", lambda v: v),
@@ -49,6 +58,8 @@ SHAPES: dict[str, tuple[Callable[[str], str | None], Callable[[str], str]]] = {
     "Chinese prose": (lambda label: "联系方式{x}，谢谢。", lambda v: v),
     "Japanese prose": (lambda label: "お問い合わせは{x}までお願いします。", lambda v: v),
     "Korean prose": (lambda label: "번호는 {x}입니다.", lambda v: v),
+    "no-break spaces": (lambda label: "{label}:\u00a0{x}.\u00a0Thanks.", _no_break),
+    "mathematical bold digits": (lambda label: "The number you asked for is {x}.", _math_bold),
 }
 
 #: numbers an answer writes that are not PII, in the same shapes
@@ -62,6 +73,8 @@ LOOKALIKES = (
     "Serial SN-0042-7781-9930.", "Between 1990 and 2024, 35 % grew.", "The year ٢٠٢٤ was good.",
     "Expect 9000\u201320000 visitors per month.", "La population est de 669\u202f835\u202f601 habitants.",
     "e \u2248 2,7182818284", "h = (key)*2654435761 % m", "See report.2024011512.pdf.", "page.html#2125551234",
+    "Il y a 4\u00a0294\u00a0967\u00a0295 adresses.", "Prix\u00a0: 1\u00a0299,00\u00a0€.",
+    "Screen 1920x1080 pixels.",
 )
 
 
