@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from guard.detectors.semantic import TritonTls
 from guard.devenv.certs import DevCerts, make_dev_certs
@@ -17,6 +18,14 @@ from guard.devenv.kafka import Broker, make_broker
 from guard.devenv.triton import ServerTls, TritonServer
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property tests draw the same examples on every run (``derandomize``): a new counterexample then
+# shows up when the code changes, not at random in CI on a commit that did not cause it (a CI run
+# failed on a PII case no commit of that change had touched). Exploring new examples is a separate,
+# deliberate run: ``./dev.sh test --hypothesis-profile=explore`` (or ``--hypothesis-seed=N``).
+settings.register_profile("deterministic", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile("deterministic")
 
 #: session fixtures that start a real service, and the mark each implies (transitively: a fixture
 #: that needs them, such as ``guard_worker``, lists them in ``item.fixturenames`` too)
