@@ -89,6 +89,12 @@ def classify(fired: bool, verdict: Verdict) -> Outcome | None:
 
 
 _EPS = 1e-9  # so that k / BINS lands in bin k despite binary fractions
+#: how much newer than every record folded in a record at an old offset must be to count as one of
+#: a feedback topic made again. Record times are the producers' clocks: two producers a few ms
+#: apart put a newer time at a lower offset, and with no margin a crash re-read of such a record
+#: (unknown the first time, its decision indexed by the restart) lowered the offsets folded and
+#: counted the later records of the batch a second time
+RECREATED_AFTER_MS = 10 * 60 * 1000
 
 
 def _bin(score: float) -> int:
@@ -209,7 +215,7 @@ class Evidence:
         time tells a re-read record from a new one on a feedback topic deleted and made again (its
         offsets start over, its records are newer): those count."""
         last = self.folded.get(at[0])
-        return last is not None and at[1] <= last[0] and at[2] <= last[1]
+        return last is not None and at[1] <= last[0] and at[2] <= last[1] + RECREATED_AFTER_MS
 
     @property
     def total(self) -> float:
@@ -244,7 +250,7 @@ class Evidence:
             last = folded.get(at[0])
             if last is None or at[1] > last[0]:
                 folded = MappingProxyType({**folded, at[0]: (at[1], max(at[2], last[1] if last else 0))})
-            elif at[2] > last[1]:  # offsets started over, newer records: the topic was made again
+            elif at[2] > last[1] + RECREATED_AFTER_MS:  # offsets started over, newer records: made again
                 folded = MappingProxyType({**folded, at[0]: (at[1], at[2])})
         return Evidence(_frozen(pos), _frozen(neg), e.fresh.add(fresh) if fresh else e.fresh,
                         e.epoch, max(e.updated_ms, now_ms), folded)

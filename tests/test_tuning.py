@@ -23,6 +23,7 @@ from guard.messages import Evidence as DecisionEvidence
 from guard.thresholds import ThresholdKey, Thresholds
 from guard.tuning import (
     BINS,
+    RECREATED_AFTER_MS,
     Counts,
     DecisionRecord,
     Evidence,
@@ -388,13 +389,27 @@ class TestObserve:
         index = {f"s{i}:0": record(i, True, 0.7) for i in range(4)}
         s = observe(TunerState(), [fb(0), fb(1)], index, BASE, SPECS, 0, [(0, 0, 100), (0, 1, 101)])
         assert s.evidence[KEY].folded == {0: (1, 101)}
-        s = observe(s, [fb(2), fb(3)], index, BASE, SPECS, 0, [(0, 0, 500), (0, 1, 501)])
+        later = 101 + RECREATED_AFTER_MS + 1
+        s = observe(s, [fb(2), fb(3)], index, BASE, SPECS, 0, [(0, 0, later), (0, 1, later + 1)])
         assert s.counts.counted == 4 and s.counts.recovered == 0
-        assert s.evidence[KEY].folded == {0: (1, 501)}  # so a re-read of these is known again
-        again = observe(TunerState(s.evidence), [fb(3)], index, BASE, SPECS, 0, [(0, 1, 501)])
+        assert s.evidence[KEY].folded == {0: (1, later + 1)}  # so a re-read of these is known again
+        again = observe(TunerState(s.evidence), [fb(3)], index, BASE, SPECS, 0, [(0, 1, later + 1)])
         assert again.counts.recovered == 1 and again.counts.counted == 0
         with pytest.raises(ValueError, match="positions"):
             observe(s, [fb(2)], index, BASE, SPECS, 0, [])
+
+    def test_a_crash_re_read_with_producer_clocks_apart_counts_nothing_twice(self) -> None:
+        """Record times come from the producers' clocks: a lower offset may carry a newer time. A
+        verdict unknown on the first read (its decision not indexed yet) and known on the re-read
+        after a crash was taken for a record of a topic made again: the offsets folded went back
+        to it, and the batch's later verdict, folded before the crash, counted twice."""
+        first = {"s7:0": record(7, True, 0.7)}
+        batch, at = [fb(5), fb(7)], [(0, 5, 1_000_900), (0, 7, 1_000_800)]
+        s = observe(TunerState(), batch, first, BASE, SPECS, 0, at)
+        again = observe(TunerState(s.evidence), batch, {**first, "s5:0": record(5, True, 0.7)},
+                        BASE, SPECS, 0, at)
+        assert again.evidence[KEY].total == s.evidence[KEY].total == 1.0
+        assert again.counts.recovered == 2
 
     def test_one_decision_is_one_data_point_whatever_the_sources(self) -> None:
         """40 verdicts on one decision under 40 made-up source names were 40 units of evidence,

@@ -776,6 +776,10 @@ def test_an_address_after_a_long_phrase_without_spaces_is_held_from_where_its_lo
     ("漢" * 66 + "@漢иван@mail.ru", "иван@mail.ru"),  # no local part before the last "@": not held
     # a local part of dotted CJK and Latin words after a run longer than any local part
     ("ติดต่อเราได้ที่" * 5 + "yamada.山田@example.jp ok", "yamada.山田@example.jp"),
+    # a mark before the Han or Hangul words: the address is masked from what the mark joins
+    # ("+bob\u0308" was released before the rest was masked)
+    ("漢" * 70 + ".+bob\u0308한국.yamada@e.jp ok", "+bob\u0308한국.yamada@e.jp"),
+    ("漢" * 70 + "ナ1\u0308국@x.io ok", "1\u0308국@x.io"),
     ("ติดต่อเราได้ที่" * 5 + "山田.yamada@example.jp ok", "山田.yamada@example.jp"),
     ("ติดต่อเราได้ที่" * 5 + "山田.太郎@example.jp ok", "山田.太郎@example.jp"),
     ("漢" * 70 + "\u200byamada.山田@example.jp ok", "yamada.山田@example.jp"),
@@ -799,6 +803,15 @@ def test_what_follows_a_number_or_precedes_an_address_is_read_alike_however_the_
     after a run of Han longer than any address was not held at all."""
     for k in range(1, len(text)):
         check_contract(scanner, text, k, len(text))
+
+
+def test_the_hold_does_not_go_back_over_dotted_words_longer_than_any_local_part(scanner: PiiScanner) -> None:
+    """The walk back over dotted words stopped at the bound and held from there: a position after
+    a dot, where no address starts, and behind text already released ((c) of the contract)."""
+    text = "a." * 33 + "郎@example.jp ok"
+    assert found(scanner, text) == []
+    for k in range(1, len(text)):
+        check_contract(scanner, text, k, k + 1)
 
 
 def test_both_cards_of_a_list_are_masked(scanner: PiiScanner) -> None:
