@@ -54,7 +54,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from structlog.contextvars import bound_contextvars
 
-from guard.errors import GuardError, SchemaError
+from guard.errors import GuardError, SchemaError, traced
 from guard.messages import Decision, Feedback, ThresholdChange, decode, encode
 from guard.metrics import TunerMetrics
 from guard.policy.load import PolicySet, PolicyStore
@@ -481,7 +481,7 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
                 await dead(ev, exc)
                 continue
             m = ev.message
-            positions.append((m.partition, m.offset, int(m.timestamp * 1000) if m.timestamp else 0))
+            positions.append((m.partition, m.offset, round(m.timestamp * 1000) if m.timestamp else 0))
         if not batch:
             return
         missing = sum(decisions.get(fb.decision_id.encode()) is None for fb in batch)
@@ -511,9 +511,21 @@ def create_tuner(s: Settings, ts: TunerSettings) -> Tuner:
             # The evidence first, acknowledged, then the identities: a crash between the two leaves
             # evidence that knows its records (``Evidence.folded``), so the re-read batch is not
             # counted twice; identities written first would have lost those verdicts for good.
+            # Each changelog write is awaited itself: Faust's producer flush returns with a message
+            # still being handed over, and a failed send is only logged there.
+            sent = []
             for key, ev in changed_evidence(before, after):
-                evidence[key.topic_key.encode()] = encode_evidence(ev)
-            await app.producer.flush()
+                k, v = key.topic_key.encode(), encode_evidence(ev)
+                evidence.data[k] = v  # the table's own copy (``evidence[k] = v`` without the send)
+                sent.append(evidence.send_changelog(None, k, v))
+            try:
+                await asyncio.gather(*sent)
+            except Exception as exc:  # noqa: BLE001 - not knowing what was written, start again
+                # Neither handled nor dead-lettered: the batch's offsets stay uncommitted, and the
+                # restarted tuner reads it again against what its tables hold.
+                log.error("evidence_write_failed", **traced(exc))
+                await crash(exc)
+                await asyncio.Event().wait()  # cancelled by the shutdown
             for ident, ts_ms in changed_identities(before, after, batch):
                 seen[identity_key(ident)] = str(ts_ms).encode()
             brain.state = after
