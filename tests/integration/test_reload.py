@@ -44,17 +44,23 @@ def logged(worker: WorkerProcess, event: str, timeout_s: float = 20.0) -> bool:
     return bool(worker.events(event))
 
 
-def test_blocklist_edits_apply_live_and_bad_ones_are_refused(kafka_broker, triton_server, tmp_path):
+def _setup(bootstrap: str, tmp_path: Path, prefix: str) -> tuple[Path, Settings, dict[str, str], str]:
+    """A copy of the policies to edit, fresh topics, and a worker's environment reloading every 0.5 s."""
     pdir = tmp_path / "policies"
     shutil.copytree(REPO / "policies", pdir)
     run = uuid.uuid4().hex[:6]
-    names = {f"topic_{t}": f"reload-{run}.{t}" for t in ("chunks", "decisions", "deadletter", "feedback",
-                                                         "thresholds")}
-    s = Settings(kafka_bootstrap=kafka_broker.bootstrap, **names)
-    asyncio.run(create_topics(kafka_broker.bootstrap, topics.specs(s)))
-    env = {"GUARD_POLICY_DIR": str(pdir), "GUARD_POLICY_RELOAD_S": "0.5", "GUARD_APP_ID": f"reload-{run}",
+    names = {f"topic_{t}": f"{prefix}-{run}.{t}" for t in ("chunks", "decisions", "deadletter", "feedback",
+                                                            "thresholds")}
+    s = Settings(kafka_bootstrap=bootstrap, **names)
+    asyncio.run(create_topics(bootstrap, topics.specs(s)))
+    env = {"GUARD_POLICY_DIR": str(pdir), "GUARD_POLICY_RELOAD_S": "0.5", "GUARD_APP_ID": f"{prefix}-{run}",
            "GUARD_WEB_PORT": str(free_port()), "GUARD_LOG_LEVEL": "INFO",
            **{f"GUARD_{k.upper()}": v for k, v in names.items()}}
+    return pdir, s, env, run
+
+
+def test_blocklist_edits_apply_live_and_bad_ones_are_refused(kafka_broker, triton_server, tmp_path):
+    pdir, s, env, run = _setup(kafka_broker.bootstrap, tmp_path, "reload")
     log = LOGS / f"worker-reload-{run}.log"
     text = f"What a {WORD} day it was."
     with WorkerProcess(kafka_broker.bootstrap, triton_server.grpc_url, log, env) as worker:
@@ -96,16 +102,7 @@ def test_an_edited_threshold_supersedes_a_pin_made_against_the_old_value(kafka_b
     import subprocess
     import sys
 
-    pdir = tmp_path / "policies"
-    shutil.copytree(REPO / "policies", pdir)
-    run = uuid.uuid4().hex[:6]
-    names = {f"topic_{t}": f"edit-{run}.{t}" for t in ("chunks", "decisions", "deadletter", "feedback",
-                                                       "thresholds")}
-    s = Settings(kafka_bootstrap=kafka_broker.bootstrap, **names)
-    asyncio.run(create_topics(kafka_broker.bootstrap, topics.specs(s)))
-    env = {"GUARD_POLICY_DIR": str(pdir), "GUARD_POLICY_RELOAD_S": "0.5", "GUARD_APP_ID": f"edit-{run}",
-           "GUARD_WEB_PORT": str(free_port()), "GUARD_LOG_LEVEL": "INFO",
-           **{f"GUARD_{k.upper()}": v for k, v in names.items()}}
+    pdir, s, env, run = _setup(kafka_broker.bootstrap, tmp_path, "edit")
     text = "The capital of France is Paris."
 
     async def until(action: str) -> Decision:
