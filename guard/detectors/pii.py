@@ -332,6 +332,11 @@ def _unemphasised(text: str, start: int, end: int) -> int:
     return opening.end()
 
 
+def _word_char(ch: str) -> bool:
+    """A character of a local part's word in a spaced script (not its dots)."""
+    return (ch.isalnum() or ch in "_%+-") and not _unspaced(ch)
+
+
 def _local_part_tail(text: str) -> int | None:
     """Where a local part ending the text could start, within a run of address characters too long
     to be one: after the last character the pattern's local part cannot hold (a combining mark, a
@@ -348,7 +353,7 @@ def _local_part_tail(text: str) -> int | None:
         # and back over marks and what they join, as ``_local_part_start`` moves the match's start
         # ("+bob\u0308한국@": the address is masked from "+")
         return _local_part_start(text, _dotted_words_before(text, i), n)
-    while i > 0 and (text[i - 1].isalnum() or text[i - 1] in "_.%+-") and not _unspaced(text[i - 1]):
+    while i > 0 and (_word_char(text[i - 1]) or text[i - 1] == "."):
         i -= 1
         if n - i > MAX_EMAIL_LOCAL + 1:
             return None
@@ -377,9 +382,8 @@ def _dotted_words_before(text: str, i: int) -> int:
         if _cjk(text[k - 1]):
             while k > 0 and _cjk(text[k - 1]) and n - k <= MAX_EMAIL_LOCAL:
                 k -= 1
-        elif (text[k - 1].isalnum() or text[k - 1] in "_%+-") and not _unspaced(text[k - 1]):
-            while k > 0 and (text[k - 1].isalnum() or text[k - 1] in "_%+-") and not _unspaced(text[k - 1]) \
-                    and n - k <= MAX_EMAIL_LOCAL:
+        elif _word_char(text[k - 1]):
+            while k > 0 and _word_char(text[k - 1]) and n - k <= MAX_EMAIL_LOCAL:
                 k -= 1
         else:
             break
